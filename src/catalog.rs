@@ -1,0 +1,380 @@
+//! The catalog: every connector and playbook loaded from disk and validated, including each
+//! SQL statement planned against the connector schemas and earlier steps' outputs, so a
+//! misspelled column is reported at load time with its `file:line:column`.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::Utc;
+use chrono_tz::Tz;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::DataFusionError;
+use datafusion::datasource::MemTable;
+use datafusion::execution::context::SQLOptions;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use serde::Serialize;
+
+use crate::connector::{self, Connector};
+use crate::paths::Paths;
+use crate::playbook::params::{ParseCtx, Value};
+use crate::playbook::{self, Playbook, RawPlaybook};
+use crate::problem::{Pos, Problem, Problems};
+use crate::sql::find_identifier;
+use crate::steps::query::Query;
+use crate::steps::StepKind;
+
+/// A playbook file and what became of it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub id: String,
+    pub path: String,
+    /// Parsed and structurally valid enough to show; runnable only with no problems.
+    pub playbook: Option<Arc<Playbook>>,
+    pub problems: Vec<Problem>,
+}
+
+impl Entry {
+    pub fn runnable(&self) -> Option<&Arc<Playbook>> {
+        self.playbook.as_ref().filter(|_| self.problems.is_empty())
+    }
+}
+
+/// Summary of one connector for pages and `check`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectorInfo {
+    pub name: String,
+    pub path: String,
+    pub description: String,
+    pub columns: Vec<(String, String)>,
+}
+
+#[derive(Debug)]
+pub struct Catalog {
+    pub paths: Paths,
+    pub tz: Tz,
+    pub connectors: Vec<Connector>,
+    pub connector_problems: Vec<Problem>,
+    pub playbooks: Vec<Entry>,
+}
+
+/// A DataFusion session configured as casebook runs queries: spans kept for error
+/// positions, plain UTF-8 strings, casebook's functions registered.
+pub fn new_session() -> SessionContext {
+    let mut config = SessionConfig::new().with_information_schema(false);
+    config.options_mut().sql_parser.collect_spans = true;
+    config.options_mut().execution.parquet.schema_force_view_types = false;
+    config.options_mut().execution.time_zone = Some("UTC".into());
+    let ctx = SessionContext::new_with_config(config);
+    crate::sqlfn::register(&ctx);
+    ctx
+}
+
+/// Only queries: no DDL, no DML (`COPY`, `INSERT`), no `SET`.
+pub fn read_only() -> SQLOptions {
+    SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
+}
+
+impl Catalog {
+    /// Loads and validates everything under `paths`. Never fails: problems are collected.
+    pub async fn load(paths: Paths, tz: Tz) -> Catalog {
+        let ctx = new_session();
+        let mut connectors = Vec::new();
+        let mut connector_problems = Vec::new();
+        for file in yaml_files(&paths.connectors) {
+            let shown = display_path(&file);
+            let mut problems = Problems::new(shown);
+            let text = match std::fs::read_to_string(&file) {
+                Ok(t) => t,
+                Err(e) => {
+                    problems.push(Pos::UNKNOWN, format!("cannot read: {e}"));
+                    connector_problems.extend(problems.list);
+                    continue;
+                }
+            };
+            if let Some(c) = connector::load(&file, &text, &paths.data, &ctx, &mut problems).await {
+                if connectors.iter().any(|o: &Connector| o.name == c.name) {
+                    problems.push(Pos::new(1, 1), format!("connector name `{}` is used by another file", c.name));
+                } else {
+                    connectors.push(c);
+                }
+            }
+            connector_problems.extend(problems.list);
+        }
+        let mut catalog = Catalog { paths, tz, connectors, connector_problems, playbooks: Vec::new() };
+        let files = yaml_files(&catalog.paths.playbooks);
+        let mut entries = Vec::new();
+        for file in files {
+            entries.push(catalog.load_playbook(&file).await);
+        }
+        // Ids are file stems; two files with one stem would share a URL.
+        let mut seen = HashSet::new();
+        for e in &mut entries {
+            if !seen.insert(e.id.clone()) {
+                e.problems.push(Problem::new(
+                    e.path.clone(),
+                    Pos::new(1, 1),
+                    format!("another playbook file is also named `{}`; rename one of them", e.id),
+                ));
+            }
+        }
+        entries.sort_by(|a, b| {
+            let ta = a.playbook.as_ref().map(|p| p.title.to_lowercase()).unwrap_or_default();
+            let tb = b.playbook.as_ref().map(|p| p.title.to_lowercase()).unwrap_or_default();
+            ta.cmp(&tb).then(a.id.cmp(&b.id))
+        });
+        catalog.playbooks = entries;
+        catalog
+    }
+
+    pub fn parse_ctx(&self) -> ParseCtx {
+        ParseCtx { tz: self.tz, now: Utc::now() }
+    }
+
+    pub fn entry(&self, id: &str) -> Option<&Entry> {
+        self.playbooks.iter().find(|e| e.id == id)
+    }
+
+    /// Every problem, connectors first.
+    pub fn problems(&self) -> impl Iterator<Item = &Problem> {
+        self.connector_problems.iter().chain(self.playbooks.iter().flat_map(|e| e.problems.iter()))
+    }
+
+    /// A session with every connector registered under its name.
+    pub fn session(&self) -> SessionContext {
+        let ctx = new_session();
+        for c in &self.connectors {
+            if let Err(e) = ctx.register_table(c.name.as_str(), c.table.clone()) {
+                tracing::warn!(connector = %c.name, error = %e, "could not register connector");
+            }
+        }
+        ctx
+    }
+
+    pub fn connector_infos(&self) -> Vec<ConnectorInfo> {
+        self.connectors
+            .iter()
+            .map(|c| ConnectorInfo {
+                name: c.name.clone(),
+                path: c.path.clone(),
+                description: c.description.clone(),
+                columns: c.schema().fields().iter().map(|f| (f.name().clone(), f.data_type().to_string())).collect(),
+            })
+            .collect()
+    }
+
+    /// Loads one playbook file (also used for `casebook run FILE` outside the folder).
+    pub async fn load_playbook(&self, file: &Path) -> Entry {
+        let shown = display_path(file);
+        let id = file.file_stem().and_then(|s| s.to_str()).unwrap_or("playbook").to_string();
+        let mut problems = Problems::new(shown.clone());
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(Pos::UNKNOWN, format!("cannot read: {e}"));
+                return Entry { id, path: shown, playbook: None, problems: problems.list };
+            }
+        };
+        let raw: RawPlaybook = match crate::yaml::parse(&shown, &text) {
+            Ok(r) => r,
+            Err(p) => return Entry { id, path: shown, playbook: None, problems: vec![p] },
+        };
+        let pb = playbook::validate(&id, raw, &text, &self.parse_ctx(), &mut problems);
+        self.plan(&pb, &mut problems).await;
+        Entry { id, path: shown, playbook: Some(Arc::new(pb)), problems: problems.list }
+    }
+
+    /// Plans every query of `pb` with sample parameter values, reporting what fails.
+    async fn plan(&self, pb: &Playbook, problems: &mut Problems) {
+        let ctx = self.session();
+        let cx = self.parse_ctx();
+        let mut values = Vec::new();
+        for p in &pb.params {
+            let v = p.default.as_deref().and_then(|d| p.parse(Some(d), &cx).ok()).unwrap_or_else(|| p.sample(&cx));
+            let v = if v == Value::Null { p.sample(&cx) } else { v };
+            values.extend(p.bind(&v));
+        }
+        for p in &pb.params {
+            if let crate::playbook::params::ParamKind::Select { options_query: Some(q), .. } = &p.kind {
+                if let Err(e) = ctx.sql_with_options(q, read_only()).await {
+                    problems.push(Pos::UNKNOWN, format!("options_query of `{}`: {}", p.name, clean_error(&e).0));
+                }
+            }
+        }
+        let mut failed: Vec<&str> = Vec::new();
+        let mut schemas: Vec<(String, SchemaRef)> = Vec::new();
+        for (_, step) in pb.steps() {
+            if step.depends_on.iter().any(|d| failed.contains(&d.as_str())) {
+                failed.push(&step.id);
+                continue;
+            }
+            let StepKind::Query(q) = &step.kind else { continue };
+            if let Some((name, at)) = &q.connector {
+                if !self.connectors.iter().any(|c| &c.name == name) {
+                    let known: Vec<&str> = self.connectors.iter().map(|c| c.name.as_str()).collect();
+                    problems.push_hint(*at, format!("unknown connector `{name}`"), format!("known connectors: {}", known.join(", ")));
+                }
+            }
+            let planned = match ctx.sql_with_options(&q.sql.text, read_only()).await {
+                Ok(df) => df.with_param_values(values.clone()),
+                Err(e) => Err(e),
+            };
+            match planned {
+                Ok(df) => {
+                    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+                    if let Some(chart) = &step.chart {
+                        for (col, at) in chart.columns() {
+                            if schema.field_with_name(col).is_err() {
+                                let cols: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                                problems.push_hint(
+                                    at,
+                                    format!("chart column `{col}` is not in the result of step `{}`", step.id),
+                                    format!("columns: {}", cols.join(", ")),
+                                );
+                            }
+                        }
+                    }
+                    match MemTable::try_new(schema.clone(), vec![vec![]]) {
+                        Ok(t) => {
+                            let _ = ctx.register_table(step.id.as_str(), Arc::new(t));
+                        }
+                        Err(e) => problems.push(step.at, format!("step `{}`: {e}", step.id)),
+                    }
+                    schemas.push((step.id.clone(), schema));
+                }
+                Err(e) => {
+                    failed.push(&step.id);
+                    let (at, message, hint) = locate_error(&e, q, &ctx);
+                    let mut p = Problem::new(problems.path.clone(), at, format!("step `{}`: {message}", step.id));
+                    p.hint = hint;
+                    problems.list.push(p);
+                }
+            }
+        }
+    }
+}
+
+/// Strips DataFusion's prefixes and keeps the first line.
+pub fn clean_error(e: &DataFusionError) -> (String, Option<String>) {
+    let inner = e.iter().last().unwrap_or(e);
+    let text = match e.diagnostic() {
+        Some(d) => d.message.clone(),
+        None => inner.to_string(),
+    };
+    let mut msg = connector::first_line(&text);
+    for prefix in ["Error during planning: ", "Schema error: ", "Execution error: ", "SQL error: ", "ParserError(", "Arrow error: "] {
+        if let Some(rest) = msg.strip_prefix(prefix) {
+            msg = rest.trim_end_matches(')').to_string();
+        }
+    }
+    if let Some(rest) = msg.strip_prefix("No field named ") {
+        let (name, valid) = match rest.split_once(". Valid fields are ") {
+            Some((n, v)) => (n.to_string(), Some(v.trim_end_matches('.').to_string())),
+            None => (rest.trim_end_matches('.').to_string(), None),
+        };
+        let name = name.trim_matches('"').to_string();
+        let hint = valid.map(|v| suggest(&name, &v));
+        return (format!("unknown column `{name}`"), hint);
+    }
+    (msg, None)
+}
+
+fn suggest(name: &str, valid: &str) -> String {
+    let bare = name.rsplit('.').next().unwrap_or(name).to_lowercase();
+    let fields: Vec<String> = valid
+        .split(", ")
+        .map(|f| f.rsplit('.').next().unwrap_or(f).trim_matches('"').to_string())
+        .collect();
+    let best = fields.iter().min_by_key(|f| edit_distance(&bare, &f.to_lowercase()));
+    match best {
+        Some(b) if edit_distance(&bare, &b.to_lowercase()) <= 2 => format!("did you mean `{b}`?"),
+        _ => {
+            let shown: Vec<&str> = fields.iter().take(30).map(String::as_str).collect();
+            format!("columns: {}", shown.join(", "))
+        }
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn locate_error(e: &DataFusionError, q: &Query, ctx: &SessionContext) -> (Pos, String, Option<String>) {
+    let (message, mut hint) = clean_error(e);
+    let span = e.diagnostic().and_then(|d| d.span).filter(|s| s.start.line > 0);
+    let mut at = span.map(|s| q.file_pos((s.start.line, s.start.column)));
+    let lower = message.to_lowercase();
+    if at.is_none() {
+        let name = message
+            .split('`')
+            .nth(1)
+            .map(str::to_string)
+            .or_else(|| lower.split('\'').nth(1).map(str::to_string));
+        if let Some(n) = name {
+            at = find_identifier(&q.sql.text, &n).map(|p| q.file_pos(p));
+        }
+    }
+    if lower.contains("table") && lower.contains("not found") && hint.is_none() {
+        let names: Vec<String> = ctx.table_names_sorted();
+        hint = Some(format!("tables you can use: {}", names.join(", ")));
+    }
+    (at.unwrap_or_else(|| q.file_pos((1, 1))), message, hint)
+}
+
+trait TableNames {
+    fn table_names_sorted(&self) -> Vec<String>;
+}
+
+impl TableNames for SessionContext {
+    fn table_names_sorted(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .catalog("datafusion")
+            .and_then(|c| c.schema("public"))
+            .map(|s| s.table_names())
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+}
+
+/// `*.yaml` / `*.yml` files under `dir`, recursively, sorted.
+pub fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with('.') {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else if name.ends_with(".yaml") || name.ends_with(".yml") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A path as authors want to see it: relative to the current directory when inside it.
+pub fn display_path(p: &Path) -> String {
+    let cwd = std::env::current_dir().ok();
+    match cwd.as_ref().and_then(|c| p.strip_prefix(c).ok()) {
+        Some(rel) => rel.display().to_string(),
+        None => p.display().to_string(),
+    }
+}

@@ -1,0 +1,354 @@
+//! Command line: `serve`, `check`, `run` and `demo` (clap), each a thin shell over the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use chrono_tz::Tz;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::catalog::Catalog;
+use crate::engine::{Engine, RunRequest};
+use crate::paths::Paths;
+use crate::store::Store;
+
+#[derive(Debug, Parser)]
+#[command(name = "casebook", version, about = "Playbook server for security analysts")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, clap::Args, Clone, Default)]
+pub struct Dirs {
+    /// Playbooks folder (default: the repository's `playbooks/`).
+    #[arg(long, global = true)]
+    pub playbooks: Option<PathBuf>,
+    /// Connectors folder (default: the repository's `connectors/`).
+    #[arg(long, global = true)]
+    pub connectors: Option<PathBuf>,
+    /// Data folder: demo data, stored results, exports and state (default: `data/`).
+    #[arg(long, global = true)]
+    pub data: Option<PathBuf>,
+    /// Time zone in which times are entered and shown (e.g. Europe/Prague).
+    #[arg(long, global = true, env = "CASEBOOK_TZ", default_value = "UTC")]
+    pub tz: String,
+}
+
+impl Dirs {
+    pub fn paths(&self) -> Paths {
+        let mut p = Paths::repository();
+        if let Some(d) = &self.playbooks {
+            p.playbooks = d.clone();
+        }
+        if let Some(d) = &self.connectors {
+            p.connectors = d.clone();
+        }
+        if let Some(d) = &self.data {
+            p.data = d.clone();
+        }
+        p
+    }
+
+    pub fn tz(&self) -> Result<Tz> {
+        self.tz.parse::<Tz>().map_err(|_| anyhow::anyhow!("unknown time zone `{}` (use a name such as Europe/Prague)", self.tz))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the playbooks as pages (generates the demo data first when there is none).
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        bind: SocketAddr,
+        #[command(flatten)]
+        dirs: Dirs,
+    },
+    /// Validate every connector and playbook; print problems as path:line:column.
+    Check {
+        #[command(flatten)]
+        dirs: Dirs,
+    },
+    /// Run a playbook headless (all sections) and print its tables.
+    Run {
+        /// A playbook file, or the id of one in the playbooks folder.
+        playbook: String,
+        /// A parameter, as NAME=VALUE (repeatable).
+        #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        /// Print only this step's table.
+        #[arg(long)]
+        step: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Most rows printed per table in `table` format (csv and json print all).
+        #[arg(long, default_value_t = 50)]
+        max_rows: usize,
+        #[command(flatten)]
+        dirs: Dirs,
+    },
+    /// (Re)generate the demo data.
+    Demo {
+        /// Flow records to generate.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Hours of data, ending at the current hour.
+        #[arg(long, default_value_t = 48)]
+        hours: u32,
+        #[command(flatten)]
+        dirs: Dirs,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("casebook=info,warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cmd: Command) -> Result<ExitCode> {
+    match cmd {
+        Command::Serve { bind, dirs } => serve(bind, &dirs).await.map(|_| ExitCode::SUCCESS),
+        Command::Check { dirs } => check(&dirs).await,
+        Command::Run { playbook, params, step, format, max_rows, dirs } => {
+            run(&playbook, &params, step.as_deref(), format, max_rows, &dirs).await
+        }
+        Command::Demo { rows, seed, hours, dirs } => {
+            let paths = dirs.paths();
+            let opts = crate::demo::Options { rows, seed, hours, end: None };
+            let summary = crate::demo::generate(&paths.data, &opts).context("generating demo data")?;
+            println!("{summary}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn serve(bind: SocketAddr, dirs: &Dirs) -> Result<()> {
+    let paths = dirs.paths();
+    if !crate::demo::present(&paths.data) {
+        eprintln!("No demo data in {} yet: generating it (once)…", paths.data.display());
+        let summary = crate::demo::generate(&paths.data, &crate::demo::Options::default())?;
+        eprintln!("{summary}");
+    }
+    let catalog = Arc::new(Catalog::load(paths.clone(), dirs.tz()?).await);
+    let problems = catalog.problems().count();
+    if problems > 0 {
+        eprintln!("{problems} problem(s) in playbooks or connectors; see `casebook check` or the pages");
+    }
+    let store = Store::open(&paths.state_db())?;
+    let engine = Arc::new(Engine::new(catalog.clone(), store));
+    let app = crate::web::app(crate::web::AppState::new(engine, paths)?);
+    let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("binding {bind}"))?;
+    let addr = listener.local_addr()?;
+    println!("casebook is serving {} playbooks at http://{addr}/", catalog.playbooks.len());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
+async fn check(dirs: &Dirs) -> Result<ExitCode> {
+    let catalog = Catalog::load(dirs.paths(), dirs.tz()?).await;
+    let mut n = 0;
+    for p in catalog.problems() {
+        println!("{p}");
+        n += 1;
+    }
+    for c in &catalog.connectors {
+        eprintln!("✓ connector {} ({})", c.name, c.path);
+    }
+    for e in &catalog.playbooks {
+        if e.problems.is_empty() {
+            eprintln!("✓ playbook {} ({})", e.id, e.path);
+        } else {
+            eprintln!("✗ playbook {} ({}): {} problem(s)", e.id, e.path, e.problems.len());
+        }
+    }
+    if n > 0 {
+        eprintln!("{n} problem(s)");
+        Ok(ExitCode::from(1))
+    } else {
+        eprintln!("all good");
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+async fn run(playbook: &str, raw_params: &[String], step: Option<&str>, format: Format, max_rows: usize, dirs: &Dirs) -> Result<ExitCode> {
+    let paths = dirs.paths();
+    let catalog = Arc::new(Catalog::load(paths.clone(), dirs.tz()?).await);
+    let file = PathBuf::from(playbook);
+    let entry = if file.is_file() {
+        catalog.load_playbook(&file).await
+    } else {
+        match catalog.entry(playbook) {
+            Some(e) => e.clone(),
+            None => bail!("no playbook file or id `{playbook}`"),
+        }
+    };
+    if !entry.problems.is_empty() {
+        for p in &entry.problems {
+            eprintln!("{p}");
+        }
+        return Ok(ExitCode::from(1));
+    }
+    let Some(pb) = entry.playbook.clone() else { bail!("playbook `{playbook}` could not be loaded") };
+    let mut given: Vec<(String, String)> = Vec::new();
+    for p in raw_params {
+        let Some((k, v)) = p.split_once('=') else { bail!("--param takes NAME=VALUE, got `{p}`") };
+        if pb.param(k.trim()).is_none() {
+            let known: Vec<&str> = pb.params.iter().map(|p| p.name.as_str()).collect();
+            bail!("`{}` has no parameter `{}` (it has: {})", pb.id, k.trim(), known.join(", "));
+        }
+        given.push((k.trim().to_string(), v.to_string()));
+    }
+    if let Some(s) = step {
+        if pb.step(s).is_none() {
+            bail!("`{}` has no step `{s}`", pb.id);
+        }
+    }
+    let cx = catalog.parse_ctx();
+    let mut values = Vec::new();
+    let mut bad = false;
+    for p in &pb.params {
+        let raw = given.iter().find(|(k, _)| k == &p.name).map(|(_, v)| v.as_str());
+        match p.parse(raw, &cx) {
+            Ok(v) => values.push((p.name.clone(), v)),
+            Err(e) => {
+                eprintln!("--param {}: {e}", p.name);
+                bad = true;
+            }
+        }
+    }
+    if bad {
+        return Ok(ExitCode::from(2));
+    }
+    let store = Store::open(&paths.state_db())?;
+    let engine = Engine::new(catalog.clone(), store);
+    let who = std::env::var("USER").unwrap_or_else(|_| "cli".into());
+    let outcome = engine.run(RunRequest { playbook: pb.clone(), values, section: None, who, source: "cli".into() }).await?;
+    let mut failed = false;
+    let tz = engine.tz();
+    let mut out = std::io::stdout().lock();
+    let printed: Vec<_> = outcome
+        .steps
+        .iter()
+        .filter(|s| step.is_none_or(|only| s.id == only))
+        .filter(|s| s.rows.is_some() || s.error.is_some() || s.html.is_some())
+        .collect();
+    let many = printed.len() > 1;
+    if format == Format::Json {
+        use std::io::Write;
+        write!(out, "{{")?;
+    }
+    for (i, s) in printed.iter().enumerate() {
+        if let Some(e) = &s.error {
+            eprintln!("step {}: {e}", s.id);
+            failed = true;
+            continue;
+        }
+        if s.rows.is_none() {
+            continue;
+        }
+        let data = engine.step_data(&outcome.run_id, &s.id)?;
+        use std::io::Write;
+        match format {
+            Format::Csv => {
+                if many {
+                    writeln!(out, "# step: {}", s.id)?;
+                }
+                crate::engine::write_delimited(&mut out, &data, tz)?;
+                if many {
+                    writeln!(out)?;
+                }
+            }
+            Format::Json => {
+                if i > 0 {
+                    write!(out, ",")?;
+                }
+                write!(out, "\n{}: ", serde_json::Value::String(s.id.clone()))?;
+                crate::engine::write_json_rows(&mut out, &data, tz)?;
+            }
+            Format::Table => {
+                writeln!(out, "== {} ({} rows)", s.title.as_deref().unwrap_or(&s.id), data.rows)?;
+                print_table(&mut out, &data, tz, max_rows)?;
+                writeln!(out)?;
+            }
+        }
+    }
+    if format == Format::Json {
+        use std::io::Write;
+        writeln!(out, "}}")?;
+    }
+    eprintln!("run {}", outcome.run_id);
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn print_table(out: &mut dyn std::io::Write, data: &crate::engine::StepData, tz: Tz, max_rows: usize) -> Result<()> {
+    let cols: Vec<String> = data.schema.fields().iter().map(|f| f.name().clone()).collect();
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    'b: for b in &data.batches {
+        for r in 0..b.num_rows() {
+            if rows.len() >= max_rows {
+                break 'b;
+            }
+            rows.push((0..b.num_columns()).map(|c| crate::engine::cell_text(b.column(c), r, tz)).collect());
+        }
+    }
+    let widths: Vec<usize> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| rows.iter().map(|r| r[i].chars().count()).chain([c.chars().count()]).max().unwrap_or(0).min(60))
+        .collect();
+    let line = |cells: &[String]| -> String {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| {
+                let c: String = c.chars().take(*w).collect();
+                format!("{c:<w$}")
+            })
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
+    writeln!(out, "{}", line(&cols))?;
+    writeln!(out, "{}", widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("-+-"))?;
+    for r in &rows {
+        writeln!(out, "{}", line(r))?;
+    }
+    if data.rows > rows.len() {
+        writeln!(out, "… {} more rows (use --format csv for all)", data.rows - rows.len())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! Connectors (`connectors/*.yaml`): files of format parquet, csv or ndjson (a folder, a
+//! file or a glob, optionally hive-partitioned) registered as DataFusion tables by name.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::json::JsonFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::TableProvider;
+use datafusion::prelude::SessionContext;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::playbook::is_identifier;
+use crate::problem::{Pos, Problems};
+use crate::yaml::pos;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConnector {
+    #[serde(default)]
+    pub name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub format: Spanned<String>,
+    pub path: Spanned<String>,
+    #[serde(default)]
+    pub partitions: Vec<String>,
+    #[serde(default)]
+    pub time_column: Option<Spanned<String>>,
+    #[serde(default)]
+    pub schema: Option<Spanned<Vec<RawColumn>>>,
+    #[serde(default)]
+    pub has_header: Option<bool>,
+    #[serde(default)]
+    pub delimiter: Option<char>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawColumn {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Parquet,
+    Csv,
+    Ndjson,
+}
+
+/// A loaded connector: its table, ready to register in any session.
+#[derive(Debug, Clone)]
+pub struct Connector {
+    pub name: String,
+    pub path: String,
+    pub description: String,
+    pub format: Format,
+    pub time_column: Option<String>,
+    pub table: Arc<dyn TableProvider>,
+}
+
+impl Connector {
+    pub fn schema(&self) -> SchemaRef {
+        self.table.schema()
+    }
+}
+
+fn parse_type(s: &str) -> Option<DataType> {
+    Some(match s.to_ascii_lowercase().as_str() {
+        "string" | "text" | "utf8" => DataType::Utf8,
+        "int" | "integer" | "bigint" | "int64" => DataType::Int64,
+        "int32" => DataType::Int32,
+        "float" | "double" | "float64" | "number" => DataType::Float64,
+        "bool" | "boolean" => DataType::Boolean,
+        "timestamp" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        "date" => DataType::Date32,
+        _ => return None,
+    })
+}
+
+/// Loads one connector file. Problems go to `problems`; `None` when it cannot be used.
+pub async fn load(file: &Path, text: &str, data_dir: &Path, ctx: &SessionContext, problems: &mut Problems) -> Option<Connector> {
+    let raw: RawConnector = match crate::yaml::parse(&problems.path, text) {
+        Ok(r) => r,
+        Err(p) => {
+            problems.list.push(p);
+            return None;
+        }
+    };
+    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+    let (name, name_at) = match &raw.name {
+        Some(n) => (n.value.clone(), pos(n)),
+        None => (stem, Pos::new(1, 1)),
+    };
+    if !is_identifier(&name) {
+        problems.push_hint(name_at, format!("connector name `{name}` is not usable as a table name"), "use lower-case letters, digits and _");
+        return None;
+    }
+    let format = match raw.format.value.as_str() {
+        "parquet" => Format::Parquet,
+        "csv" => Format::Csv,
+        "ndjson" | "json" => Format::Ndjson,
+        other => {
+            problems.push_hint(pos(&raw.format), format!("unknown format `{other}`"), "use parquet, csv or ndjson");
+            return None;
+        }
+    };
+    let (file_format, ext): (Arc<dyn FileFormat>, &str) = match format {
+        Format::Parquet => (Arc::new(ParquetFormat::default()), ".parquet"),
+        Format::Csv => {
+            let mut f = CsvFormat::default().with_has_header(raw.has_header.unwrap_or(true));
+            if let Some(d) = raw.delimiter {
+                f = f.with_delimiter(u8::try_from(u32::from(d)).unwrap_or(b','));
+            }
+            (Arc::new(f), ".csv")
+        }
+        Format::Ndjson => (Arc::new(JsonFormat::default()), ".json"),
+    };
+    let path_at = pos(&raw.path);
+    let rel = raw.path.value.trim();
+    let full = if Path::new(rel).is_absolute() { Path::new(rel).to_path_buf() } else { data_dir.join(rel) };
+    let is_glob = rel.contains(['*', '?', '[']);
+    let mut location = full.to_string_lossy().to_string();
+    if !is_glob && full.is_dir() && !location.ends_with('/') {
+        location.push('/');
+    }
+    if !is_glob && !full.exists() {
+        problems.push_hint(
+            path_at,
+            format!("connector `{name}`: {} does not exist", full.display()),
+            "paths are relative to the data folder; run `casebook demo` to generate the demo data",
+        );
+        return None;
+    }
+    let url = match ListingTableUrl::parse(&location) {
+        Ok(u) => u,
+        Err(e) => {
+            problems.push(path_at, format!("connector `{name}`: bad path: {e}"));
+            return None;
+        }
+    };
+    // A single file keeps whatever extension it has; folders and globs look for the format's.
+    let ext = if full.is_file() { "" } else { ext };
+    let options = ListingOptions::new(file_format)
+        .with_file_extension(ext)
+        .with_table_partition_cols(raw.partitions.iter().map(|p| (p.clone(), DataType::Utf8)).collect());
+    let schema: SchemaRef = match &raw.schema {
+        Some(cols) => {
+            let mut fields = Vec::new();
+            for c in &cols.value {
+                match parse_type(&c.kind) {
+                    Some(t) => fields.push(Field::new(&c.name, t, true)),
+                    None => problems.push_hint(
+                        pos(cols),
+                        format!("column `{}` has unknown type `{}`", c.name, c.kind),
+                        "use string, integer, int32, float, boolean, timestamp or date",
+                    ),
+                }
+            }
+            Arc::new(Schema::new(fields))
+        }
+        None => match options.infer_schema(&ctx.state(), &url).await {
+            Ok(s) => s,
+            Err(e) => {
+                problems.push(path_at, format!("connector `{name}`: cannot read the files: {}", first_line(&e.to_string())));
+                return None;
+            }
+        },
+    };
+    let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(schema);
+    let table = match ListingTable::try_new(config) {
+        Ok(t) => Arc::new(t) as Arc<dyn TableProvider>,
+        Err(e) => {
+            problems.push(path_at, format!("connector `{name}`: {}", first_line(&e.to_string())));
+            return None;
+        }
+    };
+    let time_column = raw.time_column.as_ref().map(|t| t.value.clone());
+    if let Some(tc) = &raw.time_column {
+        if table.schema().field_with_name(&tc.value).is_err() {
+            problems.push(pos(tc), format!("connector `{name}`: time column `{}` is not in its schema", tc.value));
+        }
+    }
+    Some(Connector {
+        name,
+        path: problems.path.clone(),
+        description: raw.description.unwrap_or_default(),
+        format,
+        time_column,
+        table,
+    })
+}
+
+pub fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or(s).to_string()
+}

@@ -1,0 +1,707 @@
+//! Executing playbooks: a run binds parameters, executes query and markdown steps in order
+//! on a DataFusion session, stores each table as Parquet under `data/runs/<id>/`, and records
+//! the run in SQLite. Also serves stored results back: pages (sorted, filtered and counted on
+//! the server), chart data, and exports to CSV, JSON or Parquet.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::common::ScalarValue;
+use datafusion::datasource::MemTable;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::arrow::ArrowWriter;
+use serde::Serialize;
+
+use crate::catalog::{clean_error, new_session, read_only, Catalog};
+use crate::playbook::params::Value;
+use crate::playbook::Playbook;
+use crate::sql::quote_ident;
+use crate::steps::chart::ChartKind;
+use crate::steps::{Step, StepKind};
+use crate::store::{ExportRecord, RunRecord, StepRecord, Store};
+use crate::timeutil;
+
+/// One step's result table, held in memory for paging.
+#[derive(Debug)]
+pub struct StepData {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    pub rows: usize,
+}
+
+impl StepData {
+    fn bytes(&self) -> usize {
+        self.batches.iter().map(RecordBatch::get_array_memory_size).sum()
+    }
+}
+
+/// Recently used results, bounded by memory; anything evicted is read back from Parquet.
+#[derive(Debug, Default)]
+struct ResultCache {
+    entries: Vec<((String, String), Arc<StepData>)>,
+}
+
+const CACHE_BYTES: usize = 1 << 30;
+
+impl ResultCache {
+    fn get(&mut self, key: &(String, String)) -> Option<Arc<StepData>> {
+        let i = self.entries.iter().position(|(k, _)| k == key)?;
+        let e = self.entries.remove(i);
+        let v = e.1.clone();
+        self.entries.push(e);
+        Some(v)
+    }
+
+    fn put(&mut self, key: (String, String), v: Arc<StepData>) {
+        self.entries.retain(|(k, _)| k != &key);
+        self.entries.push((key, v));
+        let mut total: usize = self.entries.iter().map(|(_, d)| d.bytes()).sum();
+        while total > CACHE_BYTES && self.entries.len() > 1 {
+            let (_, old) = self.entries.remove(0);
+            total -= old.bytes();
+        }
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub playbook: Arc<Playbook>,
+    /// Parsed values, one per declared parameter.
+    pub values: Vec<(String, Value)>,
+    /// Only this section (and the earlier steps it reads); None = every section.
+    pub section: Option<usize>,
+    pub who: String,
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepOutcome {
+    pub id: String,
+    pub title: Option<String>,
+    pub section: usize,
+    pub rows: Option<usize>,
+    pub elapsed_ms: u128,
+    pub error: Option<String>,
+    /// Rendered HTML of a markdown step.
+    pub html: Option<String>,
+    pub chart: Option<serde_json::Value>,
+    pub show_table: bool,
+    pub export: bool,
+    pub page_size: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunOutcome {
+    pub run_id: String,
+    pub steps: Vec<StepOutcome>,
+}
+
+/// A request for one page of a stored table.
+#[derive(Debug, Clone, Default)]
+pub struct TableQuery {
+    pub page: usize,
+    pub size: usize,
+    pub sort: Option<String>,
+    pub desc: bool,
+    pub search: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Cell {
+    pub text: String,
+    pub num: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TablePage {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Cell>>,
+    pub total: usize,
+    pub filtered: usize,
+    pub page: usize,
+    pub pages: usize,
+    pub size: usize,
+    pub first: usize,
+    pub last: usize,
+    pub sort: Option<String>,
+    pub desc: bool,
+    pub search: String,
+}
+
+#[derive(Debug)]
+pub struct Engine {
+    pub catalog: Arc<Catalog>,
+    pub store: Store,
+    cache: Mutex<ResultCache>,
+}
+
+impl Engine {
+    pub fn new(catalog: Arc<Catalog>, store: Store) -> Engine {
+        Engine { catalog, store, cache: Mutex::new(ResultCache::default()) }
+    }
+
+    pub fn tz(&self) -> Tz {
+        self.catalog.tz
+    }
+
+    fn run_dir(&self, id: &str) -> PathBuf {
+        self.catalog.paths.run_dir(id)
+    }
+
+    /// Executes a run to the end. Step failures are reported in the outcome (and stored),
+    /// not returned as errors; an error here means the run could not be recorded at all.
+    pub async fn run(&self, req: RunRequest) -> Result<RunOutcome> {
+        let pb = &req.playbook;
+        let run_id = uuid::Uuid::new_v4().simple().to_string();
+        let tz = self.tz();
+        let params_json: serde_json::Map<String, serde_json::Value> =
+            req.values.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.to_text(tz)))).collect();
+        self.store.start_run(&RunRecord {
+            id: run_id.clone(),
+            playbook: pb.id.clone(),
+            playbook_hash: pb.hash.clone(),
+            section: req.section.map(|s| s as i64),
+            params: serde_json::Value::Object(params_json.clone()).to_string(),
+            started_by: req.who.clone(),
+            source: req.source.clone(),
+            state: "running".into(),
+            error: None,
+            started_at: String::new(),
+            finished_at: None,
+        })?;
+        tracing::info!(run = %run_id, playbook = %pb.id, who = %req.who, section = ?req.section, "run started");
+        let dir = self.run_dir(&run_id);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+
+        let mut bound: Vec<(String, ScalarValue)> = Vec::new();
+        for p in &pb.params {
+            let v = req.values.iter().find(|(k, _)| k == &p.name).map(|(_, v)| v.clone()).unwrap_or(Value::Null);
+            bound.extend(p.bind(&v));
+        }
+        let steps: Vec<(usize, &Step)> = match req.section {
+            Some(n) => {
+                let planned = pb.plan_section(n);
+                pb.steps().filter(|(_, s)| planned.iter().any(|p| p.id == s.id)).collect()
+            }
+            None => pb.steps().collect(),
+        };
+        let ctx = self.catalog.session();
+        let mut outcomes: Vec<StepOutcome> = Vec::new();
+        let mut done: HashMap<String, Arc<StepData>> = HashMap::new();
+        let mut failed: Vec<String> = Vec::new();
+        for (section, step) in steps {
+            let started = Instant::now();
+            let mut out = StepOutcome {
+                id: step.id.clone(),
+                title: step.title.clone(),
+                section,
+                rows: None,
+                elapsed_ms: 0,
+                error: None,
+                html: None,
+                chart: None,
+                show_table: step.show_table,
+                export: step.export,
+                page_size: step.page_size,
+            };
+            if let Some(d) = step.depends_on.iter().find(|d| failed.contains(d)) {
+                out.error = Some(format!("skipped: step `{d}` failed"));
+                failed.push(step.id.clone());
+                outcomes.push(out);
+                continue;
+            }
+            match &step.kind {
+                StepKind::Query(q) => {
+                    let result = async {
+                        let df = ctx.sql_with_options(&q.sql.text, read_only()).await?.with_param_values(bound.clone())?;
+                        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+                        let batches = df.collect().await?;
+                        Ok::<_, datafusion::error::DataFusionError>((schema, batches))
+                    }
+                    .await;
+                    match result {
+                        Ok((schema, batches)) => {
+                            let rows = batches.iter().map(RecordBatch::num_rows).sum();
+                            let data = Arc::new(StepData { schema: schema.clone(), batches, rows });
+                            if let Err(e) = MemTable::try_new(schema, vec![data.batches.clone()])
+                                .and_then(|t| ctx.register_table(step.id.as_str(), Arc::new(t)).map(|_| ()))
+                            {
+                                tracing::warn!(error = %e, "registering step table");
+                            }
+                            let file = dir.join(format!("{}.parquet", step.id));
+                            let write = write_parquet(&file, &data);
+                            if let Err(e) = &write {
+                                tracing::error!(run = %run_id, step = %step.id, error = %e, "storing step output");
+                            }
+                            if let Some(chart) = &step.chart {
+                                out.chart = Some(chart_json(step, chart, &data, tz));
+                            }
+                            out.rows = Some(rows);
+                            self.cache_put(&run_id, &step.id, data.clone());
+                            done.insert(step.id.clone(), data);
+                        }
+                        Err(e) => {
+                            let (msg, _) = clean_error(&e);
+                            tracing::warn!(run = %run_id, step = %step.id, error = %e, "step failed");
+                            out.error = Some(msg);
+                            failed.push(step.id.clone());
+                        }
+                    }
+                }
+                StepKind::Markdown(m) => match render_markdown(&m.template, &req.values, &done, tz) {
+                    Ok(html) => out.html = Some(html),
+                    Err(e) => {
+                        out.error = Some(e);
+                        failed.push(step.id.clone());
+                    }
+                },
+            }
+            out.elapsed_ms = started.elapsed().as_millis();
+            self.store.record_step(
+                &run_id,
+                &StepRecord {
+                    step_id: step.id.clone(),
+                    rows: out.rows.map(|r| r as i64),
+                    elapsed_ms: out.elapsed_ms as i64,
+                    file: out.rows.map(|_| format!("{}.parquet", step.id)),
+                    error: out.error.clone(),
+                },
+            )?;
+            outcomes.push(out);
+        }
+        let first_error = outcomes.iter().find_map(|o| o.error.as_ref().map(|e| format!("step `{}`: {e}", o.id)));
+        self.store.finish_run(&run_id, first_error.as_deref())?;
+        tracing::info!(run = %run_id, playbook = %pb.id, failed = first_error.is_some(), "run finished");
+        Ok(RunOutcome { run_id, steps: outcomes })
+    }
+
+    fn cache_put(&self, run: &str, step: &str, data: Arc<StepData>) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.put((run.to_string(), step.to_string()), data);
+        }
+    }
+
+    /// A stored step table, from memory or from its Parquet file.
+    pub fn step_data(&self, run_id: &str, step_id: &str) -> Result<Arc<StepData>> {
+        let key = (run_id.to_string(), step_id.to_string());
+        if let Some(d) = self.cache.lock().ok().and_then(|mut c| c.get(&key)) {
+            return Ok(d);
+        }
+        let rec = self.store.step(run_id, step_id)?.ok_or_else(|| anyhow!("no such result"))?;
+        let file = rec.file.ok_or_else(|| anyhow!("this step has no stored table"))?;
+        if !crate::playbook::is_identifier(step_id) || file != format!("{step_id}.parquet") {
+            bail!("no such result");
+        }
+        let path = self.run_dir(run_id).join(file);
+        let data = Arc::new(read_parquet(&path)?);
+        self.cache_put(run_id, step_id, data.clone());
+        Ok(data)
+    }
+
+    /// One page of a stored table, sorted and filtered on the server.
+    pub async fn page(&self, run_id: &str, step_id: &str, q: &TableQuery) -> Result<TablePage> {
+        let data = self.step_data(run_id, step_id)?;
+        page_of(&data, q, self.tz()).await
+    }
+
+    /// Exports a stored step table as `format` into `data/exports/<playbook>/`.
+    pub async fn export(&self, run_id: &str, step_id: &str, format: &str, who: &str) -> Result<ExportRecord> {
+        let run = self.store.run(run_id)?.ok_or_else(|| anyhow!("no such run"))?;
+        let data = self.step_data(run_id, step_id)?;
+        let ext = match format {
+            "csv" | "json" | "parquet" => format,
+            _ => bail!("unknown export format `{format}`; use csv, json or parquet"),
+        };
+        let stamp = Utc::now().format("%Y%m%d-%H%M%S");
+        let rel = format!("{}/{}-{}-{}-{}.{}", run.playbook, run.playbook, step_id, stamp, &run_id[..8.min(run_id.len())], ext);
+        let path = self.catalog.paths.exports_dir().join(&rel);
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        match ext {
+            "parquet" => write_parquet(&path, &data)?,
+            "csv" => write_csv(&path, &data, self.tz())?,
+            _ => write_json(&path, &data, self.tz())?,
+        }
+        let bytes = std::fs::metadata(&path).map(|m| m.len() as i64).unwrap_or(0);
+        let mut rec = ExportRecord {
+            id: 0,
+            run_id: run_id.to_string(),
+            playbook: run.playbook,
+            step_id: step_id.to_string(),
+            format: ext.to_string(),
+            file: rel,
+            bytes,
+            rows: data.rows as i64,
+            created_at: String::new(),
+            created_by: who.to_string(),
+        };
+        rec.id = self.store.add_export(&rec)?;
+        tracing::info!(export = rec.id, file = %rec.file, rows = rec.rows, who, "exported");
+        Ok(rec)
+    }
+
+    /// Options of a select whose choices come from a query.
+    pub async fn options(&self, sql: &str) -> Result<Vec<String>> {
+        let ctx = self.catalog.session();
+        let batches = ctx.sql_with_options(sql, read_only()).await?.limit(0, Some(1000))?.collect().await?;
+        let mut out = Vec::new();
+        for b in &batches {
+            if b.num_columns() == 0 {
+                continue;
+            }
+            for r in 0..b.num_rows() {
+                out.push(cell_text(b.column(0), r, self.tz()));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Sorts, filters and slices `data`. Identifiers come from the schema, the search text is a
+/// bound parameter.
+pub async fn page_of(data: &StepData, q: &TableQuery, tz: Tz) -> Result<TablePage> {
+    let size = q.size.clamp(5, 500);
+    let columns: Vec<String> = data.schema.fields().iter().map(|f| f.name().clone()).collect();
+    let sort = q.sort.as_ref().filter(|s| columns.contains(s)).cloned();
+    let search = q.search.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_lowercase);
+    let ctx = new_session();
+    let parts = split_partitions(&data.batches, 2);
+    ctx.register_table("t", Arc::new(MemTable::try_new(data.schema.clone(), parts)?))?;
+    let filter = match &search {
+        Some(_) if !columns.is_empty() => {
+            let ors: Vec<String> = columns
+                .iter()
+                .map(|c| format!("strpos(lower(CAST({} AS VARCHAR)), $q) > 0", quote_ident(c)))
+                .collect();
+            format!(" WHERE ({})", ors.join(" OR "))
+        }
+        _ => String::new(),
+    };
+    let qv: Vec<(String, ScalarValue)> = vec![("q".into(), ScalarValue::Utf8(search.clone()))];
+    let filtered = if filter.is_empty() {
+        data.rows
+    } else {
+        let b = ctx
+            .sql(&format!("SELECT count(*) AS n FROM t{filter}"))
+            .await?
+            .with_param_values(qv.clone())?
+            .collect()
+            .await?;
+        b.first()
+            .and_then(|b| b.column(0).as_primitive_opt::<datafusion::arrow::datatypes::Int64Type>().map(|a| a.value(0)))
+            .unwrap_or(0) as usize
+    };
+    let pages = filtered.div_ceil(size).max(1);
+    let page = q.page.clamp(1, pages);
+    let offset = (page - 1) * size;
+    let order = match &sort {
+        Some(s) => format!(" ORDER BY {} {} NULLS LAST", quote_ident(s), if q.desc { "DESC" } else { "ASC" }),
+        None => String::new(),
+    };
+    let sql = format!("SELECT * FROM t{filter}{order} LIMIT {size} OFFSET {offset}");
+    let mut df = ctx.sql(&sql).await?;
+    if !filter.is_empty() {
+        df = df.with_param_values(qv)?;
+    }
+    let batches = df.collect().await?;
+    let mut rows = Vec::new();
+    for b in &batches {
+        for r in 0..b.num_rows() {
+            rows.push(
+                (0..b.num_columns())
+                    .map(|c| Cell { text: cell_text(b.column(c), r, tz), num: b.column(c).data_type().is_numeric() })
+                    .collect(),
+            );
+        }
+    }
+    let first = if rows.is_empty() { 0 } else { offset + 1 };
+    let last = offset + rows.len();
+    Ok(TablePage {
+        columns,
+        rows,
+        total: data.rows,
+        filtered,
+        page,
+        pages,
+        size,
+        first,
+        last,
+        sort,
+        desc: q.desc,
+        search: q.search.clone().unwrap_or_default(),
+    })
+}
+
+fn split_partitions(batches: &[RecordBatch], n: usize) -> Vec<Vec<RecordBatch>> {
+    let mut parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); n.max(1)];
+    for (i, b) in batches.iter().enumerate() {
+        parts[i % n.max(1)].push(b.clone());
+    }
+    parts
+}
+
+/// A cell as analysts read it: timestamps in the configured zone, numbers plain.
+pub fn cell_text(col: &ArrayRef, row: usize, tz: Tz) -> String {
+    if col.is_null(row) {
+        return String::new();
+    }
+    if let DataType::Timestamp(unit, _) = col.data_type() {
+        let v = match unit {
+            TimeUnit::Second => col.as_primitive::<datafusion::arrow::datatypes::TimestampSecondType>().value(row) * 1_000_000,
+            TimeUnit::Millisecond => col.as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>().value(row) * 1000,
+            TimeUnit::Microsecond => col.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>().value(row),
+            TimeUnit::Nanosecond => col.as_primitive::<datafusion::arrow::datatypes::TimestampNanosecondType>().value(row) / 1000,
+        };
+        if let Some(t) = DateTime::<Utc>::from_timestamp_micros(v) {
+            return timeutil::format_display(t, tz);
+        }
+    }
+    let opts = FormatOptions::default();
+    match ArrayFormatter::try_new(col.as_ref(), &opts) {
+        Ok(f) => f.value(row).to_string(),
+        Err(_) => String::new(),
+    }
+}
+
+fn write_parquet(path: &std::path::Path, data: &StepData) -> Result<()> {
+    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = ArrowWriter::try_new(file, data.schema.clone(), None)?;
+    for b in &data.batches {
+        w.write(b)?;
+    }
+    w.close()?;
+    Ok(())
+}
+
+fn read_parquet(path: &std::path::Path) -> Result<StepData> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+    let schema = builder.schema().clone();
+    let reader = builder.with_batch_size(65536).build()?;
+    let batches: Vec<RecordBatch> = reader.collect::<std::result::Result<_, _>>()?;
+    let rows = batches.iter().map(RecordBatch::num_rows).sum();
+    Ok(StepData { schema, batches, rows })
+}
+
+fn write_csv(path: &std::path::Path, data: &StepData, tz: Tz) -> Result<()> {
+    use std::io::Write;
+    let mut w = std::io::BufWriter::new(File::create(path)?);
+    write_delimited(&mut w, data, tz)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// Writes `data` as CSV (header first) with cells as analysts read them.
+pub fn write_delimited(w: &mut dyn std::io::Write, data: &StepData, tz: Tz) -> Result<()> {
+    let header: Vec<String> = data.schema.fields().iter().map(|f| csv_field(f.name())).collect();
+    writeln!(w, "{}", header.join(","))?;
+    for b in &data.batches {
+        for r in 0..b.num_rows() {
+            let cells: Vec<String> = (0..b.num_columns()).map(|c| csv_field(&cell_text(b.column(c), r, tz))).collect();
+            writeln!(w, "{}", cells.join(","))?;
+        }
+    }
+    Ok(())
+}
+
+fn csv_field(s: &str) -> String {
+    // Quote when needed; neutralise spreadsheet formulas in exported text.
+    let s = if s.starts_with(['=', '+', '@']) { format!("'{s}") } else { s.to_string() };
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
+fn write_json(path: &std::path::Path, data: &StepData, tz: Tz) -> Result<()> {
+    use std::io::Write;
+    let mut w = std::io::BufWriter::new(File::create(path)?);
+    write_json_rows(&mut w, data, tz)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// Writes `data` as a JSON array of objects; numbers stay numbers.
+pub fn write_json_rows(w: &mut dyn std::io::Write, data: &StepData, tz: Tz) -> Result<()> {
+    write!(w, "[")?;
+    let mut first = true;
+    for b in &data.batches {
+        for r in 0..b.num_rows() {
+            let obj = row_json(b, r, tz);
+            if !first {
+                write!(w, ",")?;
+            }
+            first = false;
+            write!(w, "\n{}", serde_json::Value::Object(obj))?;
+        }
+    }
+    writeln!(w, "\n]")?;
+    Ok(())
+}
+
+fn row_json(b: &RecordBatch, r: usize, tz: Tz) -> serde_json::Map<String, serde_json::Value> {
+    let mut obj = serde_json::Map::new();
+    for (c, f) in b.schema().fields().iter().enumerate() {
+        let col = b.column(c);
+        let v = if col.is_null(r) {
+            serde_json::Value::Null
+        } else {
+            let text = cell_text(col, r, tz);
+            match col.data_type() {
+                t if t.is_integer() => text.parse::<i64>().map(serde_json::Value::from).unwrap_or(serde_json::Value::String(text)),
+                t if t.is_floating() => text
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(serde_json::Number::from_f64)
+                    .map(serde_json::Value::Number)
+                    .unwrap_or(serde_json::Value::String(text)),
+                DataType::Boolean => serde_json::Value::Bool(text == "true"),
+                _ => serde_json::Value::String(text),
+            }
+        };
+        obj.insert(f.name().clone(), v);
+    }
+    obj
+}
+
+const CHART_ROWS: usize = 20_000;
+const CHART_SERIES: usize = 12;
+
+/// The data a chart widget draws: labels along x and one dataset per y column or series.
+fn chart_json(step: &Step, chart: &crate::steps::chart::Chart, data: &StepData, tz: Tz) -> serde_json::Value {
+    let idx = |name: &str| data.schema.index_of(name).ok();
+    let (Some(xi), Some(yis)) = (idx(&chart.x.0), chart.y.0.iter().map(|y| idx(y)).collect::<Option<Vec<_>>>()) else {
+        return serde_json::json!({"error": "chart columns are missing from the result"});
+    };
+    let si = chart.series.as_ref().and_then(|(s, _)| idx(s));
+    let x_is_time = matches!(data.schema.field(xi).data_type(), DataType::Timestamp(..));
+    let mut labels: Vec<String> = Vec::new();
+    let mut label_pos: HashMap<String, usize> = HashMap::new();
+    // (dataset name) -> values by label index
+    let mut sets: Vec<(String, HashMap<usize, f64>, f64)> = Vec::new();
+    let mut seen = 0usize;
+    'outer: for b in &data.batches {
+        for r in 0..b.num_rows() {
+            if seen >= CHART_ROWS {
+                break 'outer;
+            }
+            seen += 1;
+            let x = cell_text(b.column(xi), r, tz);
+            let li = *label_pos.entry(x.clone()).or_insert_with(|| {
+                labels.push(x);
+                labels.len() - 1
+            });
+            for (k, yi) in yis.iter().enumerate() {
+                let y = as_f64(b.column(*yi), r).unwrap_or(0.0);
+                let name = match si {
+                    Some(si) => {
+                        let s = cell_text(b.column(si), r, tz);
+                        if yis.len() > 1 { format!("{s} {}", chart.y.0[k]) } else { s }
+                    }
+                    None => chart.y.0[k].clone(),
+                };
+                let set = match sets.iter().position(|(n, _, _)| n == &name) {
+                    Some(i) => i,
+                    None => {
+                        sets.push((name, HashMap::new(), 0.0));
+                        sets.len() - 1
+                    }
+                };
+                *sets[set].1.entry(li).or_insert(0.0) += y;
+                sets[set].2 += y;
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..labels.len()).collect();
+    if x_is_time {
+        order.sort_by(|a, b| labels[*a].cmp(&labels[*b]));
+    }
+    // Keep the largest series; fold the rest into "other".
+    sets.sort_by(|a, b| b.2.total_cmp(&a.2));
+    if sets.len() > CHART_SERIES {
+        let rest: Vec<_> = sets.split_off(CHART_SERIES - 1);
+        let mut other = HashMap::new();
+        for (_, vals, _) in rest {
+            for (k, v) in vals {
+                *other.entry(k).or_insert(0.0) += v;
+            }
+        }
+        sets.push(("other".into(), other, 0.0));
+    }
+    let datasets: Vec<serde_json::Value> = sets
+        .iter()
+        .map(|(name, vals, _)| {
+            let d: Vec<serde_json::Value> =
+                order.iter().map(|i| vals.get(i).map(|v| serde_json::json!(v)).unwrap_or(serde_json::json!(0))).collect();
+            serde_json::json!({"label": name, "data": d})
+        })
+        .collect();
+    serde_json::json!({
+        "type": match chart.kind { ChartKind::Bar => "bar", ChartKind::Line => "line" },
+        "title": chart.title.clone().or_else(|| step.title.clone()),
+        "x": chart.x.0,
+        "y": chart.y.0.join(", "),
+        "labels": order.iter().map(|i| labels[*i].clone()).collect::<Vec<_>>(),
+        "datasets": datasets,
+        "truncated": data.rows > CHART_ROWS,
+    })
+}
+
+fn as_f64(col: &ArrayRef, r: usize) -> Option<f64> {
+    if col.is_null(r) {
+        return None;
+    }
+    let c = datafusion::arrow::compute::cast(&col.slice(r, 1), &DataType::Float64).ok()?;
+    c.as_primitive_opt::<datafusion::arrow::datatypes::Float64Type>().map(|a| a.value(0))
+}
+
+/// Renders a markdown step: the template sees `params` and `steps.<id>` (`rows`, `columns`,
+/// `first`, `data` — the first 100 rows).
+fn render_markdown(
+    template: &str,
+    values: &[(String, Value)],
+    done: &HashMap<String, Arc<StepData>>,
+    tz: Tz,
+) -> std::result::Result<String, String> {
+    let mut steps = serde_json::Map::new();
+    for (id, d) in done {
+        let mut rows = Vec::new();
+        'b: for b in &d.batches {
+            for r in 0..b.num_rows() {
+                if rows.len() >= 100 {
+                    break 'b;
+                }
+                rows.push(serde_json::Value::Object(row_json(b, r, tz)));
+            }
+        }
+        let first = rows.first().cloned().unwrap_or(serde_json::Value::Null);
+        steps.insert(
+            id.clone(),
+            serde_json::json!({
+                "rows": d.rows,
+                "columns": d.schema.fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>(),
+                "first": first,
+                "data": rows,
+            }),
+        );
+    }
+    let params: serde_json::Map<String, serde_json::Value> =
+        values.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.to_text(tz)))).collect();
+    let env = minijinja::Environment::new();
+    let text = env
+        .render_str(template, serde_json::json!({"params": params, "steps": steps}))
+        .map_err(|e| format!("could not fill in the text: {}", e.detail().unwrap_or("template error")))?;
+    Ok(crate::markdown::to_html(&text))
+}

@@ -1,0 +1,5 @@
+//! The `casebook` command: serve, check, run and demo.
+
+fn main() -> std::process::ExitCode {
+    casebook::cli::main()
+}

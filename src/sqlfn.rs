@@ -1,0 +1,280 @@
+//! SQL helpers registered as DataFusion functions: `ip_in`, `ip_to_int`, `int_to_ip`,
+//! `is_private_ip`, `is_public_ip`, and `one_of` for multiple-choice parameters.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::logical_expr::{create_udf, ColumnarValue, ScalarUDF, Volatility};
+use datafusion::prelude::SessionContext;
+use ipnet::IpNet;
+
+/// Registers every casebook function on `ctx`.
+pub fn register(ctx: &SessionContext) {
+    for f in all() {
+        ctx.register_udf(f);
+    }
+}
+
+/// Every casebook function, for registration and for documentation.
+pub fn all() -> Vec<ScalarUDF> {
+    use DataType::{Boolean, Int64, Utf8};
+    let imm = Volatility::Immutable;
+    vec![
+        create_udf("ip_in", vec![Utf8, Utf8], Boolean, imm, Arc::new(ip_in)),
+        create_udf("ip_to_int", vec![Utf8], Int64, imm, Arc::new(ip_to_int)),
+        create_udf("int_to_ip", vec![Int64], Utf8, imm, Arc::new(int_to_ip)),
+        create_udf("is_private_ip", vec![Utf8], Boolean, imm, Arc::new(|a: &[ColumnarValue]| ip_test(a, is_private))),
+        create_udf("is_public_ip", vec![Utf8], Boolean, imm, Arc::new(|a: &[ColumnarValue]| ip_test(a, is_public))),
+        create_udf("one_of", vec![Utf8, Utf8], Boolean, imm, Arc::new(one_of)),
+    ]
+}
+
+/// A parsed `ip_list`: addresses and networks, IPv4 and IPv6.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IpList(pub Vec<IpNet>);
+
+impl IpList {
+    /// Parses `10.0.0.1, 10.1.0.0/16, 2001:db8::/32`. An empty string is an empty list.
+    /// Every bad entry is reported, by position, in one message.
+    pub fn parse(s: &str) -> std::result::Result<IpList, String> {
+        let mut nets = Vec::new();
+        let mut bad = Vec::new();
+        for part in s.split([',', '\n']).map(str::trim).filter(|p| !p.is_empty()) {
+            match parse_net(part) {
+                Some(n) => nets.push(n),
+                None => bad.push(part.to_string()),
+            }
+        }
+        if bad.is_empty() {
+            Ok(IpList(nets))
+        } else {
+            let shown: Vec<String> = bad.iter().take(5).map(|b| format!("`{}`", truncate(b, 40))).collect();
+            Err(format!(
+                "not an IP address or CIDR: {}{}",
+                shown.join(", "),
+                if bad.len() > 5 { format!(" and {} more", bad.len() - 5) } else { String::new() }
+            ))
+        }
+    }
+
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        self.0.iter().any(|n| n.contains(ip))
+    }
+
+    /// The canonical text form bound into SQL (`a,b/24`).
+    pub fn canonical(&self) -> String {
+        self.0
+            .iter()
+            .map(|n| if n.prefix_len() == n.max_prefix_len() { n.addr().to_string() } else { n.to_string() })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(n).collect::<String>())
+    }
+}
+
+fn parse_net(s: &str) -> Option<IpNet> {
+    if s.contains('/') {
+        // Accept host bits set (10.0.0.5/24) as analysts write it; keep the network.
+        s.parse::<IpNet>().ok().map(|n| n.trunc())
+    } else {
+        s.parse::<IpAddr>().ok().map(IpNet::from)
+    }
+}
+
+fn is_private(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_private() || v4.is_loopback() || v4.is_link_local() || {
+                let o = v4.octets();
+                o[0] == 100 && (o[1] & 0xC0) == 64 // 100.64.0.0/10, carrier-grade NAT
+            }
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments()[0];
+            v6.is_loopback() || (s & 0xfe00) == 0xfc00 || (s & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+fn is_public(ip: &IpAddr) -> bool {
+    if is_private(ip) || ip.is_unspecified() || ip.is_multicast() {
+        return false;
+    }
+    match ip {
+        IpAddr::V4(v4) => !v4.is_broadcast() && v4.octets()[0] != 0 && v4.octets()[0] < 240,
+        IpAddr::V6(_) => true,
+    }
+}
+
+fn to_strings(v: &ColumnarValue, rows: usize) -> Result<StringArray> {
+    let arr = v.to_array(rows)?;
+    let arr = cast(&arr, &DataType::Utf8)?;
+    arr.as_any()
+        .downcast_ref::<StringArray>()
+        .cloned()
+        .ok_or_else(|| DataFusionError::Internal("expected a string column".into()))
+}
+
+fn rows_of(args: &[ColumnarValue]) -> usize {
+    args.iter()
+        .find_map(|a| match a {
+            ColumnarValue::Array(a) => Some(a.len()),
+            ColumnarValue::Scalar(_) => None,
+        })
+        .unwrap_or(1)
+}
+
+fn finish(args: &[ColumnarValue], out: ArrayRef) -> Result<ColumnarValue> {
+    if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
+        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
+    } else {
+        Ok(ColumnarValue::Array(out))
+    }
+}
+
+fn scalar_list(v: &ColumnarValue) -> Option<Result<IpList>> {
+    match v {
+        ColumnarValue::Scalar(s) => {
+            let text = match s {
+                ScalarValue::Utf8(t) | ScalarValue::LargeUtf8(t) | ScalarValue::Utf8View(t) => t.clone(),
+                _ => return Some(Err(DataFusionError::Plan("ip_in expects a text list".into()))),
+            };
+            Some(
+                IpList::parse(text.as_deref().unwrap_or(""))
+                    .map_err(|e| DataFusionError::Execution(format!("ip_in: {e}"))),
+            )
+        }
+        ColumnarValue::Array(_) => None,
+    }
+}
+
+/// `ip_in(ip, list)`: true when `ip` is one of the addresses or inside one of the networks.
+fn ip_in(args: &[ColumnarValue]) -> Result<ColumnarValue> {
+    let [ip, list] = args else {
+        return Err(DataFusionError::Plan("ip_in takes two arguments: ip_in(ip, list)".into()));
+    };
+    let rows = rows_of(args);
+    let ips = to_strings(ip, rows)?;
+    let out: BooleanArray = match scalar_list(list) {
+        Some(parsed) => {
+            let parsed = parsed?;
+            ips.iter()
+                .map(|v| v.map(|s| s.trim().parse::<IpAddr>().is_ok_and(|a| parsed.contains(&a))))
+                .collect()
+        }
+        None => {
+            let lists = to_strings(list, rows)?;
+            ips.iter()
+                .zip(lists.iter())
+                .map(|(v, l)| match (v, l) {
+                    (Some(v), Some(l)) => {
+                        let parsed = IpList::parse(l).unwrap_or_default();
+                        Some(v.trim().parse::<IpAddr>().is_ok_and(|a| parsed.contains(&a)))
+                    }
+                    _ => None,
+                })
+                .collect()
+        }
+    };
+    finish(args, Arc::new(out))
+}
+
+fn ip_to_int(args: &[ColumnarValue]) -> Result<ColumnarValue> {
+    let rows = rows_of(args);
+    let ips = to_strings(&args[0], rows)?;
+    let out: Int64Array = ips
+        .iter()
+        .map(|v| match v.and_then(|s| s.trim().parse::<IpAddr>().ok()) {
+            Some(IpAddr::V4(a)) => Some(i64::from(u32::from(a))),
+            _ => None,
+        })
+        .collect();
+    finish(args, Arc::new(out))
+}
+
+fn int_to_ip(args: &[ColumnarValue]) -> Result<ColumnarValue> {
+    let rows = rows_of(args);
+    let arr = args[0].to_array(rows)?;
+    let arr = cast(&arr, &DataType::Int64)?;
+    let ints = arr
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .ok_or_else(|| DataFusionError::Internal("expected integers".into()))?;
+    let out: StringArray = ints
+        .iter()
+        .map(|v| v.and_then(|n| u32::try_from(n).ok()).map(|n| Ipv4Addr::from(n).to_string()))
+        .collect();
+    finish(args, Arc::new(out))
+}
+
+fn ip_test(args: &[ColumnarValue], test: fn(&IpAddr) -> bool) -> Result<ColumnarValue> {
+    let rows = rows_of(args);
+    let ips = to_strings(&args[0], rows)?;
+    let out: BooleanArray = ips
+        .iter()
+        .map(|v| v.and_then(|s| s.trim().parse::<IpAddr>().ok()).map(|a| test(&a)))
+        .collect();
+    finish(args, Arc::new(out))
+}
+
+/// `one_of(value, choices)`: true when `value` is one of the comma-separated `choices`
+/// (how a multiple-choice parameter reaches SQL).
+fn one_of(args: &[ColumnarValue]) -> Result<ColumnarValue> {
+    let rows = rows_of(args);
+    let vals = to_strings(&args[0], rows)?;
+    let lists = to_strings(&args[1], rows)?;
+    let out: BooleanArray = vals
+        .iter()
+        .zip(lists.iter())
+        .map(|(v, l)| match (v, l) {
+            (Some(v), Some(l)) => Some(l.split(',').any(|c| c == v)),
+            _ => None,
+        })
+        .collect();
+    finish(args, Arc::new(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_lists_parse_v4_v6_and_cidrs() {
+        let l = IpList::parse(" 10.0.0.1, 192.168.0.0/16,2001:db8::/32 ,, ").unwrap();
+        assert_eq!(l.0.len(), 3);
+        assert_eq!(l.canonical(), "10.0.0.1,192.168.0.0/16,2001:db8::/32");
+        assert!(l.contains(&"192.168.44.3".parse().unwrap()));
+        assert!(l.contains(&"2001:db8::1".parse().unwrap()));
+        assert!(!l.contains(&"10.0.0.2".parse().unwrap()));
+        assert_eq!(IpList::parse("10.0.0.9/24").unwrap().canonical(), "10.0.0.0/24");
+    }
+
+    #[test]
+    fn bad_entries_are_all_named() {
+        let e = IpList::parse("10.0.0.1, 10.0.0.256, fish, 10.0.0.0/33").unwrap_err();
+        assert_eq!(e, "not an IP address or CIDR: `10.0.0.256`, `fish`, `10.0.0.0/33`");
+    }
+
+    #[test]
+    fn private_and_public() {
+        for p in ["10.1.2.3", "172.16.0.1", "192.168.1.1", "127.0.0.1", "100.64.1.1", "fd00::1", "fe80::1"] {
+            assert!(is_private(&p.parse().unwrap()), "{p}");
+        }
+        for p in ["8.8.8.8", "198.51.100.23", "2001:4860::8888"] {
+            assert!(is_public(&p.parse().unwrap()), "{p}");
+        }
+        assert!(!is_public(&"224.0.0.1".parse().unwrap()));
+        assert!(!is_public(&"0.0.0.0".parse().unwrap()));
+    }
+}

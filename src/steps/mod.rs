@@ -1,0 +1,136 @@
+//! Step kinds. One file per kind (`query`, `markdown`) plus the `chart` a query step may
+//! draw; this enum is the one list of what steps exist.
+
+pub mod chart;
+pub mod markdown;
+pub mod query;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::playbook::is_identifier;
+use crate::playbook::params::Param;
+use crate::problem::{Pos, Problems};
+use crate::yaml::pos;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    pub id: Spanned<String>,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub query: Option<Spanned<query::RawQuery>>,
+    #[serde(default)]
+    pub markdown: Option<Spanned<String>>,
+    #[serde(default)]
+    pub chart: Option<Spanned<chart::RawChart>>,
+    #[serde(default)]
+    pub table: Option<RawTable>,
+    #[serde(default)]
+    pub export: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTable {
+    #[serde(default = "yes")]
+    pub show: bool,
+    #[serde(default)]
+    pub page_size: Option<u32>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What a step does.
+#[derive(Debug, Clone)]
+pub enum StepKind {
+    Query(query::Query),
+    Markdown(markdown::Markdown),
+}
+
+/// A validated step.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub id: String,
+    pub title: Option<String>,
+    pub at: Pos,
+    pub kind: StepKind,
+    pub chart: Option<chart::Chart>,
+    pub show_table: bool,
+    pub page_size: u32,
+    pub export: bool,
+    /// Earlier steps whose tables this step reads.
+    pub depends_on: Vec<String>,
+}
+
+impl Step {
+    pub fn is_query(&self) -> bool {
+        matches!(self.kind, StepKind::Query(_))
+    }
+}
+
+/// Validates one step. `earlier` are the ids of the steps before it.
+pub fn validate(
+    raw: RawStep,
+    at: Pos,
+    text: &str,
+    params: &[Param],
+    earlier: &[String],
+    problems: &mut Problems,
+) -> Option<Step> {
+    let id_at = pos(&raw.id);
+    let id = raw.id.value;
+    if !is_identifier(&id) {
+        problems.push_hint(id_at, format!("step id `{id}` is not usable as a table name"), "use lower-case letters, digits and _");
+    }
+    if earlier.contains(&id) {
+        problems.push(id_at, format!("step id `{id}` is used twice"));
+    }
+    let (kind, depends_on) = match (raw.query, raw.markdown) {
+        (Some(q), None) => {
+            let q_at = pos(&q);
+            let query = query::validate(q.value, q_at, text, params, problems)?;
+            let deps = earlier.iter().filter(|e| query.sql.words.contains(e)).cloned().collect();
+            (StepKind::Query(query), deps)
+        }
+        (None, Some(m)) => {
+            let md = markdown::validate(&m.value, pos(&m), problems)?;
+            let deps = earlier.iter().filter(|e| md.mentions(e)).cloned().collect();
+            (StepKind::Markdown(md), deps)
+        }
+        (Some(_), Some(_)) => {
+            problems.push(at, format!("step `{id}` has both `query` and `markdown`; split it into two steps"));
+            return None;
+        }
+        (None, None) => {
+            problems.push_hint(at, format!("step `{id}` does nothing"), "give it a `query:` or a `markdown:`");
+            return None;
+        }
+    };
+    let chart = match raw.chart {
+        Some(c) if matches!(kind, StepKind::Query(_)) => {
+            let at = pos(&c);
+            chart::validate(c.value, at, problems)
+        }
+        Some(c) => {
+            problems.push(pos(&c), format!("step `{id}`: only a query step can draw a chart"));
+            None
+        }
+        None => None,
+    };
+    let table = raw.table.unwrap_or(RawTable { show: chart.is_none(), page_size: None });
+    Some(Step {
+        title: raw.title,
+        at,
+        show_table: table.show && matches!(kind, StepKind::Query(_)),
+        page_size: table.page_size.unwrap_or(25).clamp(5, 500),
+        export: raw.export.unwrap_or(true),
+        kind,
+        chart,
+        depends_on,
+        id,
+    })
+}

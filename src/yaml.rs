@@ -1,0 +1,44 @@
+//! YAML loading through `serde-saphyr`, with errors turned into [`Problem`]s and spans kept.
+
+use serde::de::DeserializeOwned;
+use serde_saphyr::Spanned;
+
+use crate::problem::{Pos, Problem};
+
+/// The position a spanned value came from.
+pub fn pos<T>(s: &Spanned<T>) -> Pos {
+    Pos::new(s.referenced.line(), s.referenced.column())
+}
+
+/// Parses `text` (the contents of `path`) into `T`, or one problem with its position.
+pub fn parse<T: DeserializeOwned>(path: &str, text: &str) -> Result<T, Problem> {
+    serde_saphyr::from_str::<T>(text).map_err(|err| {
+        let at = err
+            .location()
+            .map(|l| Pos::new(l.line(), l.column()))
+            .unwrap_or(Pos::UNKNOWN);
+        let raw = err.without_snippet().to_string();
+        let (message, hint) = clean_message(&raw);
+        let mut p = Problem::new(path, at, message);
+        p.hint = hint;
+        p
+    })
+}
+
+/// serde's messages are written for programmers; reword the common ones for authors.
+fn clean_message(raw: &str) -> (String, Option<String>) {
+    // Drop a trailing " at line X column Y" that some messages carry: we print our own.
+    let mut msg = raw.lines().next().unwrap_or(raw).trim().to_string();
+    if let Some(i) = msg.find(" at line ") {
+        msg.truncate(i);
+    }
+    if let Some(rest) = msg.strip_prefix("unknown field ") {
+        let hint = rest.find(", expected").map(|i| format!("known keys: {}", rest[i + 11..].trim()));
+        let name = rest.split(',').next().unwrap_or(rest).trim().to_string();
+        return (format!("unknown key {name}"), hint);
+    }
+    if let Some(rest) = msg.strip_prefix("missing field ") {
+        return (format!("missing key {rest}"), None);
+    }
+    (msg, None)
+}
