@@ -214,6 +214,11 @@ impl Engine {
                 export: step.export,
                 page_size: step.page_size,
             };
+            if let Some(cond) = &step.when {
+                if !condition_holds(cond, &req.values, tz) {
+                    continue;
+                }
+            }
             if let Some(d) = step.depends_on.iter().find(|d| failed.contains(d)) {
                 out.error = Some(format!("skipped: step `{d}` failed"));
                 failed.push(step.id.clone());
@@ -665,6 +670,15 @@ fn as_f64(col: &ArrayRef, r: usize) -> Option<f64> {
     }
     let c = datafusion::arrow::compute::cast(&col.slice(r, 1), &DataType::Float64).ok()?;
     c.as_primitive_opt::<datafusion::arrow::datatypes::Float64Type>().map(|a| a.value(0))
+}
+
+/// Evaluates a step's `when` expression against the parameters' text forms.
+fn condition_holds(expr: &str, values: &[(String, Value)], tz: Tz) -> bool {
+    let params: serde_json::Map<String, serde_json::Value> =
+        values.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.to_text(tz)))).collect();
+    let env = minijinja::Environment::new();
+    let ctx = serde_json::json!({ "params": params });
+    env.compile_expression(expr).and_then(|e| e.eval(&ctx)).map(|v| v.is_true()).unwrap_or(false)
 }
 
 /// Renders a markdown step: the template sees `params` and `steps.<id>` (`rows`, `columns`,

@@ -62,8 +62,8 @@ pub struct RawParam {
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum RawChoice {
-    Plain(serde_json::Value),
     Labelled { value: serde_json::Value, label: String },
+    Plain(serde_json::Value),
 }
 
 #[derive(Debug, Deserialize)]

@@ -29,6 +29,9 @@ pub struct RawStep {
     pub table: Option<RawTable>,
     #[serde(default)]
     pub export: Option<bool>,
+    /// Run the step only when this expression over `params` holds (`view == 'extended'`).
+    #[serde(default)]
+    pub when: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,6 +67,8 @@ pub struct Step {
     pub export: bool,
     /// Earlier steps whose tables this step reads.
     pub depends_on: Vec<String>,
+    /// Condition over `params` (a minijinja expression); None = always.
+    pub when: Option<String>,
 }
 
 impl Step {
@@ -121,6 +126,16 @@ pub fn validate(
         }
         None => None,
     };
+    let when = raw.when.and_then(|w| {
+        let env = minijinja::Environment::new();
+        match env.compile_expression(&w.value) {
+            Ok(_) => Some(w.value),
+            Err(e) => {
+                problems.push(pos(&w), format!("`when` of step `{id}`: {}", e.detail().unwrap_or("not an expression")));
+                None
+            }
+        }
+    });
     let table = raw.table.unwrap_or(RawTable { show: chart.is_none(), page_size: None });
     Some(Step {
         title: raw.title,
@@ -131,6 +146,7 @@ pub fn validate(
         kind,
         chart,
         depends_on,
+        when,
         id,
     })
 }
