@@ -1,8 +1,54 @@
-//! placeholder
+//! The web edge: one routes table, typed state, pages rendered by minijinja templates from
+//! `web/templates` and `widgets/` (autoescaped), CSRF checks on every POST, and one error
+//! type that renders a friendly page or JSON while logging the internals.
+
+mod csrf;
+mod error;
+mod handlers;
+mod templates;
+
 use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+
 use crate::engine::Engine;
 use crate::paths::Paths;
+
+pub use error::WebError;
+
+/// Everything a handler needs.
 #[derive(Clone)]
-pub struct AppState { pub engine: Arc<Engine> }
-impl AppState { pub fn new(engine: Arc<Engine>, _paths: Paths) -> anyhow::Result<Self> { Ok(AppState { engine }) } }
-pub fn app(state: AppState) -> axum::Router { axum::Router::new().with_state(state) }
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub templates: Arc<minijinja::Environment<'static>>,
+    pub paths: Paths,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("paths", &self.paths).finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    pub fn new(engine: Arc<Engine>, paths: Paths) -> anyhow::Result<AppState> {
+        let templates = Arc::new(templates::environment(&paths)?);
+        Ok(AppState { engine, templates, paths })
+    }
+}
+
+/// The routes table.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(handlers::index))
+        .route("/p/{id}", get(handlers::playbook_page))
+        .route("/p/{id}/run/{section}", post(handlers::run_section))
+        .route("/runs/{run}/steps/{step}/table", get(handlers::table))
+        .route("/runs/{run}/steps/{step}/export", post(handlers::export))
+        .route("/exports/{id}", get(handlers::download))
+        .route("/static/{*path}", get(handlers::static_file))
+        .route("/health", get(|| async { "ok" }))
+        .fallback(handlers::not_found)
+        .with_state(state)
+}

@@ -1,0 +1,434 @@
+//! Request handlers: the index, a playbook's page, running a section, table pages, exports
+//! and static assets. Each builds a serializable context and renders a template.
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::{Form, Json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{csrf, AppState, WebError};
+use crate::catalog::Entry;
+use crate::engine::{RunOutcome, RunRequest, TablePage, TableQuery};
+use crate::markdown;
+use crate::paths::join_inside;
+use crate::playbook::is_identifier;
+use crate::playbook::params::{Param, ParamKind, Value};
+use crate::playbook::Playbook;
+use crate::timeutil;
+
+type Result<T> = std::result::Result<T, WebError>;
+
+/// Who is acting. Accounts come later; until then every visitor is "analyst".
+fn who(_headers: &HeaderMap) -> String {
+    "analyst".into()
+}
+
+fn render(state: &AppState, name: &str, ctx: serde_json::Value) -> Result<String> {
+    Ok(state.templates.get_template(name)?.render(ctx)?)
+}
+
+fn page(html: String, cookie: Option<HeaderValue>) -> Response {
+    let mut r = Html(html).into_response();
+    if let Some(c) = cookie {
+        r.headers_mut().insert(header::SET_COOKIE, c);
+    }
+    r.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'"),
+    );
+    r
+}
+
+#[derive(Serialize)]
+struct PlaybookCard {
+    id: String,
+    path: String,
+    title: String,
+    description_html: String,
+    version: Option<String>,
+    maintainers: Vec<String>,
+    tags: Vec<String>,
+    problems: usize,
+    search: String,
+}
+
+fn card(e: &Entry) -> PlaybookCard {
+    let pb = e.playbook.as_deref();
+    let title = pb.map(|p| p.title.clone()).unwrap_or_else(|| e.id.clone());
+    let description = pb.map(|p| p.description.clone()).unwrap_or_default();
+    let first_para = description.split("\n\n").next().unwrap_or("").to_string();
+    let tags = pb.map(|p| p.tags.clone()).unwrap_or_default();
+    PlaybookCard {
+        search: format!("{} {} {} {}", title, description, tags.join(" "), e.id).to_lowercase(),
+        id: e.id.clone(),
+        path: e.path.clone(),
+        title,
+        description_html: markdown::to_html(&first_para),
+        version: pb.and_then(|p| p.version.clone()),
+        maintainers: pb.map(|p| p.maintainers.clone()).unwrap_or_default(),
+        tags,
+        problems: e.problems.len(),
+    }
+}
+
+pub async fn index(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
+    let (token, cookie) = csrf::ensure(&headers);
+    let cards: Vec<PlaybookCard> = state.engine.catalog.playbooks.iter().map(card).collect();
+    let html = render(
+        &state,
+        "index.html",
+        json!({
+            "csrf": token,
+            "playbooks": cards,
+            "connectors": state.engine.catalog.connector_infos(),
+            "connector_problems": state.engine.catalog.connector_problems,
+            "tz": state.engine.tz().name(),
+        }),
+    )?;
+    Ok(page(html, cookie))
+}
+
+/// One field of the form, as the widget templates see it.
+#[derive(Serialize)]
+struct Field {
+    name: String,
+    label: String,
+    help: Option<String>,
+    widget: &'static str,
+    value: String,
+    error: Option<String>,
+    required: bool,
+    min: Option<f64>,
+    max: Option<f64>,
+    step: Option<&'static str>,
+    options: Vec<crate::playbook::params::Choice>,
+    multiple: bool,
+    selected: Vec<String>,
+    presets: Vec<&'static str>,
+    range_start: String,
+    range_end: String,
+}
+
+async fn field(state: &AppState, p: &Param, given: Option<&str>, error: Option<String>) -> Field {
+    let tz = state.engine.tz();
+    let value = given.map(str::to_string).or_else(|| p.default.clone()).unwrap_or_default();
+    let (options, multiple) = match &p.kind {
+        ParamKind::Select { options, options_query: Some(q), multiple } => {
+            let mut opts = options.clone();
+            match state.engine.options(q).await {
+                Ok(vals) => opts.extend(vals.into_iter().map(|v| crate::playbook::params::Choice { label: v.clone(), value: v })),
+                Err(e) => tracing::warn!(param = %p.name, error = %e, "options query failed"),
+            }
+            (opts, *multiple)
+        }
+        ParamKind::Select { options, multiple, .. } => (options.clone(), *multiple),
+        _ => (Vec::new(), false),
+    };
+    let selected = value.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    let (range_start, range_end) = match &p.kind {
+        ParamKind::TimeRange => match timeutil::parse_range(&value, tz, chrono::Utc::now()) {
+            Ok(w) => (timeutil::format_input(w.start, tz), timeutil::format_input(w.end, tz)),
+            Err(_) => (String::new(), String::new()),
+        },
+        _ => (String::new(), String::new()),
+    };
+    Field {
+        name: p.name.clone(),
+        label: p.label.clone(),
+        help: p.help.clone(),
+        widget: p.kind.widget(),
+        value: if matches!(p.kind, ParamKind::Datetime) {
+            timeutil::parse_datetime(&value, tz).map(|t| timeutil::format_input(t, tz)).unwrap_or(value)
+        } else {
+            value
+        },
+        error,
+        required: p.required,
+        min: p.min,
+        max: p.max,
+        step: match p.kind {
+            ParamKind::Number => Some("any"),
+            ParamKind::Integer => Some("1"),
+            _ => None,
+        },
+        options,
+        multiple,
+        selected,
+        presets: timeutil::PRESETS.to_vec(),
+        range_start,
+        range_end,
+    }
+}
+
+fn find_entry<'a>(state: &'a AppState, id: &str) -> Result<&'a Entry> {
+    state
+        .engine
+        .catalog
+        .entry(id)
+        .ok_or_else(|| WebError::NotFound(format!("There is no playbook called “{id}”.")))
+}
+
+pub async fn playbook_page(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let (token, cookie) = csrf::ensure(&headers);
+    let entry = find_entry(&state, &id)?;
+    let given = join_multi(&query);
+    let mut fields = Vec::new();
+    let mut sections = Vec::new();
+    let mut pb_json = json!(null);
+    if let Some(pb) = entry.playbook.as_deref() {
+        for p in &pb.params {
+            fields.push(field(&state, p, given.get(&p.name).map(String::as_str), None).await);
+        }
+        for (i, s) in pb.sections.iter().enumerate() {
+            sections.push(json!({
+                "index": i,
+                "title": s.title,
+                "text_html": s.text.as_deref().map(markdown::to_html),
+                "button": s.button,
+            }));
+        }
+        pb_json = json!({
+            "id": pb.id, "title": pb.title, "version": pb.version, "maintainers": pb.maintainers,
+            "tags": pb.tags, "description_html": markdown::to_html(&pb.description),
+        });
+    }
+    let exports = state.engine.store.exports(&id).map_err(WebError::Internal)?;
+    let runs = state.engine.store.recent_runs(&id, 10).map_err(WebError::Internal)?;
+    let html = render(
+        &state,
+        "playbook.html",
+        json!({
+            "csrf": token,
+            "entry": {"id": entry.id, "path": entry.path, "problems": entry.problems},
+            "pb": pb_json,
+            "fields": fields,
+            "sections": sections,
+            "exports": exports,
+            "runs": runs,
+            "tz": state.engine.tz().name(),
+        }),
+    )?;
+    Ok(page(html, cookie))
+}
+
+/// Form and query values: repeated names (multiple select) joined with `,`.
+fn join_multi(pairs: &[(String, String)]) -> HashMap<String, String> {
+    let mut out: HashMap<String, String> = HashMap::new();
+    for (k, v) in pairs {
+        out.entry(k.clone())
+            .and_modify(|e| {
+                if !v.is_empty() {
+                    if !e.is_empty() {
+                        e.push(',');
+                    }
+                    e.push_str(v);
+                }
+            })
+            .or_insert_with(|| v.clone());
+    }
+    out
+}
+
+/// Parses the form against the playbook's parameters: values, or a message per field.
+pub fn parse_form(pb: &Playbook, given: &HashMap<String, String>, cx: &crate::playbook::params::ParseCtx) -> std::result::Result<Vec<(String, Value)>, HashMap<String, String>> {
+    let mut values = Vec::new();
+    let mut errors = HashMap::new();
+    for p in &pb.params {
+        match p.parse(given.get(&p.name).map(String::as_str), cx) {
+            Ok(v) => values.push((p.name.clone(), v)),
+            Err(e) => {
+                errors.insert(p.name.clone(), e);
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(values)
+    } else {
+        Err(errors)
+    }
+}
+
+pub async fn run_section(
+    State(state): State<AppState>,
+    Path((id, section)): Path<(String, usize)>,
+    headers: HeaderMap,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Result<Response> {
+    let given = join_multi(&form);
+    if !csrf::verify(&headers, given.get("_csrf").map(String::as_str)) {
+        return Err(WebError::Csrf);
+    }
+    let entry = find_entry(&state, &id)?;
+    let Some(pb) = entry.runnable().cloned() else {
+        return Err(WebError::BadRequest("This playbook has problems and cannot run; see its page.".into()));
+    };
+    if section >= pb.sections.len() {
+        return Err(WebError::NotFound("No such section.".into()));
+    }
+    let values = match parse_form(&pb, &given, &state.engine.catalog.parse_ctx()) {
+        Ok(v) => v,
+        Err(errors) => {
+            return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "errors": errors }))).into_response());
+        }
+    };
+    let outcome = state
+        .engine
+        .run(RunRequest { playbook: pb.clone(), values, section: Some(section), who: who(&headers), source: "page".into() })
+        .await
+        .map_err(WebError::Internal)?;
+    let html = results_html(&state, &pb, section, &outcome, &headers).await?;
+    Ok(Json(json!({ "run_id": outcome.run_id, "html": html })).into_response())
+}
+
+async fn results_html(state: &AppState, pb: &Playbook, section: usize, outcome: &RunOutcome, _headers: &HeaderMap) -> Result<String> {
+    let mut steps = Vec::new();
+    for s in outcome.steps.iter().filter(|s| s.section == section) {
+        let table = match (s.show_table, s.rows, &s.error) {
+            (true, Some(_), None) => {
+                let q = TableQuery { page: 1, size: s.page_size as usize, ..Default::default() };
+                let page = state.engine.page(&outcome.run_id, &s.id, &q).await.map_err(WebError::Internal)?;
+                Some(table_html(state, &outcome.run_id, &s.id, s.export, &page)?)
+            }
+            _ => None,
+        };
+        steps.push(json!({
+            "id": s.id, "title": s.title, "rows": s.rows, "error": s.error, "html": s.html,
+            "chart": s.chart, "table": table, "elapsed_ms": s.elapsed_ms as u64,
+        }));
+    }
+    render(state, "results.html", json!({ "pb": {"id": pb.id}, "run_id": outcome.run_id, "steps": steps }))
+}
+
+fn table_html(state: &AppState, run: &str, step: &str, export: bool, page: &TablePage) -> Result<String> {
+    render(
+        state,
+        "output/table.html",
+        json!({
+            "run": run, "step": step, "export": export, "t": page,
+            "total_fmt": crate::web::templates::thousands(page.total as i64),
+            "filtered_fmt": crate::web::templates::thousands(page.filtered as i64),
+            "first_fmt": crate::web::templates::thousands(page.first as i64),
+            "last_fmt": crate::web::templates::thousands(page.last as i64),
+        }),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TableParams {
+    #[serde(default)]
+    page: Option<usize>,
+    #[serde(default)]
+    size: Option<usize>,
+    #[serde(default)]
+    sort: Option<String>,
+    #[serde(default)]
+    dir: Option<String>,
+    #[serde(default)]
+    q: Option<String>,
+    #[serde(default)]
+    export: Option<String>,
+}
+
+fn check_ids(run: &str, step: &str) -> Result<()> {
+    if run.len() != 32 || !run.chars().all(|c| c.is_ascii_hexdigit()) || !is_identifier(step) {
+        return Err(WebError::NotFound("No such result.".into()));
+    }
+    Ok(())
+}
+
+pub async fn table(
+    State(state): State<AppState>,
+    Path((run, step)): Path<(String, String)>,
+    Query(p): Query<TableParams>,
+) -> Result<Response> {
+    check_ids(&run, &step)?;
+    let q = TableQuery {
+        page: p.page.unwrap_or(1),
+        size: p.size.unwrap_or(25),
+        sort: p.sort.filter(|s| !s.is_empty()),
+        desc: p.dir.as_deref() == Some("desc"),
+        search: p.q,
+    };
+    let page = state
+        .engine
+        .page(&run, &step, &q)
+        .await
+        .map_err(|_| WebError::NotFound("This result is no longer stored.".into()))?;
+    Ok(Html(table_html(&state, &run, &step, p.export.as_deref() != Some("0"), &page)?).into_response())
+}
+
+pub async fn export(
+    State(state): State<AppState>,
+    Path((run, step)): Path<(String, String)>,
+    headers: HeaderMap,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Result<Response> {
+    let given = join_multi(&form);
+    if !csrf::verify(&headers, given.get("_csrf").map(String::as_str)) {
+        return Err(WebError::Csrf);
+    }
+    check_ids(&run, &step)?;
+    let format = given.get("format").map(String::as_str).unwrap_or("csv");
+    if !matches!(format, "csv" | "json" | "parquet") {
+        return Err(WebError::BadRequest("Export as csv, json or parquet.".into()));
+    }
+    let rec = state.engine.export(&run, &step, format, &who(&headers)).await.map_err(WebError::Internal)?;
+    let exports = state.engine.store.exports(&rec.playbook).map_err(WebError::Internal)?;
+    let html = render(&state, "exports.html", json!({ "exports": exports, "new": rec.id }))?;
+    Ok(Html(html).into_response())
+}
+
+pub async fn download(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Response> {
+    let rec = state
+        .engine
+        .store
+        .export(id)
+        .map_err(WebError::Internal)?
+        .ok_or_else(|| WebError::NotFound("No such export.".into()))?;
+    let path = join_inside(&state.paths.exports_dir(), &rec.file).ok_or_else(|| WebError::NotFound("No such export.".into()))?;
+    let bytes = tokio::fs::read(&path).await.map_err(|_| WebError::NotFound("The exported file was deleted.".into()))?;
+    let ctype = match rec.format.as_str() {
+        "csv" => "text/csv; charset=utf-8",
+        "json" => "application/json",
+        _ => "application/vnd.apache.parquet",
+    };
+    let name = rec.file.rsplit('/').next().unwrap_or("export").to_string();
+    let mut r = Response::new(Body::from(bytes));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(r)
+}
+
+pub async fn static_file(State(state): State<AppState>, Path(path): Path<String>) -> Result<Response> {
+    let full = join_inside(&state.paths.web.join("static"), &path).ok_or_else(|| WebError::NotFound("No such file.".into()))?;
+    let bytes = tokio::fs::read(&full).await.map_err(|_| WebError::NotFound("No such file.".into()))?;
+    let ctype = match full.extension().and_then(|e| e.to_str()).unwrap_or("") {
+        "css" => "text/css; charset=utf-8",
+        "js" => "text/javascript; charset=utf-8",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "woff2" => "font/woff2",
+        "json" => "application/json",
+        _ => "application/octet-stream",
+    };
+    let mut r = Response::new(Body::from(bytes));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    Ok(r)
+}
+
+pub async fn not_found() -> WebError {
+    WebError::NotFound("There is nothing at this address.".into())
+}

@@ -1,0 +1,193 @@
+// casebook — page behaviour: run sections without reloading, field errors, time ranges,
+// server-side table paging/sorting/search, exports, and charts (vendored Chart.js).
+(function () {
+  "use strict";
+  const csrf = () => (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
+
+  // ---- index: filter playbooks -------------------------------------------------------
+  const filter = document.getElementById("filter");
+  if (filter) {
+    filter.addEventListener("input", () => {
+      const q = filter.value.trim().toLowerCase();
+      let shown = 0;
+      document.querySelectorAll("#playbooks .card").forEach((c) => {
+        const ok = !q || c.dataset.search.includes(q);
+        c.hidden = !ok;
+        if (ok) shown++;
+      });
+      document.getElementById("no-match").hidden = shown > 0;
+      document.getElementById("filter-count").textContent = shown + " playbooks";
+    });
+  }
+
+  // ---- time range widgets ----------------------------------------------------------
+  function syncRange(w) {
+    const preset = w.querySelector(".tr-preset");
+    const custom = w.querySelector(".tr-custom");
+    const value = w.querySelector(".tr-value");
+    if (preset.value === "custom") {
+      custom.hidden = false;
+      const a = w.querySelector(".tr-start").value, b = w.querySelector(".tr-end").value;
+      value.value = a && b ? a + " .. " + b : "";
+    } else {
+      custom.hidden = true;
+      value.value = preset.value;
+    }
+  }
+  document.querySelectorAll(".time-range").forEach((w) => {
+    w.addEventListener("change", () => syncRange(w));
+    w.addEventListener("input", () => syncRange(w));
+  });
+
+  // ---- running a section ----------------------------------------------------------
+  const form = document.getElementById("params");
+  function showErrors(errors) {
+    document.querySelectorAll(".field").forEach((f) => {
+      const name = f.dataset.field;
+      const el = document.getElementById("err-" + name);
+      const msg = errors && errors[name];
+      f.classList.toggle("has-error", !!msg);
+      if (el) { el.textContent = msg || ""; el.hidden = !msg; }
+    });
+    const first = document.querySelector(".field.has-error input, .field.has-error select");
+    if (first) first.focus();
+  }
+  function formQuery() {
+    const data = new FormData(form);
+    data.delete("_csrf");
+    const usp = new URLSearchParams();
+    for (const [k, v] of data.entries()) if (v !== "") usp.append(k, v);
+    return usp;
+  }
+  async function runSection(button) {
+    const i = button.dataset.section;
+    const out = document.getElementById("results-" + i);
+    const formError = document.getElementById("form-error");
+    document.querySelectorAll(".time-range").forEach(syncRange);
+    button.disabled = true; button.classList.add("busy");
+    const label = button.textContent;
+    button.textContent = "Running…";
+    out.innerHTML = '<div class="running"><span class="spinner"></span> Running…</div>';
+    formError.hidden = true;
+    try {
+      const body = new URLSearchParams(new FormData(form));
+      const r = await fetch("/p/" + encodeURIComponent(form.dataset.playbook) + "/run/" + i, {
+        method: "POST", body, headers: { "x-csrf-token": csrf() }, credentials: "same-origin",
+      });
+      if (r.status === 422) {
+        const j = await r.json();
+        showErrors(j.errors);
+        out.innerHTML = "";
+        formError.textContent = "Please correct the highlighted fields.";
+        formError.hidden = false;
+        return;
+      }
+      if (!r.ok) {
+        const text = await r.text();
+        const doc = new DOMParser().parseFromString(text, "text/html");
+        const msg = (doc.querySelector(".error-text") || {}).textContent || ("The server answered " + r.status);
+        out.innerHTML = "";
+        const div = document.createElement("div");
+        div.className = "step-error"; div.textContent = msg;
+        out.appendChild(div);
+        return;
+      }
+      const j = await r.json();
+      showErrors({});
+      out.innerHTML = j.html;
+      out.dataset.run = j.run_id;
+      initCharts(out);
+      // Keep the filled form in the address so the page can be shared or bookmarked.
+      history.replaceState(null, "", location.pathname + "?" + formQuery().toString());
+    } catch (e) {
+      out.innerHTML = '<div class="step-error">Could not reach casebook: ' + String(e).replace(/[<&>]/g, "") + "</div>";
+    } finally {
+      button.disabled = false; button.classList.remove("busy"); button.textContent = label;
+    }
+  }
+  document.querySelectorAll("button.run").forEach((b) => b.addEventListener("click", () => runSection(b)));
+  if (form) form.addEventListener("submit", (e) => { e.preventDefault(); const b = document.querySelector("button.run"); if (b) runSection(b); });
+
+  // ---- tables: paging, sorting, search and export on the server ----------------------
+  async function reload(w, changes) {
+    const st = Object.assign({ page: w.dataset.page, size: w.dataset.size, sort: w.dataset.sort, dir: w.dataset.dir,
+      q: (w.querySelector(".table-search") || {}).value || "", export: w.dataset.export }, changes);
+    const usp = new URLSearchParams(st);
+    w.classList.add("loading");
+    const r = await fetch("/runs/" + w.dataset.run + "/steps/" + w.dataset.step + "/table?" + usp.toString(), { credentials: "same-origin" });
+    w.classList.remove("loading");
+    if (!r.ok) return;
+    const tmp = document.createElement("div");
+    tmp.innerHTML = await r.text();
+    const fresh = tmp.firstElementChild;
+    const hadFocus = document.activeElement && document.activeElement.classList.contains("table-search");
+    w.replaceWith(fresh);
+    if (hadFocus) { const s = fresh.querySelector(".table-search"); s.focus(); s.setSelectionRange(s.value.length, s.value.length); }
+  }
+  const timers = new WeakMap();
+  document.addEventListener("click", async (e) => {
+    const w = e.target.closest(".table-widget");
+    if (!w) return;
+    const sort = e.target.closest("button.sort");
+    if (sort) {
+      const col = sort.dataset.col;
+      const dir = w.dataset.sort === col && w.dataset.dir === "asc" ? "desc" : "asc";
+      return reload(w, { sort: col, dir, page: 1 });
+    }
+    const pg = e.target.closest("button.page");
+    if (pg && !pg.disabled) return reload(w, { page: pg.dataset.page });
+    const ex = e.target.closest("button.export");
+    if (ex) {
+      ex.disabled = true;
+      const body = new URLSearchParams({ format: ex.dataset.format, _csrf: csrf() });
+      const r = await fetch("/runs/" + w.dataset.run + "/steps/" + w.dataset.step + "/export", {
+        method: "POST", body, headers: { "x-csrf-token": csrf() }, credentials: "same-origin" });
+      ex.disabled = false;
+      if (r.ok) {
+        const list = document.getElementById("exports");
+        if (list) { list.innerHTML = await r.text(); list.scrollIntoView({ behavior: "smooth", block: "nearest" }); }
+      }
+    }
+  });
+  document.addEventListener("input", (e) => {
+    if (!e.target.classList.contains("table-search")) return;
+    const w = e.target.closest(".table-widget");
+    clearTimeout(timers.get(w));
+    timers.set(w, setTimeout(() => reload(w, { page: 1 }), 300));
+  });
+  document.addEventListener("change", (e) => {
+    if (!e.target.classList.contains("table-size")) return;
+    reload(e.target.closest(".table-widget"), { size: e.target.value, page: 1 });
+  });
+
+  // ---- charts ---------------------------------------------------------------------
+  const palette = ["#2457c5", "#e8590c", "#2f9e44", "#c2255c", "#7048e8", "#0c8599", "#f08c00", "#5c7cfa", "#a61e4d", "#37b24d", "#868e96", "#495057"];
+  function initCharts(root) {
+    if (!window.Chart) return;
+    root.querySelectorAll("figure.chart").forEach((fig) => {
+      if (fig.dataset.ready) return;
+      fig.dataset.ready = "1";
+      const spec = JSON.parse(fig.querySelector(".chart-data").textContent);
+      const line = spec.type === "line";
+      const datasets = spec.datasets.map((d, i) => ({
+        label: d.label, data: d.data,
+        borderColor: palette[i % palette.length], backgroundColor: palette[i % palette.length] + (line ? "33" : "cc"),
+        borderWidth: line ? 1.5 : 0, pointRadius: line && d.data.length < 80 ? 2 : 0, tension: 0.15, fill: false,
+      }));
+      new window.Chart(fig.querySelector("canvas"), {
+        type: spec.type,
+        data: { labels: spec.labels, datasets },
+        options: {
+          responsive: true, maintainAspectRatio: false, animation: false,
+          interaction: { mode: "index", intersect: false },
+          plugins: { legend: { display: datasets.length > 1, position: "bottom" } },
+          scales: {
+            x: { stacked: !line && datasets.length > 1, title: { display: true, text: spec.x }, ticks: { maxTicksLimit: 12, autoSkip: true, maxRotation: 0 } },
+            y: { stacked: !line && datasets.length > 1, beginAtZero: true, title: { display: true, text: spec.y } },
+          },
+        },
+      });
+    });
+  }
+  window.addEventListener("load", () => initCharts(document));
+})();
