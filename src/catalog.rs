@@ -215,6 +215,15 @@ impl Catalog {
                     problems.push_hint(*at, format!("unknown connector `{name}`"), format!("known connectors: {}", known.join(", ")));
                 }
             }
+            // Placeholder problems are already reported; planning would only repeat them.
+            let bad_placeholder = q.sql.placeholders.iter().any(|ph| match pb.param(&ph.param) {
+                None => true,
+                Some(p) => matches!(p.kind, crate::playbook::params::ParamKind::TimeRange) != ph.field.is_some(),
+            });
+            if bad_placeholder {
+                failed.push(&step.id);
+                continue;
+            }
             let planned = match ctx.sql_with_options(&q.sql.text, read_only()).await {
                 Ok(df) => df.with_param_values(values.clone()),
                 Err(e) => Err(e),
@@ -234,6 +243,7 @@ impl Catalog {
                             }
                         }
                     }
+                    let _ = ctx.deregister_table(step.id.as_str());
                     match MemTable::try_new(schema.clone(), vec![vec![]]) {
                         Ok(t) => {
                             let _ = ctx.register_table(step.id.as_str(), Arc::new(t));
@@ -257,23 +267,35 @@ impl Catalog {
 /// Strips DataFusion's prefixes and keeps the first line.
 pub fn clean_error(e: &DataFusionError) -> (String, Option<String>) {
     let inner = e.iter().last().unwrap_or(e);
+    let inner_text = inner.to_string();
     let text = match e.diagnostic() {
+        Some(_) if inner_text.contains("No field named ") => inner_text.clone(),
         Some(d) => d.message.clone(),
-        None => inner.to_string(),
+        None => inner_text.clone(),
     };
     let mut msg = connector::first_line(&text);
+    if let Some(i) = msg.find("No field named ") {
+        msg = msg[i..].to_string();
+    }
     for prefix in ["Error during planning: ", "Schema error: ", "Execution error: ", "SQL error: ", "ParserError(", "Arrow error: "] {
         if let Some(rest) = msg.strip_prefix(prefix) {
             msg = rest.trim_end_matches(')').to_string();
         }
     }
     if let Some(rest) = msg.strip_prefix("No field named ") {
-        let (name, valid) = match rest.split_once(". Valid fields are ") {
-            Some((n, v)) => (n.to_string(), Some(v.trim_end_matches('.').to_string())),
-            None => (rest.trim_end_matches('.').to_string(), None),
+        let (name, tail) = match rest.split_once(". ") {
+            Some((n, t)) => (n.to_string(), t.to_string()),
+            None => (rest.trim_end_matches('.').to_string(), String::new()),
         };
         let name = name.trim_matches('"').to_string();
-        let hint = valid.map(|v| suggest(&name, &v));
+        let hint = if let Some(v) = tail.strip_prefix("Valid fields are ") {
+            Some(suggest(&name, v.trim_end_matches('.')))
+        } else if let Some(d) = tail.strip_prefix("Did you mean '") {
+            let d = d.trim_end_matches("'?");
+            Some(format!("did you mean `{}`?", d.rsplit('.').next().unwrap_or(d)))
+        } else {
+            None
+        };
         return (format!("unknown column `{name}`"), hint);
     }
     (msg, None)

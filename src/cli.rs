@@ -99,6 +99,9 @@ pub enum Command {
         /// Hours of data, ending at the current hour.
         #[arg(long, default_value_t = 48)]
         hours: u32,
+        /// End of the data (RFC 3339, e.g. 2026-02-06T00:00:00Z); default: the current hour.
+        #[arg(long)]
+        end: Option<String>,
         #[command(flatten)]
         dirs: Dirs,
     },
@@ -143,9 +146,17 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
         Command::Run { playbook, params, step, format, max_rows, dirs } => {
             run(&playbook, &params, step.as_deref(), format, max_rows, &dirs).await
         }
-        Command::Demo { rows, seed, hours, dirs } => {
+        Command::Demo { rows, seed, hours, end, dirs } => {
             let paths = dirs.paths();
-            let opts = crate::demo::Options { rows, seed, hours, end: None };
+            let end = match end {
+                Some(e) => Some(
+                    chrono::DateTime::parse_from_rfc3339(&e)
+                        .map_err(|_| anyhow::anyhow!("--end `{e}` is not a time such as 2026-02-06T00:00:00Z"))?
+                        .with_timezone(&chrono::Utc),
+                ),
+                None => None,
+            };
+            let opts = crate::demo::Options { rows, seed, hours, end };
             let summary = crate::demo::generate(&paths.data, &opts).context("generating demo data")?;
             println!("{summary}");
             Ok(ExitCode::SUCCESS)

@@ -238,6 +238,8 @@ impl Engine {
                         Ok((schema, batches)) => {
                             let rows = batches.iter().map(RecordBatch::num_rows).sum();
                             let data = Arc::new(StepData { schema: schema.clone(), batches, rows });
+                            // A step's table shadows a connector of the same name for later steps.
+                            let _ = ctx.deregister_table(step.id.as_str());
                             if let Err(e) = MemTable::try_new(schema, vec![data.batches.clone()])
                                 .and_then(|t| ctx.register_table(step.id.as_str(), Arc::new(t)).map(|_| ()))
                             {

@@ -1,0 +1,1 @@
+//! Headless Chromium drives the analyst path.

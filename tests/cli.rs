@@ -1,0 +1,90 @@
+//! The `casebook` binary as an author and an analyst run it.
+
+use std::process::Command;
+
+use casebook::demo::cast;
+
+use crate::common;
+
+fn casebook() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_casebook"))
+}
+
+#[test]
+fn check_reports_a_missing_column_with_its_position_and_exits_1() {
+    let data = common::fresh_data();
+    let pb = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        pb.path().join("bad.yaml"),
+        "title: Bad\nsections:\n  - title: S\n    steps:\n      - id: a\n        query:\n          sql: |\n            SELECT treceived, bytez\n            FROM flows\n",
+    )
+    .expect("write");
+    let out = casebook()
+        .args(["check", "--playbooks"])
+        .arg(pb.path())
+        .arg("--data")
+        .arg(data.path())
+        .arg("--connectors")
+        .arg(common::repo().join("connectors"))
+        .output()
+        .expect("run casebook");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let expected = format!("{}/bad.yaml:8:31: step `a`: unknown column `bytez`", pb.path().display());
+    assert!(stdout.contains(&expected), "expected {expected}\ngot: {stdout}");
+}
+
+#[test]
+fn check_passes_on_the_shipped_playbooks() {
+    let data = common::fresh_data();
+    let out = casebook().current_dir(common::repo()).args(["check", "--data"]).arg(data.path()).output().expect("run");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn run_rdp_bruteforce_as_csv_prints_the_attacker_first() {
+    let data = common::fresh_data();
+    let out = casebook()
+        .current_dir(common::repo())
+        .args(["run", "playbooks/network/rdp_bruteforce.yaml", "--format", "csv", "--data"])
+        .arg(data.path())
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let data_rows: Vec<&str> = stdout.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
+    assert!(data_rows[0].starts_with("source,connections"), "{stdout}");
+    assert!(data_rows[1].starts_with(&format!("{},", cast::SCANNER)), "{stdout}");
+}
+
+#[test]
+fn run_refuses_bad_parameters_with_a_message() {
+    let data = common::fresh_data();
+    let out = casebook()
+        .current_dir(common::repo())
+        .args(["run", "ip_flows", "--param", "src=10.0.0.300", "--param", "window=2026-02-05 15:00 .. 2026-02-05 14:00", "--data"])
+        .arg(data.path())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--param src: not an IP address or CIDR: `10.0.0.300`"), "{stderr}");
+    assert!(stderr.contains("--param window: the start of the time range must be before its end"), "{stderr}");
+}
+
+#[test]
+fn demo_is_deterministic_for_a_seed() {
+    let a = tempfile::tempdir().expect("tempdir");
+    let b = tempfile::tempdir().expect("tempdir");
+    for d in [a.path(), b.path()] {
+        let st = casebook().args(["demo", "--rows", "20000", "--seed", "7", "--end", "2026-02-06T00:00:00Z", "--data"]).arg(d).status().expect("demo");
+        assert!(st.success());
+    }
+    let read = |d: &std::path::Path| {
+        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("demo/manifest.json")).expect("manifest")).expect("json");
+        (m["flows"].clone(), m["dns"].clone(), m["events"].clone())
+    };
+    assert_eq!(read(a.path()), read(b.path()));
+    let part = "demo/flows/date=2026-02-05/hour=02/part-0.parquet";
+    assert_eq!(std::fs::read(a.path().join(part)).expect("a"), std::fs::read(b.path().join(part)).expect("b"));
+}

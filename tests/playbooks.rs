@@ -1,0 +1,151 @@
+//! Every shipped playbook loads without problems, runs on the demo data and finds its incident.
+
+use casebook::demo::cast;
+use casebook::engine::{RunRequest, TableQuery};
+use casebook::playbook::params::Value;
+
+use crate::common;
+
+async fn run(engine: &casebook::engine::Engine, id: &str, given: &[(&str, &str)]) -> casebook::engine::RunOutcome {
+    let entry = engine.catalog.entry(id).unwrap_or_else(|| panic!("playbook {id} missing"));
+    let pb = entry.runnable().unwrap_or_else(|| panic!("{id}: {:?}", entry.problems)).clone();
+    let cx = engine.catalog.parse_ctx();
+    let values: Vec<(String, Value)> = pb
+        .params
+        .iter()
+        .map(|p| {
+            let raw = given.iter().find(|(k, _)| *k == p.name).map(|(_, v)| *v);
+            (p.name.clone(), p.parse(raw, &cx).unwrap_or_else(|e| panic!("{}: {e}", p.name)))
+        })
+        .collect();
+    let out = engine
+        .run(RunRequest { playbook: pb, values, section: None, who: "test".into(), source: "test".into() })
+        .await
+        .expect("run");
+    for s in &out.steps {
+        assert!(s.error.is_none(), "{id}.{}: {:?}", s.id, s.error);
+    }
+    out
+}
+
+async fn first_row(engine: &casebook::engine::Engine, run: &str, step: &str) -> Vec<String> {
+    let page = engine.page(run, step, &TableQuery { page: 1, size: 25, ..Default::default() }).await.expect("page");
+    page.rows.first().map(|r| r.iter().map(|c| c.text.clone()).collect()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn every_shipped_playbook_and_connector_is_valid() {
+    let data = common::fresh_data();
+    let engine = common::engine(data.path()).await;
+    let problems: Vec<String> = engine.catalog.problems().map(|p| p.to_string()).collect();
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert!(engine.catalog.playbooks.len() >= 3);
+    assert_eq!(engine.catalog.connectors.len(), 7);
+}
+
+#[tokio::test]
+async fn rdp_bruteforce_ranks_the_injected_attacker_first() {
+    let data = common::fresh_data();
+    let engine = common::engine(data.path()).await;
+    let out = run(&engine, "rdp_bruteforce", &[]).await;
+    let top = first_row(&engine, &out.run_id, "attempts").await;
+    assert_eq!(top[0], cast::SCANNER);
+    // The scan reached every address of the /24.
+    let scanned = engine.step_data(&out.run_id, "scanned").expect("scanned");
+    assert!(scanned.rows >= 254, "{} scanned hosts", scanned.rows);
+    let verdict = out.steps.iter().find(|s| s.id == "verdict").and_then(|s| s.html.clone()).unwrap_or_default();
+    assert!(verdict.contains(cast::SCANNER), "{verdict}");
+    let chart = out.steps.iter().find(|s| s.id == "per_minute").and_then(|s| s.chart.clone()).expect("chart");
+    assert!(chart["datasets"].as_array().is_some_and(|d| !d.is_empty()));
+}
+
+#[tokio::test]
+async fn event_timeline_finds_the_psexec_burst() {
+    let data = common::fresh_data();
+    let engine = common::engine(data.path()).await;
+    let out = run(&engine, "event_timeline", &[("window", "last 7d"), ("bucket", "60")]).await;
+    let top = first_row(&engine, &out.run_id, "bursts").await;
+    // Sysmon image loads (event 7) from the PsExec burst top the ranking.
+    assert_eq!(top[1], "7", "{top:?}");
+    // Masks: only service installs of PSEXESVC, counted by computer: 12 hosts.
+    let out = run(
+        &engine,
+        "event_timeline",
+        &[("window", "last 7d"), ("mask_field", "image"), ("contains", "psexesvc"), ("group_by", "computer"), ("exclude", "cmd.exe")],
+    )
+    .await;
+    let matches = engine.step_data(&out.run_id, "matches").expect("matches");
+    assert_eq!(matches.rows, 12 * (1 + 1 + 6), "service install + process + 6 image loads on 12 hosts");
+}
+
+#[tokio::test]
+async fn ip_flows_returns_the_hosts_flows_and_respects_the_limit() {
+    let data = common::fresh_data();
+    let engine = common::engine(data.path()).await;
+    let out = run(&engine, "ip_flows", &[("src", cast::EXFIL_SRC), ("dst", "198.51.100.0/24"), ("window", "last 7d")]).await;
+    let flows = engine.step_data(&out.run_id, "flows").expect("flows");
+    assert_eq!(flows.rows, 30, "the 30 exfiltration flows");
+    assert!(out.steps.iter().any(|s| s.id == "flows_basic"));
+    assert!(!out.steps.iter().any(|s| s.id == "flows_extended"), "the basic view only");
+    let out = run(&engine, "ip_flows", &[("src", "10.0.0.0/8"), ("window", "last 7d"), ("limit", "1234"), ("view", "extended")]).await;
+    assert_eq!(engine.step_data(&out.run_id, "flows").expect("flows").rows, 1234);
+    assert!(out.steps.iter().any(|s| s.id == "flows_extended"));
+    let note = out.steps.iter().find(|s| s.id == "summary").and_then(|s| s.html.clone()).unwrap_or_default();
+    assert!(note.contains("row limit was reached"), "{note}");
+}
+
+#[tokio::test]
+async fn injection_strings_are_data() {
+    let data = common::fresh_data();
+    let engine = common::engine(data.path()).await;
+    for evil in ["' OR 1=1 --", "x') OR ('1'='1", "<script>alert(1)</script>", "\"; DROP TABLE events; --"] {
+        let out = run(&engine, "event_timeline", &[("window", "last 7d"), ("contains", evil)]).await;
+        let rows = engine.step_data(&out.run_id, "matches").expect("matches").rows;
+        assert_eq!(rows, 0, "{evil} must match literally, not as SQL");
+        let out = run(&engine, "event_timeline", &[("window", "last 7d"), ("exclude", evil)]).await;
+        let all = engine.step_data(&out.run_id, "matches").expect("matches").rows;
+        assert!(all > 1000, "{evil}: excluding a string nobody has keeps every event ({all})");
+    }
+}
+
+#[tokio::test]
+async fn results_page_sort_and_search_on_the_server() {
+    let data = common::fresh_data();
+    let engine = common::engine(data.path()).await;
+    let out = run(&engine, "ip_flows", &[("src", "10.0.0.0/8"), ("window", "last 7d"), ("limit", "5000")]).await;
+    let q = TableQuery { page: 2, size: 25, sort: Some("ibyt".into()), desc: true, search: None };
+    let page = engine.page(&out.run_id, "flows_basic", &q).await.expect("page");
+    assert_eq!((page.first, page.last, page.filtered, page.total), (26, 50, 5000, 5000));
+    let bytes: Vec<i64> = page.rows.iter().map(|r| r[6].text.parse().expect("number")).collect();
+    assert!(bytes.windows(2).all(|w| w[0] >= w[1]), "sorted descending: {bytes:?}");
+    let q = TableQuery { page: 1, size: 25, sort: None, desc: false, search: Some(cast::BEACON_DST.into()) };
+    let page = engine.page(&out.run_id, "flows_basic", &q).await.expect("page");
+    assert!(page.filtered > 0 && page.filtered < 5000);
+    assert!(page.rows.iter().all(|r| r.iter().any(|c| c.text == cast::BEACON_DST)));
+    // A column name that is not in the table is ignored, not pasted into SQL.
+    let q = TableQuery { page: 1, size: 25, sort: Some("ibyt; DROP TABLE t".into()), desc: false, search: Some("' OR 1=1 --".into()) };
+    let page = engine.page(&out.run_id, "flows_basic", &q).await.expect("page");
+    assert_eq!(page.filtered, 0);
+}
+
+#[tokio::test]
+async fn exports_contain_every_row_in_each_format() {
+    let data = common::fresh_data();
+    let engine = common::engine(data.path()).await;
+    let out = run(&engine, "ip_flows", &[("src", "10.0.0.0/8"), ("window", "last 7d"), ("limit", "3000")]).await;
+    for format in ["csv", "json", "parquet"] {
+        let rec = engine.export(&out.run_id, "flows_basic", format, "test").await.expect("export");
+        assert_eq!(rec.rows, 3000);
+        let path = data.path().join("exports").join(&rec.file);
+        let bytes = std::fs::read(&path).expect("export file");
+        match format {
+            "csv" => assert_eq!(String::from_utf8_lossy(&bytes).lines().count(), 3001),
+            "json" => {
+                let v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+                assert_eq!(v.as_array().map(Vec::len), Some(3000));
+            }
+            _ => assert_eq!(&bytes[..4], b"PAR1"),
+        }
+    }
+    assert_eq!(engine.store.exports("ip_flows").expect("list").len(), 3);
+}

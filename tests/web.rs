@@ -1,0 +1,165 @@
+//! Every page through the router (`oneshot`), as a browser would call it.
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use casebook::demo::cast;
+use casebook::web::{app, AppState};
+
+use crate::common;
+
+struct Client {
+    app: axum::Router,
+    cookie: String,
+    token: String,
+    _data: tempfile::TempDir,
+}
+
+async fn client() -> Client {
+    let data = common::fresh_data();
+    let engine = common::engine(data.path()).await;
+    let state = AppState::new(engine, common::paths_with(data.path())).expect("state");
+    let app = app(state);
+    let r = app.clone().oneshot(Request::get("/").body(Body::empty()).expect("req")).await.expect("resp");
+    let set = r.headers().get(header::SET_COOKIE).and_then(|v| v.to_str().ok()).expect("csrf cookie").to_string();
+    let cookie = set.split(';').next().expect("cookie").to_string();
+    let token = cookie.split('=').nth(1).expect("token").to_string();
+    Client { app, cookie, token, _data: data }
+}
+
+impl Client {
+    async fn get(&self, uri: &str) -> (StatusCode, String) {
+        let r = self.app.clone().oneshot(Request::get(uri).body(Body::empty()).expect("req")).await.expect("resp");
+        let status = r.status();
+        let body = r.into_body().collect().await.expect("body").to_bytes();
+        (status, String::from_utf8_lossy(&body).to_string())
+    }
+
+    async fn post(&self, uri: &str, form: &[(&str, &str)], with_token: bool) -> (StatusCode, String) {
+        let body = form
+            .iter()
+            .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let mut req = Request::post(uri)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::COOKIE, &self.cookie);
+        if with_token {
+            req = req.header("x-csrf-token", &self.token);
+        }
+        let r = self.app.clone().oneshot(req.body(Body::from(body)).expect("req")).await.expect("resp");
+        let status = r.status();
+        let body = r.into_body().collect().await.expect("body").to_bytes();
+        (status, String::from_utf8_lossy(&body).to_string())
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn index_lists_every_playbook() {
+    let c = client().await;
+    let (status, body) = c.get("/").await;
+    assert_eq!(status, StatusCode::OK);
+    for t in ["IP flows between hosts", "RDP brute force and scanning", "Event timeline in time buckets"] {
+        assert!(body.contains(t), "{t}");
+    }
+    assert!(!body.contains("http://") && !body.contains("https://"), "no external assets");
+}
+
+#[tokio::test]
+async fn playbook_page_builds_the_form_and_prefills_from_the_url() {
+    let c = client().await;
+    let (status, body) = c.get("/p/ip_flows?src=10.0.10.25&window=last%201h&view=extended").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains(r#"name="src" value="10.0.10.25""#), "prefilled src");
+    assert!(body.contains(r#"<option value="extended" selected>"#));
+    assert!(body.contains(r#"<option value="last 1h" selected>"#));
+    assert!(body.contains("Get IP flows"));
+    assert!(!body.contains("SELECT"), "no code on the page");
+    let (status, _) = c.get("/p/nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn script_in_a_parameter_is_escaped_on_the_page() {
+    let c = client().await;
+    let (_, body) = c.get("/p/event_timeline?contains=%3Cscript%3Ealert(1)%3C/script%3E").await;
+    assert!(!body.contains("<script>alert(1)</script>"));
+    assert!(body.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;") || body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "escaped");
+}
+
+#[tokio::test]
+async fn running_needs_the_csrf_token() {
+    let c = client().await;
+    let (status, _) = c.post("/p/rdp_bruteforce/run/0", &[("window", "last 7d")], false).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_message_per_field() {
+    let c = client().await;
+    let (status, body) = c
+        .post("/p/ip_flows/run/0", &[("src", "10.0.0.1, fish"), ("window", "2026-02-05 15:00 .. 2026-02-05 14:00"), ("limit", "0")], true)
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["errors"]["src"], "not an IP address or CIDR: `fish`");
+    assert_eq!(v["errors"]["window"], "the start of the time range must be before its end");
+    assert_eq!(v["errors"]["limit"], "must be at least 1");
+}
+
+#[tokio::test]
+async fn a_section_runs_and_its_table_pages_on_the_server() {
+    let c = client().await;
+    let (status, body) = c.post("/p/rdp_bruteforce/run/0", &[("window", "last 7d")], true).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let html = v["html"].as_str().expect("html");
+    assert!(html.contains(cast::SCANNER));
+    assert!(html.contains("class=\"chart-data\""));
+    assert!(html.contains("Showing 1 to 2 of 2 entries"), "{html}");
+    let run = v["run_id"].as_str().expect("run id");
+    // Section 2 reads section 1's table: it is recomputed, not taken from the browser.
+    let (status, body) = c.post("/p/rdp_bruteforce/run/1", &[("window", "last 7d")], true).await;
+    assert_eq!(status, StatusCode::OK);
+    let v2: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let run2 = v2["run_id"].as_str().expect("run id");
+    let (status, table) = c.get(&format!("/runs/{run2}/steps/scanned/table?page=2&size=10&sort=target&dir=asc")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(table.contains("Showing 11 to 20 of"), "{table}");
+    let (_, table) = c.get(&format!("/runs/{run2}/steps/scanned/table?q=10.0.20.14")).await;
+    assert!(table.contains("(filtered from"), "{table}");
+    // Export, list, download.
+    let (status, list) = c.post(&format!("/runs/{run}/steps/attempts/export"), &[("format", "csv"), ("_csrf", &c.token)], true).await;
+    assert_eq!(status, StatusCode::OK);
+    let id = list.split("/exports/").nth(1).and_then(|s| s.split('"').next()).expect("export link");
+    let (status, csv) = c.get(&format!("/exports/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(csv.starts_with("source,connections"), "{csv}");
+    let (_, page) = c.get("/p/rdp_bruteforce").await;
+    assert!(page.contains(&format!("/exports/{id}")), "stored exports are listed on the page");
+}
+
+#[tokio::test]
+async fn paths_from_requests_stay_in_their_folder() {
+    let c = client().await;
+    for uri in ["/static/../Cargo.toml", "/static/%2e%2e/Cargo.toml", "/static/..%2fCargo.toml", "/exports/999", "/runs/..%2f..%2f/steps/x/table"] {
+        let (status, body) = c.get(uri).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+        assert!(!body.contains("[package]"), "{uri}");
+    }
+    let (status, _) = c.get("/static/casebook.css").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = c.get("/static/vendor/chart-4.6.1.umd.min.js").await;
+    assert_eq!(status, StatusCode::OK);
+}
