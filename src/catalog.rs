@@ -212,7 +212,11 @@ impl Catalog {
             if let Some((name, at)) = &q.connector {
                 if !self.connectors.iter().any(|c| &c.name == name) {
                     let known: Vec<&str> = self.connectors.iter().map(|c| c.name.as_str()).collect();
-                    problems.push_hint(*at, format!("unknown connector `{name}`"), format!("known connectors: {}", known.join(", ")));
+                    problems.push_hint(
+                        *at,
+                        format!("unknown connector `{name}`"),
+                        format!("known connectors: {}", known.join(", ")),
+                    );
                 }
             }
             // Placeholder problems are already reported; planning would only repeat them.
@@ -277,7 +281,14 @@ pub fn clean_error(e: &DataFusionError) -> (String, Option<String>) {
     if let Some(i) = msg.find("No field named ") {
         msg = msg[i..].to_string();
     }
-    for prefix in ["Error during planning: ", "Schema error: ", "Execution error: ", "SQL error: ", "ParserError(", "Arrow error: "] {
+    for prefix in [
+        "Error during planning: ",
+        "Schema error: ",
+        "Execution error: ",
+        "SQL error: ",
+        "ParserError(",
+        "Arrow error: ",
+    ] {
         if let Some(rest) = msg.strip_prefix(prefix) {
             msg = rest.trim_end_matches(')').to_string();
         }
@@ -303,10 +314,8 @@ pub fn clean_error(e: &DataFusionError) -> (String, Option<String>) {
 
 fn suggest(name: &str, valid: &str) -> String {
     let bare = name.rsplit('.').next().unwrap_or(name).to_lowercase();
-    let fields: Vec<String> = valid
-        .split(", ")
-        .map(|f| f.rsplit('.').next().unwrap_or(f).trim_matches('"').to_string())
-        .collect();
+    let fields: Vec<String> =
+        valid.split(", ").map(|f| f.rsplit('.').next().unwrap_or(f).trim_matches('"').to_string()).collect();
     let best = fields.iter().min_by_key(|f| edit_distance(&bare, &f.to_lowercase()));
     match best {
         Some(b) if edit_distance(&bare, &b.to_lowercase()) <= 2 => format!("did you mean `{b}`?"),
@@ -337,11 +346,8 @@ fn locate_error(e: &DataFusionError, q: &Query, ctx: &SessionContext) -> (Pos, S
     let mut at = span.map(|s| q.file_pos((s.start.line, s.start.column)));
     let lower = message.to_lowercase();
     if at.is_none() {
-        let name = message
-            .split('`')
-            .nth(1)
-            .map(str::to_string)
-            .or_else(|| lower.split('\'').nth(1).map(str::to_string));
+        let name =
+            message.split('`').nth(1).map(str::to_string).or_else(|| lower.split('\'').nth(1).map(str::to_string));
         if let Some(n) = name {
             at = find_identifier(&q.sql.text, &n).map(|p| q.file_pos(p));
         }
@@ -359,11 +365,8 @@ trait TableNames {
 
 impl TableNames for SessionContext {
     fn table_names_sorted(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .catalog("datafusion")
-            .and_then(|c| c.schema("public"))
-            .map(|s| s.table_names())
-            .unwrap_or_default();
+        let mut names: Vec<String> =
+            self.catalog("datafusion").and_then(|c| c.schema("public")).map(|s| s.table_names()).unwrap_or_default();
         names.sort();
         names
     }

@@ -53,7 +53,9 @@ impl Dirs {
     }
 
     pub fn tz(&self) -> Result<Tz> {
-        self.tz.parse::<Tz>().map_err(|_| anyhow::anyhow!("unknown time zone `{}` (use a name such as Europe/Prague)", self.tz))
+        self.tz
+            .parse::<Tz>()
+            .map_err(|_| anyhow::anyhow!("unknown time zone `{}` (use a name such as Europe/Prague)", self.tz))
     }
 }
 
@@ -216,7 +218,14 @@ async fn check(dirs: &Dirs) -> Result<ExitCode> {
     }
 }
 
-async fn run(playbook: &str, raw_params: &[String], step: Option<&str>, format: Format, max_rows: usize, dirs: &Dirs) -> Result<ExitCode> {
+async fn run(
+    playbook: &str,
+    raw_params: &[String],
+    step: Option<&str>,
+    format: Format,
+    max_rows: usize,
+    dirs: &Dirs,
+) -> Result<ExitCode> {
     let paths = dirs.paths();
     let catalog = Arc::new(Catalog::load(paths.clone(), dirs.tz()?).await);
     let file = PathBuf::from(playbook);
@@ -268,7 +277,8 @@ async fn run(playbook: &str, raw_params: &[String], step: Option<&str>, format: 
     let store = Store::open(&paths.state_db())?;
     let engine = Engine::new(catalog.clone(), store);
     let who = std::env::var("USER").unwrap_or_else(|_| "cli".into());
-    let outcome = engine.run(RunRequest { playbook: pb.clone(), values, section: None, who, source: "cli".into() }).await?;
+    let outcome =
+        engine.run(RunRequest { playbook: pb.clone(), values, section: None, who, source: "cli".into() }).await?;
     let mut failed = false;
     let tz = engine.tz();
     let mut out = std::io::stdout().lock();

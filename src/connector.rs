@@ -86,7 +86,13 @@ fn parse_type(s: &str) -> Option<DataType> {
 }
 
 /// Loads one connector file. Problems go to `problems`; `None` when it cannot be used.
-pub async fn load(file: &Path, text: &str, data_dir: &Path, ctx: &SessionContext, problems: &mut Problems) -> Option<Connector> {
+pub async fn load(
+    file: &Path,
+    text: &str,
+    data_dir: &Path,
+    ctx: &SessionContext,
+    problems: &mut Problems,
+) -> Option<Connector> {
     let raw: RawConnector = match crate::yaml::parse(&problems.path, text) {
         Ok(r) => r,
         Err(p) => {
@@ -100,7 +106,11 @@ pub async fn load(file: &Path, text: &str, data_dir: &Path, ctx: &SessionContext
         None => (stem, Pos::new(1, 1)),
     };
     if !is_identifier(&name) {
-        problems.push_hint(name_at, format!("connector name `{name}` is not usable as a table name"), "use lower-case letters, digits and _");
+        problems.push_hint(
+            name_at,
+            format!("connector name `{name}` is not usable as a table name"),
+            "use lower-case letters, digits and _",
+        );
         return None;
     }
     let format = match raw.format.value.as_str() {
@@ -169,7 +179,10 @@ pub async fn load(file: &Path, text: &str, data_dir: &Path, ctx: &SessionContext
         None => match options.infer_schema(&ctx.state(), &url).await {
             Ok(s) => s,
             Err(e) => {
-                problems.push(path_at, format!("connector `{name}`: cannot read the files: {}", first_line(&e.to_string())));
+                problems.push(
+                    path_at,
+                    format!("connector `{name}`: cannot read the files: {}", first_line(&e.to_string())),
+                );
                 return None;
             }
         },

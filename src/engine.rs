@@ -228,7 +228,8 @@ impl Engine {
             match &step.kind {
                 StepKind::Query(q) => {
                     let result = async {
-                        let df = ctx.sql_with_options(&q.sql.text, read_only()).await?.with_param_values(bound.clone())?;
+                        let df =
+                            ctx.sql_with_options(&q.sql.text, read_only()).await?.with_param_values(bound.clone())?;
                         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
                         let batches = df.collect().await?;
                         Ok::<_, datafusion::error::DataFusionError>((schema, batches))
@@ -330,7 +331,15 @@ impl Engine {
             _ => bail!("unknown export format `{format}`; use csv, json or parquet"),
         };
         let stamp = Utc::now().format("%Y%m%d-%H%M%S");
-        let rel = format!("{}/{}-{}-{}-{}.{}", run.playbook, run.playbook, step_id, stamp, &run_id[..8.min(run_id.len())], ext);
+        let rel = format!(
+            "{}/{}-{}-{}-{}.{}",
+            run.playbook,
+            run.playbook,
+            step_id,
+            stamp,
+            &run_id[..8.min(run_id.len())],
+            ext
+        );
         let path = self.catalog.paths.exports_dir().join(&rel);
         if let Some(d) = path.parent() {
             std::fs::create_dir_all(d)?;
@@ -387,10 +396,8 @@ pub async fn page_of(data: &StepData, q: &TableQuery, tz: Tz) -> Result<TablePag
     ctx.register_table("t", Arc::new(MemTable::try_new(data.schema.clone(), parts)?))?;
     let filter = match &search {
         Some(_) if !columns.is_empty() => {
-            let ors: Vec<String> = columns
-                .iter()
-                .map(|c| format!("strpos(lower(CAST({} AS VARCHAR)), $q) > 0", quote_ident(c)))
-                .collect();
+            let ors: Vec<String> =
+                columns.iter().map(|c| format!("strpos(lower(CAST({} AS VARCHAR)), $q) > 0", quote_ident(c))).collect();
             format!(" WHERE ({})", ors.join(" OR "))
         }
         _ => String::new(),
@@ -465,10 +472,18 @@ pub fn cell_text(col: &ArrayRef, row: usize, tz: Tz) -> String {
     }
     if let DataType::Timestamp(unit, _) = col.data_type() {
         let v = match unit {
-            TimeUnit::Second => col.as_primitive::<datafusion::arrow::datatypes::TimestampSecondType>().value(row) * 1_000_000,
-            TimeUnit::Millisecond => col.as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>().value(row) * 1000,
-            TimeUnit::Microsecond => col.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>().value(row),
-            TimeUnit::Nanosecond => col.as_primitive::<datafusion::arrow::datatypes::TimestampNanosecondType>().value(row) / 1000,
+            TimeUnit::Second => {
+                col.as_primitive::<datafusion::arrow::datatypes::TimestampSecondType>().value(row) * 1_000_000
+            }
+            TimeUnit::Millisecond => {
+                col.as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>().value(row) * 1000
+            }
+            TimeUnit::Microsecond => {
+                col.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>().value(row)
+            }
+            TimeUnit::Nanosecond => {
+                col.as_primitive::<datafusion::arrow::datatypes::TimestampNanosecondType>().value(row) / 1000
+            }
         };
         if let Some(t) = DateTime::<Utc>::from_timestamp_micros(v) {
             return timeutil::format_display(t, tz);
@@ -567,7 +582,9 @@ fn row_json(b: &RecordBatch, r: usize, tz: Tz) -> serde_json::Map<String, serde_
         } else {
             let text = cell_text(col, r, tz);
             match col.data_type() {
-                t if t.is_integer() => text.parse::<i64>().map(serde_json::Value::from).unwrap_or(serde_json::Value::String(text)),
+                t if t.is_integer() => {
+                    text.parse::<i64>().map(serde_json::Value::from).unwrap_or(serde_json::Value::String(text))
+                }
                 t if t.is_floating() => text
                     .parse::<f64>()
                     .ok()
@@ -615,7 +632,11 @@ fn chart_json(step: &Step, chart: &crate::steps::chart::Chart, data: &StepData, 
                 let name = match si {
                     Some(si) => {
                         let s = cell_text(b.column(si), r, tz);
-                        if yis.len() > 1 { format!("{s} {}", chart.y.0[k]) } else { s }
+                        if yis.len() > 1 {
+                            format!("{s} {}", chart.y.0[k])
+                        } else {
+                            s
+                        }
                     }
                     None => chart.y.0[k].clone(),
                 };
@@ -650,8 +671,10 @@ fn chart_json(step: &Step, chart: &crate::steps::chart::Chart, data: &StepData, 
     let datasets: Vec<serde_json::Value> = sets
         .iter()
         .map(|(name, vals, _)| {
-            let d: Vec<serde_json::Value> =
-                order.iter().map(|i| vals.get(i).map(|v| serde_json::json!(v)).unwrap_or(serde_json::json!(0))).collect();
+            let d: Vec<serde_json::Value> = order
+                .iter()
+                .map(|i| vals.get(i).map(|v| serde_json::json!(v)).unwrap_or(serde_json::json!(0)))
+                .collect();
             serde_json::json!({"label": name, "data": d})
         })
         .collect();

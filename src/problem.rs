@@ -19,13 +19,7 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(path: impl Into<String>, at: Pos, message: impl Into<String>) -> Self {
-        Problem {
-            path: path.into(),
-            line: at.line,
-            column: at.column,
-            message: message.into(),
-            hint: None,
-        }
+        Problem { path: path.into(), line: at.line, column: at.column, message: message.into(), hint: None }
     }
 
     #[must_use]

@@ -149,7 +149,9 @@ mod tests {
 
     #[test]
     fn renames_dotted_placeholders_in_place() {
-        let p = prepare("SELECT * FROM flows\nWHERE t >= $window.start AND t < $window.end AND x = '$a.b' LIMIT $limit").unwrap();
+        let p =
+            prepare("SELECT * FROM flows\nWHERE t >= $window.start AND t < $window.end AND x = '$a.b' LIMIT $limit")
+                .unwrap();
         assert_eq!(
             p.text,
             "SELECT * FROM flows\nWHERE t >= $window_start AND t < $window_end AND x = '$a.b' LIMIT $limit"

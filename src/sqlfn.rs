@@ -169,9 +169,7 @@ fn ip_in(args: &[ColumnarValue]) -> Result<ColumnarValue> {
     let out: BooleanArray = match scalar_list(list) {
         Some(parsed) => {
             let parsed = parsed?;
-            ips.iter()
-                .map(|v| v.map(|s| s.trim().parse::<IpAddr>().is_ok_and(|a| parsed.contains(&a))))
-                .collect()
+            ips.iter().map(|v| v.map(|s| s.trim().parse::<IpAddr>().is_ok_and(|a| parsed.contains(&a)))).collect()
         }
         None => {
             let lists = to_strings(list, rows)?;
@@ -211,20 +209,16 @@ fn int_to_ip(args: &[ColumnarValue]) -> Result<ColumnarValue> {
         .as_any()
         .downcast_ref::<Int64Array>()
         .ok_or_else(|| DataFusionError::Internal("expected integers".into()))?;
-    let out: StringArray = ints
-        .iter()
-        .map(|v| v.and_then(|n| u32::try_from(n).ok()).map(|n| Ipv4Addr::from(n).to_string()))
-        .collect();
+    let out: StringArray =
+        ints.iter().map(|v| v.and_then(|n| u32::try_from(n).ok()).map(|n| Ipv4Addr::from(n).to_string())).collect();
     finish(args, Arc::new(out))
 }
 
 fn ip_test(args: &[ColumnarValue], test: fn(&IpAddr) -> bool) -> Result<ColumnarValue> {
     let rows = rows_of(args);
     let ips = to_strings(&args[0], rows)?;
-    let out: BooleanArray = ips
-        .iter()
-        .map(|v| v.and_then(|s| s.trim().parse::<IpAddr>().ok()).map(|a| test(&a)))
-        .collect();
+    let out: BooleanArray =
+        ips.iter().map(|v| v.and_then(|s| s.trim().parse::<IpAddr>().ok()).map(|a| test(&a))).collect();
     finish(args, Arc::new(out))
 }
 

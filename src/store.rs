@@ -175,7 +175,13 @@ impl Store {
                 "SELECT step_id, rows, elapsed_ms, file, error FROM run_steps WHERE run_id = ?1 AND step_id = ?2",
                 params![run_id, step_id],
                 |r| {
-                    Ok(StepRecord { step_id: r.get(0)?, rows: r.get(1)?, elapsed_ms: r.get(2)?, file: r.get(3)?, error: r.get(4)? })
+                    Ok(StepRecord {
+                        step_id: r.get(0)?,
+                        rows: r.get(1)?,
+                        elapsed_ms: r.get(2)?,
+                        file: r.get(3)?,
+                        error: r.get(4)?,
+                    })
                 },
             )
             .optional()

@@ -20,9 +20,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: i64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration such as 15m, 1h, 24h or 7d"))?;
+    let n: i64 = num.parse().map_err(|_| format!("`{s}` is not a duration such as 15m, 1h, 24h or 7d"))?;
     if n <= 0 || n > 100_000 {
         return Err(format!("`{s}`: the number must be between 1 and 100000"));
     }
@@ -46,11 +44,7 @@ pub fn parse_datetime(s: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
     let naive = FORMATS
         .iter()
         .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
-        .or_else(|| {
-            NaiveDate::parse_from_str(s, "%Y-%m-%d")
-                .ok()
-                .and_then(|d| d.and_hms_opt(0, 0, 0))
-        })
+        .or_else(|| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)))
         .ok_or_else(|| format!("`{s}` is not a date and time; write it as 2026-02-05 14:30"))?;
     tz.from_local_datetime(&naive)
         .earliest()

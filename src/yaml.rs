@@ -13,10 +13,7 @@ pub fn pos<T>(s: &Spanned<T>) -> Pos {
 /// Parses `text` (the contents of `path`) into `T`, or one problem with its position.
 pub fn parse<T: DeserializeOwned>(path: &str, text: &str) -> Result<T, Problem> {
     serde_saphyr::from_str::<T>(text).map_err(|err| {
-        let at = err
-            .location()
-            .map(|l| Pos::new(l.line(), l.column()))
-            .unwrap_or(Pos::UNKNOWN);
+        let at = err.location().map(|l| Pos::new(l.line(), l.column())).unwrap_or(Pos::UNKNOWN);
         let raw = err.without_snippet().to_string();
         let (message, hint) = clean_message(&raw);
         let mut p = Problem::new(path, at, message);

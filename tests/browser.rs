@@ -1,1 +1,193 @@
-//! Headless Chromium drives the analyst path.
+//! Headless Chromium drives the analyst's path on the real server: open `ip_flows`, see a
+//! field error for a bad address, fill the form, press the button, see the table and chart.
+//! Chromium and ChromeDriver come from Debian (`scripts/install-browser.sh`). The browser
+//! runs with networking to the outside disabled: every asset must come from casebook.
+
+use std::net::TcpListener as StdListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use crate::common;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const ELEMENT: &str = "element-6066-11e4-a23c-4f6e2e3b9dfd";
+
+struct Driver {
+    child: Child,
+    base: String,
+    session: String,
+    http: reqwest::Client,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+impl Driver {
+    async fn start() -> Driver {
+        assert!(
+            std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists(),
+            "headless Chromium is needed: run `bash scripts/install-browser.sh` (as root), or `bash .ci/run`"
+        );
+        let port = free_port();
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http.get(format!("{base}/status")).send().await.is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let profile = tempfile::tempdir().expect("profile").keep();
+        let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+            "binary": CHROMIUM,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--disable-dev-shm-usage", "--window-size=1280,1400",
+                     // Nothing but loopback: a CDN asset would fail to load.
+                     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                     format!("--user-data-dir={}", profile.display())]
+        }}}});
+        let r: Value =
+            http.post(format!("{base}/session")).json(&caps).send().await.expect("session").json().await.expect("json");
+        let session = r["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {r}")).to_string();
+        Driver { child, base, session, http }
+    }
+
+    async fn cmd(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let url = format!("{}/session/{}{}", self.base, self.session, path);
+        let req = self.http.request(method.clone(), url);
+        let req = if method == reqwest::Method::GET { req } else { req.json(&body) };
+        let v: Value = req.send().await.expect("webdriver").json().await.expect("json");
+        v["value"].clone()
+    }
+
+    async fn go(&self, url: &str) {
+        self.cmd(reqwest::Method::POST, "/url", json!({"url": url})).await;
+    }
+
+    async fn find(&self, css: &str) -> String {
+        let v = self.cmd(reqwest::Method::POST, "/element", json!({"using": "css selector", "value": css})).await;
+        // The W3C key, or whichever element reference this driver version answers with.
+        v.get(ELEMENT)
+            .or_else(|| v.as_object().and_then(|o| o.iter().find(|(k, _)| k.starts_with("element-")).map(|(_, v)| v)))
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no element {css}: {v}"))
+            .to_string()
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let e = self.find(css).await;
+        self.cmd(reqwest::Method::POST, &format!("/element/{e}/clear"), json!({})).await;
+        self.cmd(reqwest::Method::POST, &format!("/element/{e}/value"), json!({"text": text})).await;
+    }
+
+    async fn click(&self, css: &str) {
+        let e = self.find(css).await;
+        self.cmd(reqwest::Method::POST, &format!("/element/{e}/click"), json!({})).await;
+    }
+
+    async fn js(&self, script: &str) -> Value {
+        self.cmd(reqwest::Method::POST, "/execute/sync", json!({"script": script, "args": []})).await
+    }
+
+    /// Polls `script` until it returns something truthy.
+    async fn wait_for(&self, script: &str, what: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let v = self.js(script).await;
+            if !(v.is_null() || v == json!(false) || v == json!(0) || v == json!("")) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let v = self.cmd(reqwest::Method::GET, "/screenshot", json!({})).await;
+        let png = base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or_default()).expect("png");
+        let dir = common::repo().join("tests/artifacts");
+        std::fs::create_dir_all(&dir).expect("artifacts dir");
+        std::fs::write(dir.join(name), png).expect("write screenshot");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analyst_runs_ip_flows_in_headless_chromium() {
+    let data = common::fresh_data();
+    let engine = common::engine(data.path()).await;
+    let state = casebook::web::AppState::new(engine, common::paths_with(data.path())).expect("state");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move { axum::serve(listener, casebook::web::app(state)).await });
+    let site = format!("http://{addr}");
+
+    let d = Driver::start().await;
+    d.go(&format!("{site}/")).await;
+    d.wait_for("return document.querySelectorAll('#playbooks .card').length >= 3", "the index").await;
+    d.click("a.card[href='/p/ip_flows']").await;
+    d.wait_for("return document.getElementById('f-src') !== null", "the form").await;
+
+    // A bad address: the message appears next to the field, nothing runs.
+    d.type_into("#f-src", "10.0.10.25, 10.0.0.999").await;
+    d.click("button.run[data-section='0']").await;
+    let err = d
+        .wait_for(
+            "const e = document.getElementById('err-src'); return e && !e.hidden && e.textContent",
+            "the field error",
+        )
+        .await;
+    assert_eq!(err, json!("not an IP address or CIDR: `10.0.0.999`"));
+
+    // The analyst fixes it, widens the window and presses the button.
+    d.type_into("#f-src", "10.0.10.25").await;
+    d.js("const s = document.getElementById('f-window'); s.value = 'last 7d'; s.dispatchEvent(new Event('change', {bubbles: true})); return true").await;
+    d.click("button.run[data-section='0']").await;
+    let rows = d
+        .wait_for("return document.querySelectorAll('#results-0 table.data tbody tr').length", "the flows table")
+        .await;
+    assert_eq!(rows, json!(25), "the first page of 25 rows");
+    let info = d.js("return document.querySelector('#results-0 .table-foot .info').textContent").await;
+    assert!(info.as_str().unwrap_or_default().starts_with("Showing 1 to 25 of "), "{info}");
+    let points = d
+        .wait_for("const c = document.querySelector('#results-0 canvas'); const ch = c && window.Chart && Chart.getChart(c); return ch ? ch.data.labels.length : 0", "the chart")
+        .await;
+    assert!(points.as_u64().unwrap_or(0) > 5, "per-minute points: {points}");
+    assert!(d.js("return document.getElementById('err-src').hidden").await == json!(true), "the error is gone");
+
+    // Sorting happens on the server and replaces the table in place.
+    d.click("#results-0 .table-widget button.sort[data-col='ibyt']").await;
+    d.wait_for(
+        "return document.querySelector(\"#results-0 th[aria-sort='ascending'] button[data-col='ibyt']\") !== null",
+        "sorted table",
+    )
+    .await;
+    // The filled form is in the address, to share.
+    let url = d.js("return location.search").await;
+    assert!(url.as_str().unwrap_or_default().contains("src=10.0.10.25"), "{url}");
+    d.screenshot("ip_flows.png").await;
+
+    // Export to CSV: the stored file is listed on the page.
+    d.click("#results-0 .table-widget button.export[data-format='csv']").await;
+    d.wait_for("return document.querySelectorAll('#exports a[href^=\"/exports/\"]').length", "the stored export").await;
+
+    d.cmd(reqwest::Method::DELETE, "", json!({})).await;
+    server.abort();
+}

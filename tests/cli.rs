@@ -62,7 +62,15 @@ fn run_refuses_bad_parameters_with_a_message() {
     let data = common::fresh_data();
     let out = casebook()
         .current_dir(common::repo())
-        .args(["run", "ip_flows", "--param", "src=10.0.0.300", "--param", "window=2026-02-05 15:00 .. 2026-02-05 14:00", "--data"])
+        .args([
+            "run",
+            "ip_flows",
+            "--param",
+            "src=10.0.0.300",
+            "--param",
+            "window=2026-02-05 15:00 .. 2026-02-05 14:00",
+            "--data",
+        ])
         .arg(data.path())
         .output()
         .expect("run");
@@ -77,11 +85,16 @@ fn demo_is_deterministic_for_a_seed() {
     let a = tempfile::tempdir().expect("tempdir");
     let b = tempfile::tempdir().expect("tempdir");
     for d in [a.path(), b.path()] {
-        let st = casebook().args(["demo", "--rows", "20000", "--seed", "7", "--end", "2026-02-06T00:00:00Z", "--data"]).arg(d).status().expect("demo");
+        let st = casebook()
+            .args(["demo", "--rows", "20000", "--seed", "7", "--end", "2026-02-06T00:00:00Z", "--data"])
+            .arg(d)
+            .status()
+            .expect("demo");
         assert!(st.success());
     }
     let read = |d: &std::path::Path| {
-        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("demo/manifest.json")).expect("manifest")).expect("json");
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.join("demo/manifest.json")).expect("manifest")).expect("json");
         (m["flows"].clone(), m["dns"].clone(), m["events"].clone())
     };
     assert_eq!(read(a.path()), read(b.path()));

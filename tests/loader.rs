@@ -87,7 +87,11 @@ sections:
 async fn a_broken_playbook_leaves_the_others_working() {
     let data = common::fresh_data();
     let pb_dir = tempfile::tempdir().expect("tempdir");
-    std::fs::copy(common::repo().join("playbooks/network/rdp_bruteforce.yaml"), pb_dir.path().join("rdp_bruteforce.yaml")).expect("copy");
+    std::fs::copy(
+        common::repo().join("playbooks/network/rdp_bruteforce.yaml"),
+        pb_dir.path().join("rdp_bruteforce.yaml"),
+    )
+    .expect("copy");
     std::fs::write(pb_dir.path().join("broken.yaml"), "title: Broken\nsections:\n  - title: S\n    steps:\n      - id: a\n        query: { sql: SELECT nope FROM flows }\n").expect("write");
     let mut paths = common::paths_with(data.path());
     paths.playbooks = pb_dir.path().to_path_buf();

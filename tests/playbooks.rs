@@ -71,7 +71,13 @@ async fn event_timeline_finds_the_psexec_burst() {
     let out = run(
         &engine,
         "event_timeline",
-        &[("window", "last 7d"), ("mask_field", "image"), ("contains", "psexesvc"), ("group_by", "computer"), ("exclude", "cmd.exe")],
+        &[
+            ("window", "last 7d"),
+            ("mask_field", "image"),
+            ("contains", "psexesvc"),
+            ("group_by", "computer"),
+            ("exclude", "cmd.exe"),
+        ],
     )
     .await;
     let matches = engine.step_data(&out.run_id, "matches").expect("matches");
@@ -82,12 +88,18 @@ async fn event_timeline_finds_the_psexec_burst() {
 async fn ip_flows_returns_the_hosts_flows_and_respects_the_limit() {
     let data = common::fresh_data();
     let engine = common::engine(data.path()).await;
-    let out = run(&engine, "ip_flows", &[("src", cast::EXFIL_SRC), ("dst", "198.51.100.0/24"), ("window", "last 7d")]).await;
+    let out =
+        run(&engine, "ip_flows", &[("src", cast::EXFIL_SRC), ("dst", "198.51.100.0/24"), ("window", "last 7d")]).await;
     let flows = engine.step_data(&out.run_id, "flows").expect("flows");
     assert_eq!(flows.rows, 30, "the 30 exfiltration flows");
     assert!(out.steps.iter().any(|s| s.id == "flows_basic"));
     assert!(!out.steps.iter().any(|s| s.id == "flows_extended"), "the basic view only");
-    let out = run(&engine, "ip_flows", &[("src", "10.0.0.0/8"), ("window", "last 7d"), ("limit", "1234"), ("view", "extended")]).await;
+    let out = run(
+        &engine,
+        "ip_flows",
+        &[("src", "10.0.0.0/8"), ("window", "last 7d"), ("limit", "1234"), ("view", "extended")],
+    )
+    .await;
     assert_eq!(engine.step_data(&out.run_id, "flows").expect("flows").rows, 1234);
     assert!(out.steps.iter().any(|s| s.id == "flows_extended"));
     let note = out.steps.iter().find(|s| s.id == "summary").and_then(|s| s.html.clone()).unwrap_or_default();
@@ -123,7 +135,13 @@ async fn results_page_sort_and_search_on_the_server() {
     assert!(page.filtered > 0 && page.filtered < 5000);
     assert!(page.rows.iter().all(|r| r.iter().any(|c| c.text == cast::BEACON_DST)));
     // A column name that is not in the table is ignored, not pasted into SQL.
-    let q = TableQuery { page: 1, size: 25, sort: Some("ibyt; DROP TABLE t".into()), desc: false, search: Some("' OR 1=1 --".into()) };
+    let q = TableQuery {
+        page: 1,
+        size: 25,
+        sort: Some("ibyt; DROP TABLE t".into()),
+        desc: false,
+        search: Some("' OR 1=1 --".into()),
+    };
     let page = engine.page(&out.run_id, "flows_basic", &q).await.expect("page");
     assert_eq!(page.filtered, 0);
 }

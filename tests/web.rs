@@ -38,11 +38,7 @@ impl Client {
     }
 
     async fn post(&self, uri: &str, form: &[(&str, &str)], with_token: bool) -> (StatusCode, String) {
-        let body = form
-            .iter()
-            .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
-            .collect::<Vec<_>>()
-            .join("&");
+        let body = form.iter().map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v))).collect::<Vec<_>>().join("&");
         let mut req = Request::post(uri)
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(header::COOKIE, &self.cookie);
@@ -95,7 +91,11 @@ async fn script_in_a_parameter_is_escaped_on_the_page() {
     let c = client().await;
     let (_, body) = c.get("/p/event_timeline?contains=%3Cscript%3Ealert(1)%3C/script%3E").await;
     assert!(!body.contains("<script>alert(1)</script>"));
-    assert!(body.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;") || body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "escaped");
+    assert!(
+        body.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;")
+            || body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "escaped"
+    );
 }
 
 #[tokio::test]
@@ -109,7 +109,11 @@ async fn running_needs_the_csrf_token() {
 async fn bad_input_gets_a_message_per_field() {
     let c = client().await;
     let (status, body) = c
-        .post("/p/ip_flows/run/0", &[("src", "10.0.0.1, fish"), ("window", "2026-02-05 15:00 .. 2026-02-05 14:00"), ("limit", "0")], true)
+        .post(
+            "/p/ip_flows/run/0",
+            &[("src", "10.0.0.1, fish"), ("window", "2026-02-05 15:00 .. 2026-02-05 14:00"), ("limit", "0")],
+            true,
+        )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     let v: serde_json::Value = serde_json::from_str(&body).expect("json");
@@ -140,7 +144,8 @@ async fn a_section_runs_and_its_table_pages_on_the_server() {
     let (_, table) = c.get(&format!("/runs/{run2}/steps/scanned/table?q=10.0.20.14")).await;
     assert!(table.contains("(filtered from"), "{table}");
     // Export, list, download.
-    let (status, list) = c.post(&format!("/runs/{run}/steps/attempts/export"), &[("format", "csv"), ("_csrf", &c.token)], true).await;
+    let (status, list) =
+        c.post(&format!("/runs/{run}/steps/attempts/export"), &[("format", "csv"), ("_csrf", &c.token)], true).await;
     assert_eq!(status, StatusCode::OK);
     let id = list.split("/exports/").nth(1).and_then(|s| s.split('"').next()).expect("export link");
     let (status, csv) = c.get(&format!("/exports/{id}")).await;
@@ -153,7 +158,13 @@ async fn a_section_runs_and_its_table_pages_on_the_server() {
 #[tokio::test]
 async fn paths_from_requests_stay_in_their_folder() {
     let c = client().await;
-    for uri in ["/static/../Cargo.toml", "/static/%2e%2e/Cargo.toml", "/static/..%2fCargo.toml", "/exports/999", "/runs/..%2f..%2f/steps/x/table"] {
+    for uri in [
+        "/static/../Cargo.toml",
+        "/static/%2e%2e/Cargo.toml",
+        "/static/..%2fCargo.toml",
+        "/exports/999",
+        "/runs/..%2f..%2f/steps/x/table",
+    ] {
         let (status, body) = c.get(uri).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
         assert!(!body.contains("[package]"), "{uri}");

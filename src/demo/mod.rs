@@ -13,7 +13,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Datelike, Duration, DurationRound, TimeZone, Timelike, Utc};
-use datafusion::arrow::array::{ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::array::{
+    ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::Compression;
@@ -440,7 +442,8 @@ pub fn flows_schema() -> SchemaRef {
 }
 
 fn flows_batch(schema: &SchemaRef, rows: &[Flow]) -> Result<RecordBatch> {
-    let times: Vec<DateTime<Utc>> = rows.iter().map(|f| Utc.timestamp_micros(f.t).single().unwrap_or_default()).collect();
+    let times: Vec<DateTime<Utc>> =
+        rows.iter().map(|f| Utc.timestamp_micros(f.t).single().unwrap_or_default()).collect();
     let part = |f: &dyn Fn(&DateTime<Utc>) -> u32| -> ArrayRef {
         Arc::new(Int32Array::from_iter_values(times.iter().map(|t| f(t) as i32)))
     };

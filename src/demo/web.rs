@@ -11,13 +11,56 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use super::{cast, hour_weight, micros, ts_field, Rng, World};
 
 const POPULAR: &[&str] = &[
-    "google.com", "youtube.com", "facebook.com", "microsoft.com", "apple.com", "amazon.com", "wikipedia.org",
-    "instagram.com", "linkedin.com", "bing.com", "office.com", "live.com", "github.com", "windowsupdate.com",
-    "cloudflare.com", "akamaihd.net", "googleapis.com", "gstatic.com", "office365.com", "zoom.us", "slack.com",
-    "dropbox.com", "adobe.com", "twitter.com", "netflix.com", "yahoo.com", "reddit.com", "stackoverflow.com",
-    "salesforce.com", "atlassian.net", "seznam.cz", "idnes.cz", "muni.cz", "bbc.co.uk", "cnn.com", "nytimes.com",
-    "spotify.com", "mozilla.org", "ubuntu.com", "debian.org", "python.org", "npmjs.com", "crates.io",
-    "docker.com", "okta.com", "duckduckgo.com", "whatsapp.net", "icloud.com", "msn.com", "skype.com",
+    "google.com",
+    "youtube.com",
+    "facebook.com",
+    "microsoft.com",
+    "apple.com",
+    "amazon.com",
+    "wikipedia.org",
+    "instagram.com",
+    "linkedin.com",
+    "bing.com",
+    "office.com",
+    "live.com",
+    "github.com",
+    "windowsupdate.com",
+    "cloudflare.com",
+    "akamaihd.net",
+    "googleapis.com",
+    "gstatic.com",
+    "office365.com",
+    "zoom.us",
+    "slack.com",
+    "dropbox.com",
+    "adobe.com",
+    "twitter.com",
+    "netflix.com",
+    "yahoo.com",
+    "reddit.com",
+    "stackoverflow.com",
+    "salesforce.com",
+    "atlassian.net",
+    "seznam.cz",
+    "idnes.cz",
+    "muni.cz",
+    "bbc.co.uk",
+    "cnn.com",
+    "nytimes.com",
+    "spotify.com",
+    "mozilla.org",
+    "ubuntu.com",
+    "debian.org",
+    "python.org",
+    "npmjs.com",
+    "crates.io",
+    "docker.com",
+    "okta.com",
+    "duckduckgo.com",
+    "whatsapp.net",
+    "icloud.com",
+    "msn.com",
+    "skype.com",
 ];
 
 /// The top-domains list: well-known names first, then synthetic ones to 10,000.
@@ -142,6 +185,8 @@ pub struct Proxy {
     server: String,
 }
 
+const CTYPES: &[&str] = &["text/html", "application/json", "image/png", "application/javascript"];
+
 const AGENTS: &[&str] = &[
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36",
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:125.0) Gecko/20100101 Firefox/125.0",
@@ -163,9 +208,12 @@ pub fn proxy(rng: &mut Rng, w: &World, start: DateTime<Utc>, hours: u32, rows: u
                 client: rng.pick(&w.workstations).clone(),
                 host: subdomain(rng, &d),
                 method: if rng.unit() < 0.9 { "GET" } else { "POST" },
-                agent: *rng.pick(AGENTS),
-                ctype: *rng.pick(&["text/html", "application/json", "image/png", "application/javascript"]),
-                path: format!("/{}", rng.pick(&["", "index.html", "api/v1/items", "static/app.js", "img/logo.png", "search"])),
+                agent: AGENTS[rng.range(0, AGENTS.len() as u64 - 1) as usize],
+                ctype: CTYPES[rng.range(0, CTYPES.len() as u64 - 1) as usize],
+                path: format!(
+                    "/{}",
+                    rng.pick(&["", "index.html", "api/v1/items", "static/app.js", "img/logo.png", "search"])
+                ),
                 code: if ok { 200 } else { *rng.pick(&[301, 404, 403, 500]) },
                 sc: rng.lognormal(8.5, 1.3) as i64,
                 cs: rng.range(200, 1500) as i64,
@@ -222,7 +270,8 @@ pub fn proxy_schema() -> SchemaRef {
 }
 
 pub fn proxy_batch(schema: &SchemaRef, rows: &[Proxy]) -> Result<RecordBatch> {
-    let times: Vec<DateTime<Utc>> = rows.iter().map(|p| Utc.timestamp_micros(p.t).single().unwrap_or_default()).collect();
+    let times: Vec<DateTime<Utc>> =
+        rows.iter().map(|p| Utc.timestamp_micros(p.t).single().unwrap_or_default()).collect();
     let s = |f: &dyn Fn(&Proxy) -> String| -> ArrayRef { Arc::new(StringArray::from_iter_values(rows.iter().map(f))) };
     let cols: Vec<ArrayRef> = vec![
         Arc::new(TimestampMicrosecondArray::from_iter_values(rows.iter().map(|p| p.t)).with_timezone("UTC")),

@@ -176,7 +176,8 @@ pub fn validate(id: &str, raw: RawPlaybook, text: &str, cx: &ParseCtx, problems:
         for suffix in ["_start", "_end"] {
             if let Some(base) = p.name.strip_suffix(suffix) {
                 if params.iter().any(|q| q.name == base && matches!(q.kind, ParamKind::TimeRange)) {
-                    problems.push(Pos::UNKNOWN, format!("parameter `{}` clashes with `${base}.{}`", p.name, &suffix[1..]));
+                    problems
+                        .push(Pos::UNKNOWN, format!("parameter `{}` clashes with `${base}.{}`", p.name, &suffix[1..]));
                 }
             }
         }
@@ -231,7 +232,8 @@ fn validate_param(name: &str, rp: RawParam, at: Pos, cx: &ParseCtx, problems: &m
         .collect();
     for o in &options {
         if o.value.contains(',') {
-            problems.push(kind_at, format!("option `{}` of `{name}` contains a comma, which separates choices", o.value));
+            problems
+                .push(kind_at, format!("option `{}` of `{name}` contains a comma, which separates choices", o.value));
         }
     }
     let kind = match rp.kind.value.as_str() {
@@ -259,11 +261,7 @@ fn validate_param(name: &str, rp: RawParam, at: Pos, cx: &ParseCtx, problems: &m
                     "list them under `options:` or give an `options_query:`",
                 );
             }
-            ParamKind::Select {
-                multiple: rp.multiple,
-                options,
-                options_query: rp.options_query.map(|q| q.value),
-            }
+            ParamKind::Select { multiple: rp.multiple, options, options_query: rp.options_query.map(|q| q.value) }
         }
         "ip_list" => ParamKind::IpList,
         "datetime" => ParamKind::Datetime,

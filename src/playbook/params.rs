@@ -184,16 +184,16 @@ impl Param {
     /// (bound as `name_start`, `name_end`) for a time range.
     pub fn bind(&self, v: &Value) -> Vec<(String, ScalarValue)> {
         let utc: Option<std::sync::Arc<str>> = Some("UTC".into());
-        let ts = |t: Option<DateTime<Utc>>| ScalarValue::TimestampMicrosecond(t.map(|t| t.timestamp_micros()), utc.clone());
+        let ts =
+            |t: Option<DateTime<Utc>>| ScalarValue::TimestampMicrosecond(t.map(|t| t.timestamp_micros()), utc.clone());
         match (&self.kind, v) {
             (ParamKind::TimeRange, Value::Range { window, .. }) => vec![
                 (format!("{}_start", self.name), ts(Some(window.start))),
                 (format!("{}_end", self.name), ts(Some(window.end))),
             ],
-            (ParamKind::TimeRange, _) => vec![
-                (format!("{}_start", self.name), ts(None)),
-                (format!("{}_end", self.name), ts(None)),
-            ],
+            (ParamKind::TimeRange, _) => {
+                vec![(format!("{}_start", self.name), ts(None)), (format!("{}_end", self.name), ts(None))]
+            }
             (_, v) => vec![(self.name.clone(), self.scalar(v, ts))],
         }
     }
@@ -277,7 +277,16 @@ mod tests {
     }
 
     fn param(kind: ParamKind) -> Param {
-        Param { name: "p".into(), label: "P".into(), help: None, kind, default: None, required: false, min: None, max: None }
+        Param {
+            name: "p".into(),
+            label: "P".into(),
+            help: None,
+            kind,
+            default: None,
+            required: false,
+            min: None,
+            max: None,
+        }
     }
 
     #[test]
@@ -343,10 +352,7 @@ mod tests {
         let v = p.parse(Some("last 1h"), &cx()).unwrap();
         let b = p.bind(&v);
         assert_eq!(b[0].0, "window_start");
-        assert_eq!(
-            b[1].1,
-            ScalarValue::TimestampMicrosecond(Some(cx().now.timestamp_micros()), Some("UTC".into()))
-        );
+        assert_eq!(b[1].1, ScalarValue::TimestampMicrosecond(Some(cx().now.timestamp_micros()), Some("UTC".into())));
         assert!(p.parse(Some("2026-02-05 16:00 .. 2026-02-05 15:00"), &cx()).unwrap_err().contains("before its end"));
         let d = param(ParamKind::Datetime);
         assert_eq!(d.parse(Some("2026-02-05T14:30"), &cx()).unwrap().to_text(Tz::UTC), "2026-02-05T14:30");

@@ -21,7 +21,8 @@ pub fn validate(template: &str, at: Pos, problems: &mut Problems) -> Option<Mark
     let env = minijinja::Environment::new();
     if let Err(e) = env.template_from_str(template) {
         let line = e.line().map(|l| at.line + l as u64).unwrap_or(at.line);
-        problems.push(Pos::new(line, at.column), format!("markdown template: {}", e.detail().unwrap_or("syntax error")));
+        problems
+            .push(Pos::new(line, at.column), format!("markdown template: {}", e.detail().unwrap_or("syntax error")));
         return None;
     }
     Some(Markdown { template: template.to_string(), at })

@@ -89,7 +89,11 @@ pub fn validate(
     let id_at = pos(&raw.id);
     let id = raw.id.value;
     if !is_identifier(&id) {
-        problems.push_hint(id_at, format!("step id `{id}` is not usable as a table name"), "use lower-case letters, digits and _");
+        problems.push_hint(
+            id_at,
+            format!("step id `{id}` is not usable as a table name"),
+            "use lower-case letters, digits and _",
+        );
     }
     if earlier.contains(&id) {
         problems.push(id_at, format!("step id `{id}` is used twice"));

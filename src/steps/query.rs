@@ -50,12 +50,17 @@ pub fn validate(raw: RawQuery, at: Pos, text: &str, params: &[Param], problems: 
                 problems.push_hint(
                     at,
                     format!("unknown parameter `${}`", ph.param),
-                    if known.is_empty() { "declare it under `params:`".to_string() } else { format!("declared parameters: {}", known.join(", ")) },
+                    if known.is_empty() {
+                        "declare it under `params:`".to_string()
+                    } else {
+                        format!("declared parameters: {}", known.join(", "))
+                    },
                 );
             }
             (Some(p), Some(f)) => {
                 if !matches!(p.kind, ParamKind::TimeRange) || !(f == "start" || f == "end") {
-                    problems.push(at, format!("`${}.{f}`: only a time_range parameter has `.start` and `.end`", p.name));
+                    problems
+                        .push(at, format!("`${}.{f}`: only a time_range parameter has `.start` and `.end`", p.name));
                 }
             }
             (Some(p), None) if matches!(p.kind, ParamKind::TimeRange) => {
@@ -68,9 +73,5 @@ pub fn validate(raw: RawQuery, at: Pos, text: &str, params: &[Param], problems: 
             (Some(_), None) => {}
         }
     }
-    Some(Query {
-        sql: prepared,
-        origin,
-        connector: raw.connector.map(|c| (c.value.clone(), pos(&c))),
-    })
+    Some(Query { sql: prepared, origin, connector: raw.connector.map(|c| (c.value.clone(), pos(&c))) })
 }

@@ -39,7 +39,9 @@ fn page(html: String, cookie: Option<HeaderValue>) -> Response {
     }
     r.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'"),
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'",
+        ),
     );
     r
 }
@@ -121,7 +123,8 @@ async fn field(state: &AppState, p: &Param, given: Option<&str>, error: Option<S
         ParamKind::Select { options, options_query: Some(q), multiple } => {
             let mut opts = options.clone();
             match state.engine.options(q).await {
-                Ok(vals) => opts.extend(vals.into_iter().map(|v| crate::playbook::params::Choice { label: v.clone(), value: v })),
+                Ok(vals) => opts
+                    .extend(vals.into_iter().map(|v| crate::playbook::params::Choice { label: v.clone(), value: v })),
                 Err(e) => tracing::warn!(param = %p.name, error = %e, "options query failed"),
             }
             (opts, *multiple)
@@ -166,11 +169,7 @@ async fn field(state: &AppState, p: &Param, given: Option<&str>, error: Option<S
 }
 
 fn find_entry<'a>(state: &'a AppState, id: &str) -> Result<&'a Entry> {
-    state
-        .engine
-        .catalog
-        .entry(id)
-        .ok_or_else(|| WebError::NotFound(format!("There is no playbook called “{id}”.")))
+    state.engine.catalog.entry(id).ok_or_else(|| WebError::NotFound(format!("There is no playbook called “{id}”.")))
 }
 
 pub async fn playbook_page(
@@ -240,7 +239,11 @@ fn join_multi(pairs: &[(String, String)]) -> HashMap<String, String> {
 }
 
 /// Parses the form against the playbook's parameters: values, or a message per field.
-pub fn parse_form(pb: &Playbook, given: &HashMap<String, String>, cx: &crate::playbook::params::ParseCtx) -> std::result::Result<Vec<(String, Value)>, HashMap<String, String>> {
+pub fn parse_form(
+    pb: &Playbook,
+    given: &HashMap<String, String>,
+    cx: &crate::playbook::params::ParseCtx,
+) -> std::result::Result<Vec<(String, Value)>, HashMap<String, String>> {
     let mut values = Vec::new();
     let mut errors = HashMap::new();
     for p in &pb.params {
@@ -283,14 +286,26 @@ pub async fn run_section(
     };
     let outcome = state
         .engine
-        .run(RunRequest { playbook: pb.clone(), values, section: Some(section), who: who(&headers), source: "page".into() })
+        .run(RunRequest {
+            playbook: pb.clone(),
+            values,
+            section: Some(section),
+            who: who(&headers),
+            source: "page".into(),
+        })
         .await
         .map_err(WebError::Internal)?;
     let html = results_html(&state, &pb, section, &outcome, &headers).await?;
     Ok(Json(json!({ "run_id": outcome.run_id, "html": html })).into_response())
 }
 
-async fn results_html(state: &AppState, pb: &Playbook, section: usize, outcome: &RunOutcome, _headers: &HeaderMap) -> Result<String> {
+async fn results_html(
+    state: &AppState,
+    pb: &Playbook,
+    section: usize,
+    outcome: &RunOutcome,
+    _headers: &HeaderMap,
+) -> Result<String> {
     let mut steps = Vec::new();
     for s in outcome.steps.iter().filter(|s| s.section == section) {
         let table = match (s.show_table, s.rows, &s.error) {
@@ -301,6 +316,10 @@ async fn results_html(state: &AppState, pb: &Playbook, section: usize, outcome: 
             }
             _ => None,
         };
+        let visible = table.is_some() || s.chart.is_some() || s.html.is_some() || s.error.is_some();
+        if !visible {
+            continue;
+        }
         steps.push(json!({
             "id": s.id, "title": s.title, "rows": s.rows, "error": s.error, "html": s.html,
             "chart": s.chart, "table": table, "elapsed_ms": s.elapsed_ms as u64,
@@ -395,8 +414,10 @@ pub async fn download(State(state): State<AppState>, Path(id): Path<i64>) -> Res
         .export(id)
         .map_err(WebError::Internal)?
         .ok_or_else(|| WebError::NotFound("No such export.".into()))?;
-    let path = join_inside(&state.paths.exports_dir(), &rec.file).ok_or_else(|| WebError::NotFound("No such export.".into()))?;
-    let bytes = tokio::fs::read(&path).await.map_err(|_| WebError::NotFound("The exported file was deleted.".into()))?;
+    let path = join_inside(&state.paths.exports_dir(), &rec.file)
+        .ok_or_else(|| WebError::NotFound("No such export.".into()))?;
+    let bytes =
+        tokio::fs::read(&path).await.map_err(|_| WebError::NotFound("The exported file was deleted.".into()))?;
     let ctype = match rec.format.as_str() {
         "csv" => "text/csv; charset=utf-8",
         "json" => "application/json",
@@ -412,7 +433,8 @@ pub async fn download(State(state): State<AppState>, Path(id): Path<i64>) -> Res
 }
 
 pub async fn static_file(State(state): State<AppState>, Path(path): Path<String>) -> Result<Response> {
-    let full = join_inside(&state.paths.web.join("static"), &path).ok_or_else(|| WebError::NotFound("No such file.".into()))?;
+    let full = join_inside(&state.paths.web.join("static"), &path)
+        .ok_or_else(|| WebError::NotFound("No such file.".into()))?;
     let bytes = tokio::fs::read(&full).await.map_err(|_| WebError::NotFound("No such file.".into()))?;
     let ctype = match full.extension().and_then(|e| e.to_str()).unwrap_or("") {
         "css" => "text/css; charset=utf-8",

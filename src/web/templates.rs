@@ -19,7 +19,8 @@ pub fn environment(paths: &Paths) -> anyhow::Result<Environment<'static>> {
             Some(p) => match std::fs::read_to_string(&p) {
                 Ok(s) => Ok(Some(s)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, "cannot read template").with_source(e)),
+                Err(e) => Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, "cannot read template")
+                    .with_source(e)),
             },
             None => Ok(None),
         }

@@ -1,0 +1,132 @@
+//! Page benchmark: the playbook form page and a results page (25 rows of a 1,000,000-row
+//! result, sorted on the server), through the real router, on demo data with 1,000,000 flows.
+//!
+//! Run: `cargo bench --bench pages` (release build). Prints p50/p95/max for each page.
+//! Targets on the 2-core reference machine: form page p50 < 10 ms, results page p50 < 100 ms.
+
+// Test and bench code may stop at the first surprise; the lints guard product code.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use casebook::catalog::Catalog;
+use casebook::engine::{Engine, RunRequest};
+use casebook::paths::Paths;
+use casebook::store::Store;
+
+fn stats(name: &str, mut d: Vec<Duration>) {
+    d.sort();
+    let pct = |p: f64| d[((d.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0;
+    println!(
+        "{name:<44} n={:<4} p50={:>8.2} ms  p95={:>8.2} ms  max={:>8.2} ms",
+        d.len(),
+        pct(0.5),
+        pct(0.95),
+        pct(1.0)
+    );
+}
+
+async fn get(app: &axum::Router, uri: &str) -> (StatusCode, usize) {
+    let r = app
+        .clone()
+        .oneshot(
+            Request::get(uri)
+                .header(header::COOKIE, "casebook_csrf=0123456789abcdef0123456789abcdef")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = r.status();
+    let body = r.into_body().collect().await.unwrap().to_bytes();
+    (status, body.len())
+}
+
+#[tokio::main]
+async fn main() {
+    let rows: usize = std::env::var("BENCH_FLOWS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let t = Instant::now();
+    let summary =
+        casebook::demo::generate(dir.path(), &casebook::demo::Options { rows, seed: 42, hours: 48, end: None })
+            .unwrap();
+    println!("{summary}");
+    println!("demo generation: {:.1} s", t.elapsed().as_secs_f64());
+
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let paths = Paths {
+        playbooks: root.join("playbooks"),
+        connectors: root.join("connectors"),
+        data: dir.path().to_path_buf(),
+        widgets: root.join("widgets"),
+        web: root.join("web"),
+    };
+    let catalog = Arc::new(Catalog::load(paths.clone(), chrono_tz::Tz::UTC).await);
+    assert_eq!(catalog.problems().count(), 0);
+    let engine = Arc::new(Engine::new(catalog.clone(), Store::open(&paths.state_db()).unwrap()));
+    let app = casebook::web::app(casebook::web::AppState::new(engine.clone(), paths).unwrap());
+
+    // A 1,000,000-row result: every flow of the internal network.
+    let pb = catalog.entry("ip_flows").and_then(|e| e.runnable()).unwrap().clone();
+    let cx = catalog.parse_ctx();
+    let given = [("src", "0.0.0.0/0"), ("window", "last 30d"), ("limit", "1000000")];
+    let values = pb
+        .params
+        .iter()
+        .map(|p| (p.name.clone(), p.parse(given.iter().find(|(k, _)| *k == p.name).map(|(_, v)| *v), &cx).unwrap()))
+        .collect();
+    let t = Instant::now();
+    let out = engine
+        .run(RunRequest { playbook: pb, values, section: Some(0), who: "bench".into(), source: "bench".into() })
+        .await
+        .unwrap();
+    let n = engine.step_data(&out.run_id, "flows_basic").unwrap().rows;
+    println!("section run producing a {n}-row result: {:.2} s", t.elapsed().as_secs_f64());
+    assert_eq!(n, rows.min(1_000_000));
+
+    // Warm up, then measure.
+    for _ in 0..5 {
+        get(&app, "/p/ip_flows").await;
+    }
+    let mut form = Vec::new();
+    for _ in 0..300 {
+        let t = Instant::now();
+        let (s, _) = get(&app, "/p/ip_flows?src=10.0.10.25").await;
+        form.push(t.elapsed());
+        assert_eq!(s, StatusCode::OK);
+    }
+    stats("form page GET /p/ip_flows", form);
+
+    let sorts = ["ibyt", "obyt", "dport", "sip", "treceived"];
+    let mut results = Vec::new();
+    for i in 0..60 {
+        let uri = format!(
+            "/runs/{}/steps/flows_basic/table?page={}&size=25&sort={}&dir={}",
+            out.run_id,
+            1 + (i * 7919) % 40_000,
+            sorts[i % sorts.len()],
+            if i % 2 == 0 { "desc" } else { "asc" }
+        );
+        let t = Instant::now();
+        let (s, _) = get(&app, &uri).await;
+        results.push(t.elapsed());
+        assert_eq!(s, StatusCode::OK);
+    }
+    stats(&format!("results page, 25 of {n} rows, sorted"), results);
+
+    let mut searched = Vec::new();
+    for (i, q) in ["10.0.20.14", "198.51.100.23", "8080", "udp", "10.0.3.88"].iter().cycle().take(15).enumerate() {
+        let uri = format!("/runs/{}/steps/flows_basic/table?page=1&size=25&sort=ibyt&dir=desc&q={q}&i={i}", out.run_id);
+        let t = Instant::now();
+        get(&app, &uri).await;
+        searched.push(t.elapsed());
+    }
+    stats(&format!("results page, searched and sorted ({n} rows)"), searched);
+    println!("reproduce: cargo bench --bench pages   (BENCH_FLOWS=N for another size)");
+}
