@@ -118,10 +118,12 @@ pub enum Format {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The server logs what analysts do; one-shot commands only warn.
+    let default_filter = if matches!(cli.command, Command::Serve { .. }) { "casebook=info,warn" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("casebook=info,warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -179,6 +181,10 @@ async fn serve(bind: SocketAddr, dirs: &Dirs) -> Result<()> {
         eprintln!("{problems} problem(s) in playbooks or connectors; see `casebook check` or the pages");
     }
     let store = Store::open(&paths.state_db())?;
+    let interrupted = store.mark_interrupted()?;
+    if interrupted > 0 {
+        tracing::warn!(runs = interrupted, "runs left unfinished by the last server were marked interrupted");
+    }
     let engine = Arc::new(Engine::new(catalog.clone(), store));
     let app = crate::web::app(crate::web::AppState::new(engine, paths)?);
     let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("binding {bind}"))?;

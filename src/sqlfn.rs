@@ -260,6 +260,37 @@ mod tests {
         assert_eq!(e, "not an IP address or CIDR: `10.0.0.256`, `fish`, `10.0.0.0/33`");
     }
 
+    #[tokio::test]
+    async fn functions_work_in_sql() {
+        let ctx = SessionContext::new();
+        register(&ctx);
+        let sql = "SELECT ip_in('10.0.0.5', '10.0.0.0/8') AS a, ip_in('10.1.0.5', '10.0.0.0/16, 192.168.1.1') AS b,
+                   ip_in('2001:db8::1', '2001:db8::/32') AS c, ip_to_int('10.0.0.1') AS d, int_to_ip(167772161) AS e,
+                   is_private_ip('8.8.8.8') AS f, is_public_ip('8.8.8.8') AS g, ip_in('not-an-ip', '10.0.0.0/8') AS h,
+                   one_of('b', 'a,b,c') AS i, one_of('d', 'a,b,c') AS j";
+        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+        let expected = "\
++------+-------+------+-----------+----------+-------+------+-------+------+-------+
+| a    | b     | c    | d         | e        | f     | g    | h     | i    | j     |
++------+-------+------+-----------+----------+-------+------+-------+------+-------+
+| true | false | true | 167772161 | 10.0.0.1 | false | true | false | true | false |
++------+-------+------+-----------+----------+-------+------+-------+------+-------+";
+        assert_eq!(text, expected);
+        // Over a column, with the list bound as a parameter.
+        let batches = ctx
+            .sql("SELECT count(*) AS n FROM (VALUES ('10.0.0.1'), ('10.0.1.1'), ('fe80::1'), (NULL)) t(ip) WHERE ip_in(ip, $l)")
+            .await
+            .unwrap()
+            .with_param_values(vec![("l", ScalarValue::Utf8(Some("10.0.0.0/24,fe80::/10".into())))])
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+        assert!(text.contains("| 2 |"), "{text}");
+    }
+
     #[test]
     fn private_and_public() {
         for p in ["10.1.2.3", "172.16.0.1", "192.168.1.1", "127.0.0.1", "100.64.1.1", "fd00::1", "fe80::1"] {

@@ -102,12 +102,18 @@ impl Store {
         let conn = Connection::open(path).with_context(|| format!("opening state database {}", path.display()))?;
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;")?;
         conn.execute_batch(SCHEMA).context("creating state tables")?;
-        // A run that was going when the server stopped will never finish.
-        conn.execute(
-            "UPDATE runs SET state = 'interrupted', finished_at = ?1 WHERE state IN ('queued', 'running')",
-            params![now()],
-        )?;
         Ok(Store { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    /// Marks runs left `running` by a server that stopped as `interrupted`. Only the server
+    /// calls this at start: a `casebook run` beside a live server must not touch its runs.
+    pub fn mark_interrupted(&self) -> Result<usize> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET state = 'interrupted', finished_at = ?1 WHERE state IN ('queued', 'running')",
+                params![now()],
+            )
+        })
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {

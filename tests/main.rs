@@ -10,4 +10,5 @@ mod cli;
 mod common;
 mod loader;
 mod playbooks;
+mod tidy;
 mod web;

@@ -167,3 +167,23 @@ async fn exports_contain_every_row_in_each_format() {
     }
     assert_eq!(engine.store.exports("ip_flows").expect("list").len(), 3);
 }
+
+#[tokio::test]
+async fn stored_results_outlive_the_server() {
+    let data = common::fresh_data();
+    let run_id = {
+        let engine = common::engine(data.path()).await;
+        let out = run(&engine, "rdp_bruteforce", &[]).await;
+        engine.export(&out.run_id, "attempts", "csv", "test").await.expect("export");
+        out.run_id
+    };
+    // A new engine (a restarted server) has an empty cache: pages come from the Parquet files.
+    let engine = common::engine(data.path()).await;
+    let page =
+        engine.page(&run_id, "attempts", &TableQuery { page: 1, size: 25, ..Default::default() }).await.expect("page");
+    assert_eq!(page.rows[0][0].text, cast::SCANNER);
+    let rec = engine.store.run(&run_id).expect("db").expect("run kept");
+    assert_eq!((rec.state.as_str(), rec.started_by.as_str()), ("succeeded", "test"));
+    assert!(rec.params.contains("last 7d"), "parameters are recorded: {}", rec.params);
+    assert_eq!(engine.store.exports("rdp_bruteforce").expect("exports").len(), 1);
+}

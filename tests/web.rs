@@ -18,9 +18,26 @@ struct Client {
 }
 
 async fn client() -> Client {
+    client_with(None).await
+}
+
+/// A client whose playbooks folder holds the shipped playbooks plus `extra` (name, YAML).
+async fn client_with(extra: Option<(&str, &str)>) -> Client {
     let data = common::fresh_data();
-    let engine = common::engine(data.path()).await;
-    let state = AppState::new(engine, common::paths_with(data.path())).expect("state");
+    let mut paths = common::paths_with(data.path());
+    if let Some((name, yaml)) = extra {
+        let dir = data.path().join("playbooks");
+        std::fs::create_dir_all(&dir).expect("dir");
+        for e in casebook::catalog::yaml_files(&paths.playbooks) {
+            std::fs::copy(&e, dir.join(e.file_name().expect("name"))).expect("copy");
+        }
+        std::fs::write(dir.join(format!("{name}.yaml")), yaml).expect("write");
+        paths.playbooks = dir;
+    }
+    let catalog = std::sync::Arc::new(casebook::catalog::Catalog::load(paths.clone(), chrono_tz::Tz::UTC).await);
+    let store = casebook::store::Store::open(&paths.state_db()).expect("state db");
+    let engine = std::sync::Arc::new(casebook::engine::Engine::new(catalog, store));
+    let state = AppState::new(engine, paths).expect("state");
     let app = app(state);
     let r = app.clone().oneshot(Request::get("/").body(Body::empty()).expect("req")).await.expect("resp");
     let set = r.headers().get(header::SET_COOKIE).and_then(|v| v.to_str().ok()).expect("csrf cookie").to_string();
@@ -173,4 +190,39 @@ async fn paths_from_requests_stay_in_their_folder() {
     assert_eq!(status, StatusCode::OK);
     let (status, _) = c.get("/static/vendor/chart-4.6.1.umd.min.js").await;
     assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_broken_playbook_shows_its_problems_and_the_rest_keep_working() {
+    let c = client_with(Some(("broken", "title: Broken one\nsections:\n  - title: S\n    steps:\n      - id: a\n        query: { sql: SELECT nope FROM flows }\n"))).await;
+    let (status, index) = c.get("/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(index.contains("Broken one") && index.contains("1 problem"), "{index}");
+    let (status, page) = c.get("/p/broken").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("broken.yaml:6:30</code> step `a`: unknown column `nope`"), "{page}");
+    assert!(!page.contains("button class=\"run"), "no run button");
+    let (status, _) = c.post("/p/broken/run/0", &[], true).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = c.post("/p/rdp_bruteforce/run/0", &[("window", "last 7d")], true).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn select_options_from_a_query_and_multiple_choices() {
+    let c = client().await;
+    let (_, page) = c.get("/p/event_timeline?computers=WKS-021&computers=WKS-022").await;
+    assert!(page.contains(r#"<option value="WKS-021" selected>"#), "options come from the events");
+    assert!(page.contains(r#"<option value="RDP-10">"#));
+    let (status, body) = c
+        .post(
+            "/p/event_timeline/run/0",
+            &[("window", "last 7d"), ("computers", "WKS-021"), ("computers", "WKS-022"), ("contains", "psexesvc")],
+            true,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let html = v["html"].as_str().expect("html");
+    assert!(html.contains("of 16 entries"), "2 computers × (service + process + 6 image loads): {html}");
 }

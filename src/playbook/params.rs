@@ -139,6 +139,9 @@ impl Param {
             ParamKind::Select { multiple, options, options_query } => {
                 let picked: Vec<String> =
                     text.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+                if picked.is_empty() {
+                    return if self.required { Err("choose at least one option".into()) } else { Ok(Value::Null) };
+                }
                 if !multiple && picked.len() > 1 {
                     return Err("choose one option".into());
                 }
