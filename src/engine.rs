@@ -615,6 +615,7 @@ fn chart_json(step: &Step, chart: &crate::steps::chart::Chart, data: &StepData, 
     let mut label_pos: HashMap<String, usize> = HashMap::new();
     // (dataset name) -> values by label index
     let mut sets: Vec<(String, HashMap<usize, f64>, f64)> = Vec::new();
+    let mut times: Vec<i64> = Vec::new();
     let mut seen = 0usize;
     'outer: for b in &data.batches {
         for r in 0..b.num_rows() {
@@ -625,6 +626,9 @@ fn chart_json(step: &Step, chart: &crate::steps::chart::Chart, data: &StepData, 
             let x = cell_text(b.column(xi), r, tz);
             let li = *label_pos.entry(x.clone()).or_insert_with(|| {
                 labels.push(x);
+                if x_is_time {
+                    times.push(epoch_ms(b.column(xi), r));
+                }
                 labels.len() - 1
             });
             for (k, yi) in yis.iter().enumerate() {
@@ -654,7 +658,7 @@ fn chart_json(step: &Step, chart: &crate::steps::chart::Chart, data: &StepData, 
     }
     let mut order: Vec<usize> = (0..labels.len()).collect();
     if x_is_time {
-        order.sort_by(|a, b| labels[*a].cmp(&labels[*b]));
+        order.sort_by_key(|i| times.get(*i).copied().unwrap_or(0));
     }
     // Keep the largest series; fold the rest into "other".
     sets.sort_by(|a, b| b.2.total_cmp(&a.2));
@@ -680,13 +684,29 @@ fn chart_json(step: &Step, chart: &crate::steps::chart::Chart, data: &StepData, 
         .collect();
     serde_json::json!({
         "type": match chart.kind { ChartKind::Bar => "bar", ChartKind::Line => "line" },
-        "title": chart.title.clone().or_else(|| step.title.clone()),
+        "title": chart.title.clone(),
+        "step": step.id,
+        "time": x_is_time,
+        "tz": tz.name(),
+        "times": if x_is_time { order.iter().map(|i| times.get(*i).copied().unwrap_or(0)).collect::<Vec<i64>>() } else { Vec::new() },
         "x": chart.x.0,
         "y": chart.y.0.join(", "),
         "labels": order.iter().map(|i| labels[*i].clone()).collect::<Vec<_>>(),
         "datasets": datasets,
         "truncated": data.rows > CHART_ROWS,
     })
+}
+
+/// Milliseconds since the epoch of a timestamp cell (0 when it is not one).
+fn epoch_ms(col: &ArrayRef, r: usize) -> i64 {
+    if col.is_null(r) {
+        return 0;
+    }
+    let Ok(c) = datafusion::arrow::compute::cast(&col.slice(r, 1), &DataType::Timestamp(TimeUnit::Millisecond, None))
+    else {
+        return 0;
+    };
+    c.as_primitive_opt::<datafusion::arrow::datatypes::TimestampMillisecondType>().map(|a| a.value(0)).unwrap_or(0)
 }
 
 fn as_f64(col: &ArrayRef, r: usize) -> Option<f64> {

@@ -167,7 +167,7 @@ async fn analyst_runs_ip_flows_in_headless_chromium() {
     let info = d.js("return document.querySelector('#results-0 .table-foot .info').textContent").await;
     assert!(info.as_str().unwrap_or_default().starts_with("Showing 1 to 25 of "), "{info}");
     let points = d
-        .wait_for("const c = document.querySelector('#results-0 canvas'); const ch = c && window.Chart && Chart.getChart(c); return ch ? ch.data.labels.length : 0", "the chart")
+        .wait_for("const c = document.querySelector('#results-0 canvas'); const ch = c && window.Chart && Chart.getChart(c); return ch ? ch.data.datasets[0].data.length : 0", "the chart")
         .await;
     assert!(points.as_u64().unwrap_or(0) > 5, "per-minute points: {points}");
     assert!(d.js("return document.getElementById('err-src').hidden").await == json!(true), "the error is gone");
@@ -188,6 +188,48 @@ async fn analyst_runs_ip_flows_in_headless_chromium() {
     d.click("#results-0 .table-widget button.export[data-format='csv']").await;
     d.wait_for("return document.querySelectorAll('#exports a[href^=\"/exports/\"]').length", "the stored export").await;
 
+    d.cmd(reqwest::Method::DELETE, "", json!({})).await;
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analyst_runs_both_sections_of_rdp_bruteforce() {
+    let data = common::fresh_data();
+    let engine = common::engine(data.path()).await;
+    let state = casebook::web::AppState::new(engine, common::paths_with(data.path())).expect("state");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move { axum::serve(listener, casebook::web::app(state)).await });
+
+    let d = Driver::start().await;
+    d.go(&format!("http://{addr}/p/rdp_bruteforce")).await;
+    d.click("button.run[data-section='0']").await;
+    let first = d
+        .wait_for(
+            "const td = document.querySelector('#results-0 table.data tbody td'); return td && td.textContent",
+            "the top source",
+        )
+        .await;
+    assert_eq!(first, json!(casebook::demo::cast::SCANNER));
+    let series = d
+        .wait_for("const c = document.querySelector('#results-0 canvas'); const ch = c && Chart.getChart(c); return ch ? ch.data.datasets.length : 0", "the per-minute chart")
+        .await;
+    assert!(series.as_u64().unwrap_or(0) >= 1);
+    d.click("button.run[data-section='1']").await;
+    let info = d
+        .wait_for(
+            "const i = document.querySelector('#results-1 .table-foot .info'); return i && i.textContent",
+            "the scanned hosts",
+        )
+        .await;
+    assert!(info.as_str().unwrap_or_default().contains("of 3"), "{info}");
+    d.wait_for(
+        "const c = document.querySelector('#results-1 canvas'); return c && Chart.getChart(c) ? 1 : 0",
+        "the ports chart",
+    )
+    .await;
+    d.js("window.scrollTo(0, 0); return true").await;
+    d.screenshot("rdp_bruteforce.png").await;
     d.cmd(reqwest::Method::DELETE, "", json!({})).await;
     server.abort();
 }

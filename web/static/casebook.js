@@ -169,20 +169,31 @@
       fig.dataset.ready = "1";
       const spec = JSON.parse(fig.querySelector(".chart-data").textContent);
       const line = spec.type === "line";
+      // A time series on a line chart gets a true time axis (gaps stay gaps).
+      const timeAxis = line && spec.time && spec.times.length === spec.labels.length;
+      const fmt = new Intl.DateTimeFormat("sv-SE", { timeZone: spec.tz || "UTC", year: "numeric", month: "2-digit",
+        day: "2-digit", hour: "2-digit", minute: "2-digit" });
       const datasets = spec.datasets.map((d, i) => ({
-        label: d.label, data: d.data,
+        label: d.label,
+        data: timeAxis ? d.data.map((y, k) => ({ x: spec.times[k], y })).filter((p) => p.y !== 0 || spec.datasets.length === 1) : d.data,
         borderColor: palette[i % palette.length], backgroundColor: palette[i % palette.length] + (line ? "33" : "cc"),
         borderWidth: line ? 1.5 : 0, pointRadius: line && d.data.length < 80 ? 2 : 0, tension: 0.15, fill: false,
       }));
       new window.Chart(fig.querySelector("canvas"), {
         type: spec.type,
-        data: { labels: spec.labels, datasets },
+        data: timeAxis ? { datasets } : { labels: spec.labels, datasets },
         options: {
           responsive: true, maintainAspectRatio: false, animation: false,
-          interaction: { mode: "index", intersect: false },
-          plugins: { legend: { display: datasets.length > 1, position: "bottom" } },
+          interaction: timeAxis ? { mode: "nearest", axis: "x", intersect: false } : { mode: "index", intersect: false },
+          plugins: {
+            legend: { display: datasets.length > 1, position: "bottom" },
+            tooltip: timeAxis ? { callbacks: { title: (items) => items.length ? fmt.format(new Date(items[0].parsed.x)) : "" } } : {},
+          },
           scales: {
-            x: { stacked: !line && datasets.length > 1, title: { display: true, text: spec.x }, ticks: { maxTicksLimit: 12, autoSkip: true, maxRotation: 0 } },
+            x: timeAxis
+              ? { type: "linear", title: { display: true, text: spec.x + " (" + (spec.tz || "UTC") + ")" },
+                  ticks: { maxTicksLimit: 10, maxRotation: 0, callback: (v) => fmt.format(new Date(v)) } }
+              : { stacked: !line && datasets.length > 1, title: { display: true, text: spec.x }, ticks: { maxTicksLimit: 12, autoSkip: true, maxRotation: 0 } },
             y: { stacked: !line && datasets.length > 1, beginAtZero: true, title: { display: true, text: spec.y } },
           },
         },
