@@ -6,13 +6,15 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
+use datafusion::arrow::array::UInt32Array;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::compute::{concat_batches, sort_to_indices, take, SortOptions};
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::common::ScalarValue;
@@ -36,11 +38,26 @@ pub struct StepData {
     pub schema: SchemaRef,
     pub batches: Vec<RecordBatch>,
     pub rows: usize,
+    /// All batches as one, made on first paging.
+    merged: OnceLock<RecordBatch>,
 }
 
 impl StepData {
+    pub fn new(schema: SchemaRef, batches: Vec<RecordBatch>) -> StepData {
+        let rows = batches.iter().map(RecordBatch::num_rows).sum();
+        StepData { schema, batches, rows, merged: OnceLock::new() }
+    }
+
     fn bytes(&self) -> usize {
-        self.batches.iter().map(RecordBatch::get_array_memory_size).sum()
+        self.batches.iter().map(RecordBatch::get_array_memory_size).sum::<usize>() * 2
+    }
+
+    fn merged(&self) -> Result<&RecordBatch> {
+        if let Some(m) = self.merged.get() {
+            return Ok(m);
+        }
+        let m = concat_batches(&self.schema, &self.batches)?;
+        Ok(self.merged.get_or_init(|| m))
     }
 }
 
@@ -143,11 +160,12 @@ pub struct Engine {
     pub catalog: Arc<Catalog>,
     pub store: Store,
     cache: Mutex<ResultCache>,
+    views: Mutex<ViewCache>,
 }
 
 impl Engine {
     pub fn new(catalog: Arc<Catalog>, store: Store) -> Engine {
-        Engine { catalog, store, cache: Mutex::new(ResultCache::default()) }
+        Engine { catalog, store, cache: Mutex::new(ResultCache::default()), views: Mutex::new(ViewCache::default()) }
     }
 
     pub fn tz(&self) -> Tz {
@@ -237,8 +255,8 @@ impl Engine {
                     .await;
                     match result {
                         Ok((schema, batches)) => {
-                            let rows = batches.iter().map(RecordBatch::num_rows).sum();
-                            let data = Arc::new(StepData { schema: schema.clone(), batches, rows });
+                            let data = Arc::new(StepData::new(schema.clone(), batches));
+                            let rows = data.rows;
                             // A step's table shadows a connector of the same name for later steps.
                             let _ = ctx.deregister_table(step.id.as_str());
                             if let Err(e) = MemTable::try_new(schema, vec![data.batches.clone()])
@@ -316,12 +334,6 @@ impl Engine {
         Ok(data)
     }
 
-    /// One page of a stored table, sorted and filtered on the server.
-    pub async fn page(&self, run_id: &str, step_id: &str, q: &TableQuery) -> Result<TablePage> {
-        let data = self.step_data(run_id, step_id)?;
-        page_of(&data, q, self.tz()).await
-    }
-
     /// Exports a stored step table as `format` into `data/exports/<playbook>/`.
     pub async fn export(&self, run_id: &str, step_id: &str, format: &str, who: &str) -> Result<ExportRecord> {
         let run = self.store.run(run_id)?.ok_or_else(|| anyhow!("no such run"))?;
@@ -384,77 +396,165 @@ impl Engine {
     }
 }
 
-/// Sorts, filters and slices `data`. Identifiers come from the schema, the search text is a
-/// bound parameter.
-pub async fn page_of(data: &StepData, q: &TableQuery, tz: Tz) -> Result<TablePage> {
-    let size = q.size.clamp(5, 500);
-    let columns: Vec<String> = data.schema.fields().iter().map(|f| f.name().clone()).collect();
-    let sort = q.sort.as_ref().filter(|s| columns.contains(s)).cloned();
-    let search = q.search.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_lowercase);
-    let ctx = new_session();
-    let parts = split_partitions(&data.batches, 2);
-    ctx.register_table("t", Arc::new(MemTable::try_new(data.schema.clone(), parts)?))?;
-    let filter = match &search {
-        Some(_) if !columns.is_empty() => {
-            let ors: Vec<String> =
-                columns.iter().map(|c| format!("strpos(lower(CAST({} AS VARCHAR)), $q) > 0", quote_ident(c))).collect();
-            format!(" WHERE ({})", ors.join(" OR "))
+/// Row orders computed for paging (sorted and/or searched), kept so that turning pages is a
+/// slice and a `take`, not a new sort of the whole result.
+#[derive(Debug, Default)]
+struct ViewCache {
+    entries: Vec<(ViewKey, Arc<Vec<u32>>)>,
+}
+
+type ViewKey = (String, String, Option<(String, bool)>, Option<String>);
+
+const VIEW_ENTRIES: usize = 64;
+
+impl ViewCache {
+    fn get(&mut self, k: &ViewKey) -> Option<Arc<Vec<u32>>> {
+        let i = self.entries.iter().position(|(key, _)| key == k)?;
+        let e = self.entries.remove(i);
+        let v = e.1.clone();
+        self.entries.push(e);
+        Some(v)
+    }
+
+    fn put(&mut self, k: ViewKey, v: Arc<Vec<u32>>) {
+        self.entries.retain(|(key, _)| key != &k);
+        self.entries.push((k, v));
+        if self.entries.len() > VIEW_ENTRIES {
+            self.entries.remove(0);
         }
-        _ => String::new(),
-    };
-    let qv: Vec<(String, ScalarValue)> = vec![("q".into(), ScalarValue::Utf8(search.clone()))];
-    let filtered = if filter.is_empty() {
-        data.rows
-    } else {
-        let b = ctx
-            .sql(&format!("SELECT count(*) AS n FROM t{filter}"))
+    }
+}
+
+impl Engine {
+    /// The rows matching `search` (lower-cased), in stored order: DataFusion evaluates the
+    /// filter with the search text bound as a parameter; identifiers come from the schema.
+    async fn search_rows(&self, data: &StepData, search: &str) -> Result<Vec<u32>> {
+        let columns: Vec<String> = data.schema.fields().iter().map(|f| f.name().clone()).collect();
+        if columns.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut fields: Vec<datafusion::arrow::datatypes::FieldRef> = data.schema.fields().iter().cloned().collect();
+        fields.push(Arc::new(datafusion::arrow::datatypes::Field::new("__row", DataType::UInt32, false)));
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+        let mut offset = 0u32;
+        let mut batches = Vec::with_capacity(data.batches.len());
+        for b in &data.batches {
+            let n = b.num_rows() as u32;
+            let mut cols = b.columns().to_vec();
+            cols.push(Arc::new(datafusion::arrow::array::UInt32Array::from_iter_values(offset..offset + n)));
+            offset += n;
+            batches.push(RecordBatch::try_new(schema.clone(), cols)?);
+        }
+        let ctx = new_session();
+        ctx.register_table("t", Arc::new(MemTable::try_new(schema, split_partitions(&batches, 2))?))?;
+        let ors: Vec<String> =
+            columns.iter().map(|c| format!("strpos(lower(CAST({} AS VARCHAR)), $q) > 0", quote_ident(c))).collect();
+        let sql = format!("SELECT __row FROM t WHERE ({}) ORDER BY __row", ors.join(" OR "));
+        let out = ctx
+            .sql(&sql)
             .await?
-            .with_param_values(qv.clone())?
+            .with_param_values(vec![("q", ScalarValue::Utf8(Some(search.to_string())))])?
             .collect()
             .await?;
-        b.first()
-            .and_then(|b| b.column(0).as_primitive_opt::<datafusion::arrow::datatypes::Int64Type>().map(|a| a.value(0)))
-            .unwrap_or(0) as usize
-    };
-    let pages = filtered.div_ceil(size).max(1);
-    let page = q.page.clamp(1, pages);
-    let offset = (page - 1) * size;
-    let order = match &sort {
-        Some(s) => format!(" ORDER BY {} {} NULLS LAST", quote_ident(s), if q.desc { "DESC" } else { "ASC" }),
-        None => String::new(),
-    };
-    let sql = format!("SELECT * FROM t{filter}{order} LIMIT {size} OFFSET {offset}");
-    let mut df = ctx.sql(&sql).await?;
-    if !filter.is_empty() {
-        df = df.with_param_values(qv)?;
-    }
-    let batches = df.collect().await?;
-    let mut rows = Vec::new();
-    for b in &batches {
-        for r in 0..b.num_rows() {
-            rows.push(
-                (0..b.num_columns())
-                    .map(|c| Cell { text: cell_text(b.column(c), r, tz), num: b.column(c).data_type().is_numeric() })
-                    .collect(),
-            );
+        let mut rows = Vec::new();
+        for b in &out {
+            if let Some(a) = b.column(0).as_primitive_opt::<datafusion::arrow::datatypes::UInt32Type>() {
+                rows.extend(a.values().iter().copied());
+            }
         }
+        Ok(rows)
     }
-    let first = if rows.is_empty() { 0 } else { offset + 1 };
-    let last = offset + rows.len();
-    Ok(TablePage {
-        columns,
-        rows,
-        total: data.rows,
-        filtered,
-        page,
-        pages,
-        size,
-        first,
-        last,
-        sort,
-        desc: q.desc,
-        search: q.search.clone().unwrap_or_default(),
-    })
+
+    /// One page of a stored table, sorted and filtered on the server.
+    pub async fn page(&self, run_id: &str, step_id: &str, q: &TableQuery) -> Result<TablePage> {
+        let data = self.step_data(run_id, step_id)?;
+        let tz = self.tz();
+        let size = q.size.clamp(5, 500);
+        let columns: Vec<String> = data.schema.fields().iter().map(|f| f.name().clone()).collect();
+        let sort = q.sort.as_ref().filter(|s| columns.contains(s)).cloned();
+        let search = q.search.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_lowercase);
+        let merged = data.merged()?;
+        let key = |sort: Option<(String, bool)>, search: Option<String>| -> ViewKey {
+            (run_id.to_string(), step_id.to_string(), sort, search)
+        };
+        let cached = |k: &ViewKey| self.views.lock().ok().and_then(|mut v| v.get(k));
+        let remember = |k: ViewKey, v: Arc<Vec<u32>>| {
+            if let Ok(mut c) = self.views.lock() {
+                c.put(k, v);
+            }
+        };
+        // Rows that match the search, in stored order.
+        let base: Option<Arc<Vec<u32>>> = match &search {
+            None => None,
+            Some(s) => {
+                let k = key(None, Some(s.clone()));
+                match cached(&k) {
+                    Some(v) => Some(v),
+                    None => {
+                        let v = Arc::new(self.search_rows(&data, s).await?);
+                        remember(k, v.clone());
+                        Some(v)
+                    }
+                }
+            }
+        };
+        // Their order under the requested sort.
+        let order: Option<Arc<Vec<u32>>> = match &sort {
+            None => base.clone(),
+            Some(col) => {
+                let k = key(Some((col.clone(), q.desc)), search.clone());
+                match cached(&k) {
+                    Some(v) => Some(v),
+                    None => {
+                        let idx = merged.schema().index_of(col)?;
+                        let values = match &base {
+                            Some(rows) => take(merged.column(idx).as_ref(), &UInt32Array::from(rows.to_vec()), None)?,
+                            None => merged.column(idx).clone(),
+                        };
+                        let opts = SortOptions { descending: q.desc, nulls_first: false };
+                        let sorted = sort_to_indices(values.as_ref(), Some(opts), None)?;
+                        let v: Vec<u32> = match &base {
+                            Some(rows) => sorted.values().iter().map(|i| rows[*i as usize]).collect(),
+                            None => sorted.values().to_vec(),
+                        };
+                        let v = Arc::new(v);
+                        remember(k, v.clone());
+                        Some(v)
+                    }
+                }
+            }
+        };
+        let filtered = base.as_ref().map_or(data.rows, |b| b.len());
+        let pages = filtered.div_ceil(size).max(1);
+        let page = q.page.clamp(1, pages);
+        let offset = (page - 1) * size;
+        let end = (offset + size).min(filtered);
+        let idx: Vec<u32> = match &order {
+            Some(o) => o.get(offset..end).map(<[u32]>::to_vec).unwrap_or_default(),
+            None => (offset as u32..end as u32).collect(),
+        };
+        let idx = UInt32Array::from(idx);
+        let cols: Vec<ArrayRef> =
+            merged.columns().iter().map(|c| take(c.as_ref(), &idx, None)).collect::<std::result::Result<_, _>>()?;
+        let rows: Vec<Vec<Cell>> = (0..idx.len())
+            .map(|r| cols.iter().map(|c| Cell { text: cell_text(c, r, tz), num: c.data_type().is_numeric() }).collect())
+            .collect();
+        let first = if rows.is_empty() { 0 } else { offset + 1 };
+        Ok(TablePage {
+            last: offset + rows.len(),
+            columns,
+            rows,
+            total: data.rows,
+            filtered,
+            page,
+            pages,
+            size,
+            first,
+            sort,
+            desc: q.desc,
+            search: q.search.clone().unwrap_or_default(),
+        })
+    }
 }
 
 fn split_partitions(batches: &[RecordBatch], n: usize) -> Vec<Vec<RecordBatch>> {
@@ -512,8 +612,7 @@ fn read_parquet(path: &std::path::Path) -> Result<StepData> {
     let schema = builder.schema().clone();
     let reader = builder.with_batch_size(65536).build()?;
     let batches: Vec<RecordBatch> = reader.collect::<std::result::Result<_, _>>()?;
-    let rows = batches.iter().map(RecordBatch::num_rows).sum();
-    Ok(StepData { schema, batches, rows })
+    Ok(StepData::new(schema, batches))
 }
 
 fn write_csv(path: &std::path::Path, data: &StepData, tz: Tz) -> Result<()> {
