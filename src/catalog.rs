@@ -32,11 +32,23 @@ pub struct Entry {
     /// Parsed and structurally valid enough to show; runnable only with no problems.
     pub playbook: Option<Arc<Playbook>>,
     pub problems: Vec<Problem>,
+    /// After a broken edit: the version that was valid before it, still served to analysts.
+    pub last_good: Option<Arc<Playbook>>,
 }
 
 impl Entry {
+    /// The version analysts run: this one when it has no problems, else the last good one.
     pub fn runnable(&self) -> Option<&Arc<Playbook>> {
-        self.playbook.as_ref().filter(|_| self.problems.is_empty())
+        if self.problems.is_empty() {
+            self.playbook.as_ref()
+        } else {
+            self.last_good.as_ref()
+        }
+    }
+
+    /// What the page shows: the runnable version, else whatever parsed.
+    pub fn shown(&self) -> Option<&Arc<Playbook>> {
+        self.runnable().or(self.playbook.as_ref())
     }
 }
 
@@ -76,6 +88,17 @@ pub fn read_only() -> SQLOptions {
 }
 
 impl Catalog {
+    /// Carries over, for each playbook that is now broken, the version `old` could run.
+    #[must_use]
+    pub fn keep_last_good(mut self, old: &Catalog) -> Catalog {
+        for e in &mut self.playbooks {
+            if !e.problems.is_empty() {
+                e.last_good = old.entry(&e.id).and_then(|o| o.runnable().cloned());
+            }
+        }
+        self
+    }
+
     /// Loads and validates everything under `paths`. Never fails: problems are collected.
     pub async fn load(paths: Paths, tz: Tz) -> Catalog {
         let ctx = new_session();
@@ -172,16 +195,16 @@ impl Catalog {
             Ok(t) => t,
             Err(e) => {
                 problems.push(Pos::UNKNOWN, format!("cannot read: {e}"));
-                return Entry { id, path: shown, playbook: None, problems: problems.list };
+                return Entry { id, path: shown, playbook: None, problems: problems.list, last_good: None };
             }
         };
         let raw: RawPlaybook = match crate::yaml::parse(&shown, &text) {
             Ok(r) => r,
-            Err(p) => return Entry { id, path: shown, playbook: None, problems: vec![p] },
+            Err(p) => return Entry { id, path: shown, playbook: None, problems: vec![p], last_good: None },
         };
         let pb = playbook::validate(&id, raw, &text, &self.parse_ctx(), &mut problems);
         self.plan(&pb, &mut problems).await;
-        Entry { id, path: shown, playbook: Some(Arc::new(pb)), problems: problems.list }
+        Entry { id, path: shown, playbook: Some(Arc::new(pb)), problems: problems.list, last_good: None }
     }
 
     /// Plans every query of `pb` with sample parameter values, reporting what fails.

@@ -91,6 +91,13 @@ pub enum Command {
         #[command(flatten)]
         dirs: Dirs,
     },
+    /// Run the playbooks' self-tests (`tests:` in each playbook) on the data folder.
+    Test {
+        /// A playbook file or id; default: every playbook.
+        playbook: Option<String>,
+        #[command(flatten)]
+        dirs: Dirs,
+    },
     /// (Re)generate the demo data.
     Demo {
         /// Flow records to generate.
@@ -150,6 +157,7 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
         Command::Run { playbook, params, step, format, max_rows, dirs } => {
             run(&playbook, &params, step.as_deref(), format, max_rows, &dirs).await
         }
+        Command::Test { playbook, dirs } => self_test(playbook.as_deref(), &dirs).await,
         Command::Demo { rows, seed, hours, end, dirs } => {
             let paths = dirs.paths();
             let end = match end {
@@ -186,6 +194,13 @@ async fn serve(bind: SocketAddr, dirs: &Dirs) -> Result<()> {
         tracing::warn!(runs = interrupted, "runs left unfinished by the last server were marked interrupted");
     }
     let engine = Arc::new(Engine::new(catalog.clone(), store));
+    let _watcher = match crate::watch::spawn(engine.clone()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "hot reload is off");
+            None
+        }
+    };
     let app = crate::web::app(crate::web::AppState::new(engine, paths)?);
     let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("binding {bind}"))?;
     let addr = listener.local_addr()?;
@@ -378,4 +393,44 @@ fn print_table(out: &mut dyn std::io::Write, data: &crate::engine::StepData, tz:
         writeln!(out, "… {} more rows (use --format csv for all)", data.rows - rows.len())?;
     }
     Ok(())
+}
+
+async fn self_test(playbook: Option<&str>, dirs: &Dirs) -> Result<ExitCode> {
+    let paths = dirs.paths();
+    let catalog = Arc::new(Catalog::load(paths.clone(), dirs.tz()?).await);
+    let entries: Vec<crate::catalog::Entry> = match playbook {
+        Some(p) if PathBuf::from(p).is_file() => vec![catalog.load_playbook(&PathBuf::from(p)).await],
+        Some(p) => vec![catalog.entry(p).cloned().ok_or_else(|| anyhow::anyhow!("no playbook file or id `{p}`"))?],
+        None => catalog.playbooks.clone(),
+    };
+    let store = Store::open(&paths.state_db())?;
+    let engine = Engine::new(catalog.clone(), store);
+    let (mut passed, mut failed) = (0, 0);
+    for e in &entries {
+        let Some(pb) = e.runnable().filter(|_| e.problems.is_empty()) else {
+            println!("✗ {}: cannot run, {} problem(s) (see `casebook check`)", e.id, e.problems.len());
+            for p in &e.problems {
+                println!("    {p}");
+            }
+            failed += 1;
+            continue;
+        };
+        if pb.tests.is_empty() {
+            println!("- {}: no tests", pb.id);
+            continue;
+        }
+        for o in crate::selftest::run(&engine, pb).await {
+            if o.passed() {
+                passed += 1;
+                println!("✓ {} › {}", o.playbook, o.test);
+            } else {
+                failed += 1;
+                for f in &o.failures {
+                    println!("✗ {} › {} › {f}", o.playbook, o.test);
+                }
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

@@ -157,7 +157,8 @@ pub struct TablePage {
 
 #[derive(Debug)]
 pub struct Engine {
-    pub catalog: Arc<Catalog>,
+    /// The current catalog; replaced whole when files change (see [`crate::watch`]).
+    catalog: std::sync::RwLock<Arc<Catalog>>,
     pub store: Store,
     cache: Mutex<ResultCache>,
     views: Mutex<ViewCache>,
@@ -165,15 +166,40 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(catalog: Arc<Catalog>, store: Store) -> Engine {
-        Engine { catalog, store, cache: Mutex::new(ResultCache::default()), views: Mutex::new(ViewCache::default()) }
+        Engine {
+            catalog: std::sync::RwLock::new(catalog),
+            store,
+            cache: Mutex::new(ResultCache::default()),
+            views: Mutex::new(ViewCache::default()),
+        }
+    }
+
+    /// The catalog as it is now. Hold the `Arc` for one request; a reload swaps in another.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        match self.catalog.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Reloads playbooks and connectors from disk and swaps the new catalog in. A playbook
+    /// whose new version has problems keeps serving its last good version.
+    pub async fn reload(&self) -> Arc<Catalog> {
+        let old = self.catalog();
+        let new = Arc::new(Catalog::load(old.paths.clone(), old.tz).await.keep_last_good(&old));
+        match self.catalog.write() {
+            Ok(mut c) => *c = new.clone(),
+            Err(poisoned) => *poisoned.into_inner() = new.clone(),
+        }
+        new
     }
 
     pub fn tz(&self) -> Tz {
-        self.catalog.tz
+        self.catalog().tz
     }
 
     fn run_dir(&self, id: &str) -> PathBuf {
-        self.catalog.paths.run_dir(id)
+        self.catalog().paths.run_dir(id)
     }
 
     /// Executes a run to the end. Step failures are reported in the outcome (and stored),
@@ -213,7 +239,7 @@ impl Engine {
             }
             None => pb.steps().collect(),
         };
-        let ctx = self.catalog.session();
+        let ctx = self.catalog().session();
         let mut outcomes: Vec<StepOutcome> = Vec::new();
         let mut done: HashMap<String, Arc<StepData>> = HashMap::new();
         let mut failed: Vec<String> = Vec::new();
@@ -352,7 +378,7 @@ impl Engine {
             &run_id[..8.min(run_id.len())],
             ext
         );
-        let path = self.catalog.paths.exports_dir().join(&rel);
+        let path = self.catalog().paths.exports_dir().join(&rel);
         if let Some(d) = path.parent() {
             std::fs::create_dir_all(d)?;
         }
@@ -381,7 +407,7 @@ impl Engine {
 
     /// Options of a select whose choices come from a query.
     pub async fn options(&self, sql: &str) -> Result<Vec<String>> {
-        let ctx = self.catalog.session();
+        let ctx = self.catalog().session();
         let batches = ctx.sql_with_options(sql, read_only()).await?.limit(0, Some(1000))?.collect().await?;
         let mut out = Vec::new();
         for b in &batches {

@@ -101,3 +101,38 @@ fn demo_is_deterministic_for_a_seed() {
     let part = "demo/flows/date=2026-02-05/hour=02/part-0.parquet";
     assert_eq!(std::fs::read(a.path().join(part)).expect("a"), std::fs::read(b.path().join(part)).expect("b"));
 }
+
+#[test]
+fn self_tests_of_every_shipped_playbook_pass() {
+    let data = common::fresh_data();
+    let out = casebook().current_dir(common::repo()).args(["test", "--data"]).arg(data.path()).output().expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.lines().any(|l| l.ends_with(" passed, 0 failed")), "{stdout}");
+    assert!(!stdout.contains("no tests"), "every shipped playbook has tests: {stdout}");
+}
+
+#[test]
+fn a_failing_self_test_names_the_playbook_the_test_and_the_step() {
+    let data = common::fresh_data();
+    let pb = tempfile::tempdir().expect("tempdir");
+    let yaml = std::fs::read_to_string(common::repo().join("playbooks/network/rdp_bruteforce.yaml"))
+        .expect("read")
+        .replace("first: 10.0.10.25", "first: 10.9.9.9");
+    std::fs::write(pb.path().join("rdp_bruteforce.yaml"), yaml).expect("write");
+    let out = casebook()
+        .current_dir(common::repo())
+        .args(["test", "rdp_bruteforce", "--playbooks"])
+        .arg(pb.path())
+        .arg("--data")
+        .arg(data.path())
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("✗ rdp_bruteforce › the demo's RDP attacker ranks first and its scan is listed › step `attempts`: expected the first `source` to be `10.9.9.9`, got `10.0.10.25`"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 passed, 1 failed"), "{stdout}");
+}

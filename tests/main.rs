@@ -10,5 +10,6 @@ mod cli;
 mod common;
 mod loader;
 mod playbooks;
+mod reload;
 mod tidy;
 mod web;

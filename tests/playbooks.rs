@@ -7,9 +7,9 @@ use casebook::playbook::params::Value;
 use crate::common;
 
 async fn run(engine: &casebook::engine::Engine, id: &str, given: &[(&str, &str)]) -> casebook::engine::RunOutcome {
-    let entry = engine.catalog.entry(id).unwrap_or_else(|| panic!("playbook {id} missing"));
+    let entry = engine.catalog().entry(id).cloned().unwrap_or_else(|| panic!("playbook {id} missing"));
     let pb = entry.runnable().unwrap_or_else(|| panic!("{id}: {:?}", entry.problems)).clone();
-    let cx = engine.catalog.parse_ctx();
+    let cx = engine.catalog().parse_ctx();
     let values: Vec<(String, Value)> = pb
         .params
         .iter()
@@ -37,10 +37,10 @@ async fn first_row(engine: &casebook::engine::Engine, run: &str, step: &str) -> 
 async fn every_shipped_playbook_and_connector_is_valid() {
     let data = common::fresh_data();
     let engine = common::engine(data.path()).await;
-    let problems: Vec<String> = engine.catalog.problems().map(|p| p.to_string()).collect();
+    let problems: Vec<String> = engine.catalog().problems().map(|p| p.to_string()).collect();
     assert!(problems.is_empty(), "{problems:#?}");
-    assert!(engine.catalog.playbooks.len() >= 3);
-    assert_eq!(engine.catalog.connectors.len(), 7);
+    assert!(engine.catalog().playbooks.len() >= 3);
+    assert_eq!(engine.catalog().connectors.len(), 7);
 }
 
 #[tokio::test]

@@ -30,6 +30,9 @@ pub struct RawPlaybook {
     pub params: IndexMap<String, Spanned<RawParam>>,
     #[serde(default)]
     pub sections: Vec<Spanned<RawSection>>,
+    /// Self-tests run by `casebook test`.
+    #[serde(default)]
+    pub tests: Vec<Spanned<crate::selftest::RawTest>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,6 +97,7 @@ pub struct Playbook {
     pub sections: Vec<Section>,
     /// FNV-1a of the file's bytes, recorded with every run.
     pub hash: String,
+    pub tests: Vec<crate::selftest::SelfTest>,
 }
 
 #[derive(Debug, Clone)]
@@ -205,7 +209,7 @@ pub fn validate(id: &str, raw: RawPlaybook, text: &str, cx: &ParseCtx, problems:
         });
     }
     let version = raw.version.and_then(|v| scalar_text(&v.value));
-    Playbook {
+    let mut pb = Playbook {
         id: id.to_string(),
         path: problems.path.clone(),
         title: raw.title.value,
@@ -216,7 +220,10 @@ pub fn validate(id: &str, raw: RawPlaybook, text: &str, cx: &ParseCtx, problems:
         params,
         sections,
         hash: fnv1a(text.as_bytes()),
-    }
+        tests: Vec::new(),
+    };
+    pb.tests = crate::selftest::validate(raw.tests, &pb, problems);
+    pb
 }
 
 fn validate_param(name: &str, rp: RawParam, at: Pos, cx: &ParseCtx, problems: &mut Problems) -> Option<Param> {

@@ -80,15 +80,16 @@ fn card(e: &Entry) -> PlaybookCard {
 
 pub async fn index(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
     let (token, cookie) = csrf::ensure(&headers);
-    let cards: Vec<PlaybookCard> = state.engine.catalog.playbooks.iter().map(card).collect();
+    let catalog = state.engine.catalog();
+    let cards: Vec<PlaybookCard> = catalog.playbooks.iter().map(card).collect();
     let html = render(
         &state,
         "index.html",
         json!({
             "csrf": token,
             "playbooks": cards,
-            "connectors": state.engine.catalog.connector_infos(),
-            "connector_problems": state.engine.catalog.connector_problems,
+            "connectors": catalog.connector_infos(),
+            "connector_problems": catalog.connector_problems,
             "tz": state.engine.tz().name(),
         }),
     )?;
@@ -168,8 +169,13 @@ async fn field(state: &AppState, p: &Param, given: Option<&str>, error: Option<S
     }
 }
 
-fn find_entry<'a>(state: &'a AppState, id: &str) -> Result<&'a Entry> {
-    state.engine.catalog.entry(id).ok_or_else(|| WebError::NotFound(format!("There is no playbook called “{id}”.")))
+fn find_entry(state: &AppState, id: &str) -> Result<Entry> {
+    state
+        .engine
+        .catalog()
+        .entry(id)
+        .cloned()
+        .ok_or_else(|| WebError::NotFound(format!("There is no playbook called “{id}”.")))
 }
 
 pub async fn playbook_page(
@@ -184,7 +190,7 @@ pub async fn playbook_page(
     let mut fields = Vec::new();
     let mut sections = Vec::new();
     let mut pb_json = json!(null);
-    if let Some(pb) = entry.playbook.as_deref() {
+    if let Some(pb) = entry.shown().map(|p| p.as_ref()) {
         for p in &pb.params {
             fields.push(field(&state, p, given.get(&p.name).map(String::as_str), None).await);
         }
@@ -208,7 +214,7 @@ pub async fn playbook_page(
         "playbook.html",
         json!({
             "csrf": token,
-            "entry": {"id": entry.id, "path": entry.path, "problems": entry.problems},
+            "entry": {"id": entry.id, "path": entry.path, "problems": entry.problems, "runnable": entry.runnable().is_some(), "last_good": entry.last_good.is_some()},
             "pb": pb_json,
             "fields": fields,
             "sections": sections,
@@ -278,7 +284,7 @@ pub async fn run_section(
     if section >= pb.sections.len() {
         return Err(WebError::NotFound("No such section.".into()));
     }
-    let values = match parse_form(&pb, &given, &state.engine.catalog.parse_ctx()) {
+    let values = match parse_form(&pb, &given, &state.engine.catalog().parse_ctx()) {
         Ok(v) => v,
         Err(errors) => {
             return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "errors": errors }))).into_response());
