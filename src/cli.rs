@@ -65,6 +65,12 @@ pub enum Command {
     Serve {
         #[arg(long, default_value = "127.0.0.1:8080")]
         bind: SocketAddr,
+        /// Stored runs and exports older than this many days are deleted daily (0: keep all).
+        #[arg(long, default_value_t = 90)]
+        retain_days: u32,
+        /// Oldest stored data is deleted daily while the total exceeds this many GB (0: no limit).
+        #[arg(long, default_value_t = 20)]
+        retain_gb: u64,
         #[command(flatten)]
         dirs: Dirs,
     },
@@ -152,7 +158,13 @@ pub fn main() -> ExitCode {
 
 async fn dispatch(cmd: Command) -> Result<ExitCode> {
     match cmd {
-        Command::Serve { bind, dirs } => serve(bind, &dirs).await.map(|_| ExitCode::SUCCESS),
+        Command::Serve { bind, retain_days, retain_gb, dirs } => {
+            let retention = (retain_days > 0 || retain_gb > 0).then(|| crate::manage::Retention {
+                max_age_days: if retain_days == 0 { f64::INFINITY } else { f64::from(retain_days) },
+                max_bytes: if retain_gb == 0 { u64::MAX } else { retain_gb.saturating_mul(1 << 30) },
+            });
+            serve(bind, retention, &dirs).await.map(|_| ExitCode::SUCCESS)
+        }
         Command::Check { dirs } => check(&dirs).await,
         Command::Run { playbook, params, step, format, max_rows, dirs } => {
             run(&playbook, &params, step.as_deref(), format, max_rows, &dirs).await
@@ -176,7 +188,7 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
     }
 }
 
-async fn serve(bind: SocketAddr, dirs: &Dirs) -> Result<()> {
+async fn serve(bind: SocketAddr, retention: Option<crate::manage::Retention>, dirs: &Dirs) -> Result<()> {
     let paths = dirs.paths();
     if !crate::demo::present(&paths.data) {
         eprintln!("No demo data in {} yet: generating it (once)…", paths.data.display());
@@ -201,7 +213,24 @@ async fn serve(bind: SocketAddr, dirs: &Dirs) -> Result<()> {
             None
         }
     };
-    let app = crate::web::app(crate::web::AppState::new(engine, paths)?);
+    if let Some(policy) = retention {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(24 * 3600));
+            loop {
+                every.tick().await;
+                let catalog = engine.catalog();
+                match crate::manage::apply_retention(&catalog, &engine.store, policy) {
+                    Ok(d) if !d.is_empty() => tracing::info!(deleted = d.len(), "retention policy applied"),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %format!("{e:#}"), "retention policy failed"),
+                }
+            }
+        });
+    }
+    let mut state = crate::web::AppState::new(engine, paths)?;
+    state.retention = retention;
+    let app = crate::web::app(state);
     let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("binding {bind}"))?;
     let addr = listener.local_addr()?;
     println!("casebook is serving {} playbooks at http://{addr}/", catalog.playbooks.len());

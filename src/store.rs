@@ -228,6 +228,43 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Every run, newest first.
+    pub fn all_runs(&self) -> Result<Vec<RunRecord>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, playbook, playbook_hash, section, params, started_by, source, state, error, started_at, finished_at
+                 FROM runs ORDER BY started_at DESC",
+            )?;
+            let rows = st.query_map([], run_row)?;
+            rows.collect()
+        })
+    }
+
+    /// Every export, newest first.
+    pub fn all_exports(&self) -> Result<Vec<ExportRecord>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, run_id, playbook, step_id, format, file, bytes, rows, created_at, created_by
+                 FROM exports ORDER BY id DESC",
+            )?;
+            let rows = st.query_map([], export_row)?;
+            rows.collect()
+        })
+    }
+
+    pub fn delete_run(&self, id: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute("DELETE FROM run_steps WHERE run_id = ?1", params![id])?;
+            c.execute("DELETE FROM runs WHERE id = ?1", params![id]).map(|_| ())
+        })
+    }
+
+    pub fn delete_export(&self, id: i64) -> Result<()> {
+        self.with(|c| c.execute("DELETE FROM exports WHERE id = ?1", params![id]).map(|_| ()))
+    }
+}
+
 fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
     Ok(RunRecord {
         id: r.get(0)?,

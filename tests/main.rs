@@ -9,6 +9,7 @@ mod browser;
 mod cli;
 mod common;
 mod loader;
+mod manage;
 mod playbooks;
 mod reload;
 mod tidy;

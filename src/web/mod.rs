@@ -5,6 +5,7 @@
 mod csrf;
 mod error;
 mod handlers;
+mod manage;
 mod templates;
 
 use std::sync::Arc;
@@ -23,6 +24,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub templates: Arc<minijinja::Environment<'static>>,
     pub paths: Paths,
+    /// The retention policy applied daily, shown on the management page.
+    pub retention: Option<crate::manage::Retention>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -34,7 +37,7 @@ impl std::fmt::Debug for AppState {
 impl AppState {
     pub fn new(engine: Arc<Engine>, paths: Paths) -> anyhow::Result<AppState> {
         let templates = Arc::new(templates::environment(&paths)?);
-        Ok(AppState { engine, templates, paths })
+        Ok(AppState { engine, templates, paths, retention: None })
     }
 }
 
@@ -47,6 +50,10 @@ pub fn app(state: AppState) -> Router {
         .route("/runs/{run}/steps/{step}/table", get(handlers::table))
         .route("/runs/{run}/steps/{step}/export", post(handlers::export))
         .route("/exports/{id}", get(handlers::download))
+        .route("/manage", get(manage::page))
+        .route("/manage/duplicates/delete", post(manage::delete_duplicates))
+        .route("/manage/stored/delete", post(manage::delete_stored))
+        .route("/manage/selftests", post(manage::self_tests))
         .route("/static/{*path}", get(handlers::static_file))
         .route("/health", get(|| async { "ok" }))
         .fallback(handlers::not_found)

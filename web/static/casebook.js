@@ -160,6 +160,24 @@
     reload(e.target.closest(".table-widget"), { size: e.target.value, page: 1 });
   });
 
+  // ---- management page ----------------------------------------------------------------
+  document.querySelectorAll("form[data-confirm]").forEach((f) =>
+    f.addEventListener("submit", (e) => { if (!window.confirm(f.dataset.confirm)) e.preventDefault(); }));
+  document.querySelectorAll("input.select-all").forEach((box) =>
+    box.addEventListener("change", () => box.closest("table").querySelectorAll("tbody input[type=checkbox]")
+      .forEach((c) => { c.checked = box.checked; })));
+  const selftests = document.getElementById("run-selftests");
+  if (selftests) {
+    selftests.addEventListener("click", async () => {
+      const out = document.getElementById("selftests");
+      selftests.disabled = true;
+      out.innerHTML = '<div class="running"><span class="spinner"></span> Running self-tests…</div>';
+      const r = await fetch("/manage/selftests", { method: "POST", headers: { "x-csrf-token": csrf() }, credentials: "same-origin" });
+      out.innerHTML = r.ok ? await r.text() : '<div class="step-error">The self-tests could not run.</div>';
+      selftests.disabled = false;
+    });
+  }
+
   // ---- charts ---------------------------------------------------------------------
   const palette = ["#2457c5", "#e8590c", "#2f9e44", "#c2255c", "#7048e8", "#0c8599", "#f08c00", "#5c7cfa", "#a61e4d", "#37b24d", "#868e96", "#495057"];
   function initCharts(root) {

@@ -1,0 +1,132 @@
+//! The management page: validity of every playbook and connector, self-tests on demand,
+//! duplicated playbook files, stored data with sizes and ages (select and delete), the
+//! retention policy, disk use and version. Open to everyone until accounts exist; every
+//! change is a CSRF-checked POST that deletes only what the page listed.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use serde_json::json;
+
+use super::{csrf, AppState, WebError};
+use crate::manage;
+
+type Result<T> = std::result::Result<T, WebError>;
+
+fn disk(paths: &crate::paths::Paths) -> serde_json::Value {
+    fn size(p: &std::path::Path) -> u64 {
+        let Ok(rd) = std::fs::read_dir(p) else { return 0 };
+        rd.flatten()
+            .map(|e| {
+                let p = e.path();
+                if p.is_symlink() {
+                    0
+                } else if p.is_dir() {
+                    size(&p)
+                } else {
+                    e.metadata().map(|m| m.len()).unwrap_or(0)
+                }
+            })
+            .sum()
+    }
+    json!({
+        "runs": size(&paths.data.join("runs")) as i64,
+        "exports": size(&paths.exports_dir()) as i64,
+        "demo": size(&paths.data.join("demo")) as i64,
+        "state": std::fs::metadata(paths.state_db()).map(|m| m.len()).unwrap_or(0) as i64,
+    })
+}
+
+pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
+    let (token, cookie) = csrf::ensure(&headers);
+    let catalog = state.engine.catalog();
+    let playbooks: Vec<serde_json::Value> = catalog
+        .playbooks
+        .iter()
+        .map(|e| {
+            json!({
+                "id": e.id, "path": e.path, "problems": e.problems,
+                "title": e.shown().map(|p| p.title.clone()).unwrap_or_else(|| e.id.clone()),
+                "tests": e.shown().map(|p| p.tests.len()).unwrap_or(0),
+                "last_good": e.last_good.is_some(),
+            })
+        })
+        .collect();
+    let stored = manage::stored(&catalog, &state.engine.store).map_err(WebError::Internal)?;
+    let total: u64 = stored.iter().map(|s| s.bytes).sum();
+    let html = state.templates.get_template("manage.html")?.render(json!({
+        "csrf": token,
+        "tz": catalog.tz.name(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "playbooks": playbooks,
+        "connectors": catalog.connector_infos(),
+        "connector_problems": catalog.connector_problems,
+        "duplicates": manage::duplicates(&catalog),
+        "stored": stored,
+        "stored_total": total as i64,
+        "retention": state.retention.map(|r| json!({"days": r.max_age_days, "bytes": r.max_bytes as i64})),
+        "disk": disk(&catalog.paths),
+    }))?;
+    let mut r = axum::response::Html(html).into_response();
+    if let Some(c) = cookie {
+        r.headers_mut().insert(header::SET_COOKIE, c);
+    }
+    r.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'",
+        ),
+    );
+    Ok(r)
+}
+
+fn values(form: &[(String, String)], name: &str) -> Vec<String> {
+    form.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()).collect()
+}
+
+fn token(form: &[(String, String)]) -> Option<&str> {
+    form.iter().find(|(k, _)| k == "_csrf").map(|(_, v)| v.as_str())
+}
+
+pub async fn delete_duplicates(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Result<Response> {
+    if !csrf::verify(&headers, token(&form)) {
+        return Err(WebError::Csrf);
+    }
+    let catalog = state.engine.catalog();
+    manage::delete_duplicates(&catalog, &values(&form, "file")).map_err(WebError::Internal)?;
+    state.engine.reload().await;
+    Ok(Redirect::to("/manage#duplicates").into_response())
+}
+
+pub async fn delete_stored(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Result<Response> {
+    if !csrf::verify(&headers, token(&form)) {
+        return Err(WebError::Csrf);
+    }
+    let catalog = state.engine.catalog();
+    manage::delete_stored(&catalog, &state.engine.store, &values(&form, "key")).map_err(WebError::Internal)?;
+    Ok(Redirect::to("/manage#stored").into_response())
+}
+
+pub async fn self_tests(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
+    if !csrf::verify(&headers, None) {
+        return Err(WebError::Csrf);
+    }
+    let catalog = state.engine.catalog();
+    let mut outcomes = Vec::new();
+    for e in &catalog.playbooks {
+        if let Some(pb) = e.runnable().filter(|_| e.problems.is_empty()) {
+            outcomes.extend(crate::selftest::run(&state.engine, pb).await);
+        }
+    }
+    let html = state.templates.get_template("selftests.html")?.render(json!({ "outcomes": outcomes }))?;
+    Ok((StatusCode::OK, axum::response::Html(html)).into_response())
+}

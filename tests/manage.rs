@@ -1,0 +1,179 @@
+//! Management: duplicates and stored data are deleted exactly as listed; retention deletes
+//! exactly what it plans; the page renders.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use casebook::catalog::Catalog;
+use casebook::engine::{Engine, RunRequest};
+use casebook::manage::{self, Retention};
+
+use crate::common;
+
+async fn engine_with_playbooks(data: &std::path::Path, files: &[(&str, String)]) -> (Arc<Engine>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, text) in files {
+        let p = dir.path().join(name);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("dir");
+        std::fs::write(p, text).expect("write");
+    }
+    let mut paths = common::paths_with(data);
+    paths.playbooks = dir.path().to_path_buf();
+    let catalog = Arc::new(Catalog::load(paths.clone(), chrono_tz::Tz::UTC).await);
+    let store = casebook::store::Store::open(&paths.state_db()).expect("store");
+    (Arc::new(Engine::new(catalog, store)), dir)
+}
+
+fn shipped(rel: &str) -> String {
+    std::fs::read_to_string(common::repo().join("playbooks").join(rel)).expect("read")
+}
+
+#[tokio::test]
+async fn duplicates_are_listed_and_only_those_are_deleted() {
+    let data = common::fresh_data();
+    let flows = shipped("network/ip_flows.yaml");
+    let rdp = shipped("network/rdp_bruteforce.yaml");
+    let events = shipped("hunting/event_timeline.yaml");
+    let (engine, dir) = engine_with_playbooks(
+        data.path(),
+        &[
+            ("ip_flows.yaml", flows.clone()),
+            ("ip_flows-Copy1.yaml", flows.clone()),
+            ("rdp_bruteforce.yaml", rdp.clone()),
+            ("old/rdp_bruteforce (2).yaml", rdp.replace("version: 1.0.0", "version: 0.9.0")),
+            ("rdp_bruteforce (2).yaml", rdp.replace("version: 1.0.0", "version: 0.9.1")),
+            ("hunting/event_timeline.yaml", events.clone()),
+            ("hunting/timeline_backup.yaml", events.clone()),
+            ("other.yaml", events.replace("description: |", "description: |\n  A variant.")),
+        ],
+    )
+    .await;
+    let listed: Vec<(String, String, String)> =
+        manage::duplicates(&engine.catalog()).into_iter().map(|d| (d.file, d.of, d.reason)).collect();
+    let expected = vec![
+        (
+            "hunting/timeline_backup.yaml".to_string(),
+            "hunting/event_timeline.yaml".to_string(),
+            "identical content".to_string(),
+        ),
+        ("ip_flows-Copy1.yaml".into(), "ip_flows.yaml".into(), "a copy by its name".into()),
+        ("old/rdp_bruteforce (2).yaml".into(), "rdp_bruteforce.yaml".into(), "the same title".into()),
+        ("other.yaml".into(), "hunting/event_timeline.yaml".into(), "the same title".into()),
+        ("rdp_bruteforce (2).yaml".into(), "rdp_bruteforce.yaml".into(), "a copy by its name".into()),
+    ];
+    assert_eq!(listed, expected);
+    // Through the page: the listed files plus one that is not a duplicate.
+    let app = casebook::web::app(
+        casebook::web::AppState::new(engine.clone(), engine.catalog().paths.clone()).expect("state"),
+    );
+    let r = app.clone().oneshot(Request::get("/manage").body(Body::empty()).expect("req")).await.expect("resp");
+    assert_eq!(r.status(), StatusCode::OK);
+    let cookie = r
+        .headers()
+        .get(header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("c")
+        .to_string();
+    let token = cookie.split('=').nth(1).expect("token").to_string();
+    let page = String::from_utf8_lossy(&r.into_body().collect().await.expect("body").to_bytes()).to_string();
+    assert!(page.contains("ip_flows-Copy1.yaml") && page.contains("the same title"), "{page}");
+    let body = format!(
+        "_csrf={token}&file=ip_flows-Copy1.yaml&file=hunting%2Ftimeline_backup.yaml&file=ip_flows.yaml&file=..%2F..%2Fetc%2Fpasswd"
+    );
+    let r = app
+        .oneshot(
+            Request::post("/manage/duplicates/delete")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(header::COOKIE, &cookie)
+                .body(Body::from(body))
+                .expect("req"),
+        )
+        .await
+        .expect("resp");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let left: Vec<String> = casebook::catalog::yaml_files(dir.path())
+        .iter()
+        .map(|p| p.strip_prefix(dir.path()).expect("inside").to_string_lossy().to_string())
+        .collect();
+    assert_eq!(
+        left,
+        vec![
+            "hunting/event_timeline.yaml",
+            "ip_flows.yaml",
+            "old/rdp_bruteforce (2).yaml",
+            "other.yaml",
+            "rdp_bruteforce (2).yaml",
+            "rdp_bruteforce.yaml"
+        ]
+    );
+    assert_eq!(engine.catalog().playbooks.len(), 6, "the catalog was reloaded");
+}
+
+async fn run(engine: &Engine, id: &str) -> String {
+    let catalog = engine.catalog();
+    let pb = catalog.entry(id).and_then(|e| e.runnable()).expect("runnable").clone();
+    let cx = catalog.parse_ctx();
+    let values = pb
+        .params
+        .iter()
+        .map(|p| {
+            (p.name.clone(), p.parse(if p.name == "src" { Some("10.0.10.25") } else { None }, &cx).expect("param"))
+        })
+        .collect();
+    engine
+        .run(RunRequest { playbook: pb, values, section: None, who: "ana".into(), source: "test".into() })
+        .await
+        .expect("run")
+        .run_id
+}
+
+#[tokio::test]
+async fn stored_data_and_retention_delete_exactly_what_they_list() {
+    let data = common::fresh_data();
+    let (engine, _dir) = engine_with_playbooks(
+        data.path(),
+        &[
+            ("ip_flows.yaml", shipped("network/ip_flows.yaml")),
+            ("rdp_bruteforce.yaml", shipped("network/rdp_bruteforce.yaml")),
+        ],
+    )
+    .await;
+    let r1 = run(&engine, "rdp_bruteforce").await;
+    let r2 = run(&engine, "ip_flows").await;
+    let r3 = run(&engine, "rdp_bruteforce").await;
+    let export = engine.export(&r3, "attempts", "json", "ana").await.expect("export");
+    let catalog = engine.catalog();
+    let items = manage::stored(&catalog, &engine.store).expect("stored");
+    let keys: Vec<&str> = items.iter().map(|s| s.key.as_str()).collect();
+    assert_eq!(items.len(), 4, "{keys:?}");
+    assert!(items.iter().all(|s| s.bytes > 0 && s.owner == "ana"));
+
+    // Select and delete one run (and a key that is not listed): only that run goes.
+    let deleted =
+        manage::delete_stored(&catalog, &engine.store, &[format!("run:{r2}"), "run:../../etc".into()]).expect("delete");
+    assert_eq!(deleted, vec![format!("run:{r2}")]);
+    assert!(!catalog.paths.run_dir(&r2).exists());
+    assert!(engine.store.run(&r2).expect("db").is_none());
+    assert!(catalog.paths.run_dir(&r1).exists() && catalog.paths.run_dir(&r3).exists());
+
+    // Retention by size: the oldest go until the rest fits; exactly the plan is deleted.
+    let items = manage::stored(&catalog, &engine.store).expect("stored");
+    let newest_two: u64 = items.iter().take(2).map(|s| s.bytes).sum();
+    let policy = Retention { max_age_days: 365.0, max_bytes: newest_two };
+    let plan = manage::retention_plan(&items, policy);
+    assert_eq!(plan, vec![format!("run:{r1}")], "the oldest run");
+    let deleted = manage::apply_retention(&catalog, &engine.store, policy).expect("retention");
+    assert_eq!(deleted, plan);
+    let left: Vec<String> =
+        manage::stored(&catalog, &engine.store).expect("stored").into_iter().map(|s| s.key).collect();
+    assert_eq!(left.len(), 2);
+    assert!(left.contains(&format!("run:{r3}")) && left.contains(&format!("export:{}", export.id)));
+    assert!(data.path().join("exports").join(&export.file).exists());
+}
