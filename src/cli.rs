@@ -104,6 +104,13 @@ pub enum Command {
         #[command(flatten)]
         dirs: Dirs,
     },
+    /// Write the JSON Schemas of playbook and connector files (for YAML editors).
+    Schema {
+        /// Folder to write `playbook.schema.json` and `connector.schema.json` into; without
+        /// it, the playbook schema is printed.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// (Re)generate the demo data.
     Demo {
         /// Flow records to generate.
@@ -170,6 +177,22 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
             run(&playbook, &params, step.as_deref(), format, max_rows, &dirs).await
         }
         Command::Test { playbook, dirs } => self_test(playbook.as_deref(), &dirs).await,
+        Command::Schema { out } => {
+            match out {
+                Some(dir) => {
+                    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                    for (name, text) in
+                        [("playbook", crate::schema::playbook()), ("connector", crate::schema::connector())]
+                    {
+                        let path = dir.join(format!("{name}.schema.json"));
+                        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+                        println!("{}", path.display());
+                    }
+                }
+                None => println!("{}", crate::schema::playbook()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Demo { rows, seed, hours, end, dirs } => {
             let paths = dirs.paths();
             let end = match end {

@@ -19,20 +19,29 @@ use crate::playbook::is_identifier;
 use crate::problem::{Pos, Problems};
 use crate::yaml::pos;
 
-#[derive(Debug, Deserialize)]
+/// A connector file (`connectors/*.yaml`): files registered as a table.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawConnector {
+    /// The table name (default: the file name).
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub name: Option<Spanned<String>>,
     #[serde(default)]
     pub description: Option<String>,
+    #[schemars(with = "FormatName")]
     pub format: Spanned<String>,
+    /// A folder, file or glob, relative to the data folder.
+    #[schemars(with = "String")]
     pub path: Spanned<String>,
+    /// Hive-style partition folders, e.g. [date, hour] for date=…/hour=….
     #[serde(default)]
     pub partitions: Vec<String>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub time_column: Option<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Option<Vec<RawColumn>>")]
     pub schema: Option<Spanned<Vec<RawColumn>>>,
     #[serde(default)]
     pub has_header: Option<bool>,
@@ -40,7 +49,17 @@ pub struct RawConnector {
     pub delimiter: Option<char>,
 }
 
-#[derive(Debug, Deserialize)]
+/// For the schema: the file formats.
+#[derive(schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum FormatName {
+    Parquet,
+    Csv,
+    Ndjson,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawColumn {
     pub name: String,

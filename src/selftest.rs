@@ -10,16 +10,19 @@ use crate::playbook::{scalar_text, Playbook};
 use crate::problem::{Pos, Problems};
 use crate::yaml::pos;
 
-#[derive(Debug, Deserialize)]
+/// A self-test: parameters, and what the steps' results must show.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTest {
     pub name: String,
     #[serde(default)]
     pub params: indexmap::IndexMap<String, serde_json::Value>,
+    #[schemars(with = "Vec<RawExpect>")]
     pub expect: Vec<Spanned<RawExpect>>,
 }
 
-#[derive(Debug, Deserialize)]
+/// One expectation on a step's result.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawExpect {
     pub step: String,

@@ -12,5 +12,6 @@ mod loader;
 mod manage;
 mod playbooks;
 mod reload;
+mod schema;
 mod tidy;
 mod web;

@@ -14,37 +14,46 @@ use crate::steps::{self, RawStep, Step};
 use crate::yaml::pos;
 use params::{Choice, Param, ParamKind, ParseCtx};
 
-#[derive(Debug, Deserialize)]
+/// A playbook file (`playbooks/**/*.yaml`).
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawPlaybook {
+    #[schemars(with = "String")]
     pub title: Spanned<String>,
     #[serde(default)]
     pub description: String,
     #[serde(default)]
+    #[schemars(with = "Option<serde_json::Value>")]
     pub version: Option<Spanned<serde_json::Value>>,
     #[serde(default)]
     pub maintainers: Vec<String>,
     #[serde(default)]
     pub tags: Vec<String>,
     #[serde(default)]
+    #[schemars(with = "IndexMap<String, RawParam>")]
     pub params: IndexMap<String, Spanned<RawParam>>,
     #[serde(default)]
+    #[schemars(with = "Vec<RawSection>")]
     pub sections: Vec<Spanned<RawSection>>,
     /// Self-tests run by `casebook test`.
     #[serde(default)]
+    #[schemars(with = "Vec<crate::selftest::RawTest>")]
     pub tests: Vec<Spanned<crate::selftest::RawTest>>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A form parameter.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawParam {
     #[serde(rename = "type")]
+    #[schemars(with = "ParamTypeName")]
     pub kind: Spanned<String>,
     #[serde(default)]
     pub label: Option<String>,
     #[serde(default)]
     pub help: Option<String>,
     #[serde(default)]
+    #[schemars(with = "Option<serde_json::Value>")]
     pub default: Option<Spanned<serde_json::Value>>,
     #[serde(default)]
     pub required: bool,
@@ -53,23 +62,27 @@ pub struct RawParam {
     #[serde(default)]
     pub max: Option<f64>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub pattern: Option<Spanned<String>>,
     #[serde(default)]
     pub options: Option<Vec<RawChoice>>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub options_query: Option<Spanned<String>>,
     #[serde(default)]
     pub multiple: bool,
 }
 
-#[derive(Debug, Deserialize)]
+/// An option of a select: a value, or a value with a label.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum RawChoice {
     Labelled { value: serde_json::Value, label: String },
     Plain(serde_json::Value),
 }
 
-#[derive(Debug, Deserialize)]
+/// A section: like a notebook cell, with its own button.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSection {
     pub title: String,
@@ -78,7 +91,23 @@ pub struct RawSection {
     #[serde(default)]
     pub button: Option<String>,
     #[serde(default)]
+    #[schemars(with = "Vec<RawStep>")]
     pub steps: Vec<Spanned<RawStep>>,
+}
+
+/// The parameter types, for the schema (editors complete them).
+#[derive(schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum ParamTypeName {
+    Text,
+    Integer,
+    Number,
+    Boolean,
+    Select,
+    IpList,
+    Datetime,
+    TimeRange,
 }
 
 /// A validated playbook.

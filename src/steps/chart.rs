@@ -7,20 +7,34 @@ use serde_saphyr::Spanned;
 use crate::problem::{Pos, Problems};
 use crate::yaml::pos;
 
-#[derive(Debug, Deserialize)]
+/// A chart of the step's result.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawChart {
     #[serde(rename = "type")]
+    #[schemars(with = "ChartTypeName")]
     pub kind: Spanned<String>,
+    #[schemars(with = "String")]
     pub x: Spanned<String>,
+    #[schemars(with = "OneOrMany")]
     pub y: Spanned<OneOrMany>,
     #[serde(default, alias = "color", alias = "colour")]
+    #[schemars(with = "Option<String>")]
     pub series: Option<Spanned<String>>,
     #[serde(default)]
     pub title: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// For the schema: the chart types.
+#[derive(schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum ChartTypeName {
+    Bar,
+    Line,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum OneOrMany {
     One(String),

@@ -13,17 +13,22 @@ use crate::playbook::params::Param;
 use crate::problem::{Pos, Problems};
 use crate::yaml::pos;
 
-#[derive(Debug, Deserialize)]
+/// A step: exactly one of `query` or `markdown`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawStep {
+    #[schemars(with = "String")]
     pub id: Spanned<String>,
     #[serde(default)]
     pub title: Option<String>,
     #[serde(default)]
+    #[schemars(with = "Option<query::RawQuery>")]
     pub query: Option<Spanned<query::RawQuery>>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub markdown: Option<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Option<chart::RawChart>")]
     pub chart: Option<Spanned<chart::RawChart>>,
     #[serde(default)]
     pub table: Option<RawTable>,
@@ -31,10 +36,12 @@ pub struct RawStep {
     pub export: Option<bool>,
     /// Run the step only when this expression over `params` holds (`view == 'extended'`).
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub when: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+/// How a query step's table is shown.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTable {
     #[serde(default = "yes")]

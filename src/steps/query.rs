@@ -9,11 +9,14 @@ use crate::problem::{Pos, Problems};
 use crate::sql::{self, PreparedSql, SqlOrigin};
 use crate::yaml::pos;
 
-#[derive(Debug, Deserialize)]
+/// SQL over connectors and earlier steps; parameters as `$name`, `$range.start`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawQuery {
+    #[schemars(with = "String")]
     pub sql: Spanned<String>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub connector: Option<Spanned<String>>,
 }
 

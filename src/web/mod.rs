@@ -56,6 +56,13 @@ pub fn app(state: AppState) -> Router {
         .route("/manage/selftests", post(manage::self_tests))
         .route("/static/{*path}", get(handlers::static_file))
         .route("/health", get(|| async { "ok" }))
+        .route("/schema/playbook.json", get(|| async { json_response(crate::schema::playbook()) }))
+        .route("/schema/connector.json", get(|| async { json_response(crate::schema::connector()) }))
         .fallback(handlers::not_found)
         .with_state(state)
+}
+
+fn json_response(body: String) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    ([(axum::http::header::CONTENT_TYPE, "application/schema+json")], body).into_response()
 }

@@ -1,0 +1,15 @@
+//! JSON Schemas for playbook and connector files, generated from the Rust types the loader
+//! reads, so an editor with a YAML language server completes and checks as authors type.
+
+use crate::connector::RawConnector;
+use crate::playbook::RawPlaybook;
+
+/// The playbook schema, as pretty JSON.
+pub fn playbook() -> String {
+    serde_json::to_string_pretty(&schemars::schema_for!(RawPlaybook)).unwrap_or_default()
+}
+
+/// The connector schema, as pretty JSON.
+pub fn connector() -> String {
+    serde_json::to_string_pretty(&schemars::schema_for!(RawConnector)).unwrap_or_default()
+}
