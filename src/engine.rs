@@ -327,6 +327,7 @@ impl Engine {
                     elapsed_ms: out.elapsed_ms as i64,
                     file: out.rows.map(|_| format!("{}.parquet", step.id)),
                     error: out.error.clone(),
+                    outcome: serde_json::to_string(&out).ok(),
                 },
             )?;
             outcomes.push(out);

@@ -35,6 +35,8 @@ pub struct StepRecord {
     pub elapsed_ms: i64,
     pub file: Option<String>,
     pub error: Option<String>,
+    /// What the page showed for the step (title, text, chart data), as JSON.
+    pub outcome: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -102,6 +104,13 @@ impl Store {
         let conn = Connection::open(path).with_context(|| format!("opening state database {}", path.display()))?;
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;")?;
         conn.execute_batch(SCHEMA).context("creating state tables")?;
+        // Columns added after the first release of the schema.
+        let has_outcome: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('run_steps') WHERE name = 'outcome'")?
+            .exists([])?;
+        if !has_outcome {
+            conn.execute_batch("ALTER TABLE run_steps ADD COLUMN outcome TEXT")?;
+        }
         Ok(Store { conn: Arc::new(Mutex::new(conn)) })
     }
 
@@ -146,8 +155,8 @@ impl Store {
     pub fn record_step(&self, run_id: &str, s: &StepRecord) -> Result<()> {
         self.with(|c| {
             c.execute(
-                "INSERT OR REPLACE INTO run_steps (run_id, step_id, rows, elapsed_ms, file, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![run_id, s.step_id, s.rows, s.elapsed_ms, s.file, s.error],
+                "INSERT OR REPLACE INTO run_steps (run_id, step_id, rows, elapsed_ms, file, error, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![run_id, s.step_id, s.rows, s.elapsed_ms, s.file, s.error, s.outcome],
             )
             .map(|_| ())
         })
@@ -178,19 +187,22 @@ impl Store {
     pub fn step(&self, run_id: &str, step_id: &str) -> Result<Option<StepRecord>> {
         self.with(|c| {
             c.query_row(
-                "SELECT step_id, rows, elapsed_ms, file, error FROM run_steps WHERE run_id = ?1 AND step_id = ?2",
+                "SELECT step_id, rows, elapsed_ms, file, error, outcome FROM run_steps WHERE run_id = ?1 AND step_id = ?2",
                 params![run_id, step_id],
-                |r| {
-                    Ok(StepRecord {
-                        step_id: r.get(0)?,
-                        rows: r.get(1)?,
-                        elapsed_ms: r.get(2)?,
-                        file: r.get(3)?,
-                        error: r.get(4)?,
-                    })
-                },
+                step_row,
             )
             .optional()
+        })
+    }
+
+    /// A run's steps in the order they ran.
+    pub fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT step_id, rows, elapsed_ms, file, error, outcome FROM run_steps WHERE run_id = ?1 ORDER BY rowid",
+            )?;
+            let rows = st.query_map(params![run_id], step_row)?;
+            rows.collect()
         })
     }
 
@@ -263,6 +275,17 @@ impl Store {
     pub fn delete_export(&self, id: i64) -> Result<()> {
         self.with(|c| c.execute("DELETE FROM exports WHERE id = ?1", params![id]).map(|_| ()))
     }
+}
+
+fn step_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StepRecord> {
+    Ok(StepRecord {
+        step_id: r.get(0)?,
+        rows: r.get(1)?,
+        elapsed_ms: r.get(2)?,
+        file: r.get(3)?,
+        error: r.get(4)?,
+        outcome: r.get(5)?,
+    })
 }
 
 fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {

@@ -233,3 +233,53 @@ async fn analyst_runs_both_sections_of_rdp_bruteforce() {
     d.cmd(reqwest::Method::DELETE, "", json!({})).await;
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_html_report_opens_offline_with_its_tables_and_charts() {
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let data = common::fresh_data();
+    let engine = common::engine(data.path()).await;
+    let catalog = engine.catalog();
+    let pb = catalog.entry("rdp_bruteforce").and_then(|e| e.runnable()).expect("runnable").clone();
+    let cx = catalog.parse_ctx();
+    let values = pb.params.iter().map(|p| (p.name.clone(), p.parse(None, &cx).expect("default"))).collect();
+    let run = engine
+        .run(casebook::engine::RunRequest { playbook: pb, values, section: None, who: "ana".into(), source: "test".into() })
+        .await
+        .expect("run");
+    let app = casebook::web::app(casebook::web::AppState::new(engine, common::paths_with(data.path())).expect("state"));
+    let get = |uri: String| {
+        let app = app.clone();
+        async move {
+            let r = app.oneshot(axum::http::Request::get(uri).body(Body::empty()).expect("req")).await.expect("resp");
+            (r.status(), r.into_body().collect().await.expect("body").to_bytes().to_vec())
+        }
+    };
+    let (status, html) = get(format!("/runs/{}/report.html", run.run_id)).await;
+    assert_eq!(status, axum::http::StatusCode::OK);
+    let text = String::from_utf8_lossy(&html).to_string();
+    assert!(!text.contains(" src=\"http") && !text.contains("href=\"http"), "nothing from outside");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("report.html");
+    std::fs::write(&file, &html).expect("write report");
+
+    // Opened from disk, no server, no network.
+    let d = Driver::start().await;
+    d.go(&format!("file://{}", file.display())).await;
+    d.wait_for("return document.body.dataset.ready === '1'", "the report script").await;
+    let charts = d.js("return [...document.querySelectorAll('figure.chart')].map(f => f.dataset.drawn || '0')").await;
+    assert_eq!(charts, json!(["2", "1"]), "both charts drawn (2 series, 1 series)");
+    let first = d.js("return document.querySelector('table.data tbody td').textContent").await;
+    assert_eq!(first, json!(casebook::demo::cast::SCANNER));
+    let tables = d.js("return document.querySelectorAll('table.data').length").await;
+    assert_eq!(tables, json!(2), "attempts and scanned");
+    d.screenshot("report.png").await;
+    d.cmd(reqwest::Method::DELETE, "", json!({})).await;
+
+    let (status, pdf) = get(format!("/runs/{}/report.pdf", run.run_id)).await;
+    assert_eq!(status, axum::http::StatusCode::OK);
+    assert!(pdf.starts_with(b"%PDF"), "a PDF");
+}

@@ -460,3 +460,44 @@ pub async fn static_file(State(state): State<AppState>, Path(path): Path<String>
 pub async fn not_found() -> WebError {
     WebError::NotFound("There is nothing at this address.".into())
 }
+
+fn check_run(run: &str) -> Result<()> {
+    if run.len() != 32 || !run.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(WebError::NotFound("No such run.".into()));
+    }
+    Ok(())
+}
+
+fn report_text(state: &AppState, run: &str) -> Result<String> {
+    check_run(run)?;
+    if state.engine.store.run(run).map_err(WebError::Internal)?.is_none() {
+        return Err(WebError::NotFound("No such run.".into()));
+    }
+    crate::report::html(&state.engine, &state.templates, &state.paths.web, run).map_err(WebError::Internal)
+}
+
+/// A run as one self-contained HTML file, downloaded.
+pub async fn report_html(State(state): State<AppState>, Path(run): Path<String>) -> Result<Response> {
+    let html = report_text(&state, &run)?;
+    let mut r = Response::new(Body::from(html));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"casebook-report-{}.html\"", &run[..8])) {
+        r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(r)
+}
+
+/// The same report as PDF, printed by headless Chromium.
+pub async fn report_pdf(State(state): State<AppState>, Path(run): Path<String>) -> Result<Response> {
+    let html = report_text(&state, &run)?;
+    if !crate::report::pdf_available() {
+        return Err(WebError::NotFound("PDF reports need Chromium on the server; download the HTML report instead.".into()));
+    }
+    let pdf = crate::report::pdf(&html).await.map_err(WebError::Internal)?;
+    let mut r = Response::new(Body::from(pdf));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/pdf"));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"casebook-report-{}.pdf\"", &run[..8])) {
+        r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(r)
+}
