@@ -13,6 +13,7 @@ pub mod markdown;
 pub mod paths;
 pub mod playbook;
 pub mod problem;
+pub mod repo;
 pub mod report;
 pub mod schema;
 pub mod selftest;

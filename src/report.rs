@@ -67,7 +67,8 @@ pub fn html(engine: &Engine, env: &minijinja::Environment<'_>, web: &Path, run_i
         }));
     }
     let css = std::fs::read_to_string(web.join("static/casebook.css")).context("reading casebook.css")?;
-    let chart_js = std::fs::read_to_string(web.join("static/vendor/chart-4.6.1.umd.min.js")).context("reading Chart.js")?;
+    let chart_js =
+        std::fs::read_to_string(web.join("static/vendor/chart-4.6.1.umd.min.js")).context("reading Chart.js")?;
     let report_js = std::fs::read_to_string(web.join("static/report.js")).context("reading report.js")?;
     let params: serde_json::Value = serde_json::from_str(&run.params).unwrap_or(serde_json::Value::Null);
     let html = env.get_template("report.html")?.render(json!({

@@ -105,9 +105,8 @@ impl Store {
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;")?;
         conn.execute_batch(SCHEMA).context("creating state tables")?;
         // Columns added after the first release of the schema.
-        let has_outcome: bool = conn
-            .prepare("SELECT 1 FROM pragma_table_info('run_steps') WHERE name = 'outcome'")?
-            .exists([])?;
+        let has_outcome: bool =
+            conn.prepare("SELECT 1 FROM pragma_table_info('run_steps') WHERE name = 'outcome'")?.exists([])?;
         if !has_outcome {
             conn.execute_batch("ALTER TABLE run_steps ADD COLUMN outcome TEXT")?;
         }

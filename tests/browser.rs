@@ -247,7 +247,13 @@ async fn the_html_report_opens_offline_with_its_tables_and_charts() {
     let cx = catalog.parse_ctx();
     let values = pb.params.iter().map(|p| (p.name.clone(), p.parse(None, &cx).expect("default"))).collect();
     let run = engine
-        .run(casebook::engine::RunRequest { playbook: pb, values, section: None, who: "ana".into(), source: "test".into() })
+        .run(casebook::engine::RunRequest {
+            playbook: pb,
+            values,
+            section: None,
+            who: "ana".into(),
+            source: "test".into(),
+        })
         .await
         .expect("run");
     let app = casebook::web::app(casebook::web::AppState::new(engine, common::paths_with(data.path())).expect("state"));

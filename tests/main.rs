@@ -12,6 +12,7 @@ mod loader;
 mod manage;
 mod playbooks;
 mod reload;
+mod repo;
 mod schema;
 mod tidy;
 mod web;

@@ -491,7 +491,9 @@ pub async fn report_html(State(state): State<AppState>, Path(run): Path<String>)
 pub async fn report_pdf(State(state): State<AppState>, Path(run): Path<String>) -> Result<Response> {
     let html = report_text(&state, &run)?;
     if !crate::report::pdf_available() {
-        return Err(WebError::NotFound("PDF reports need Chromium on the server; download the HTML report instead.".into()));
+        return Err(WebError::NotFound(
+            "PDF reports need Chromium on the server; download the HTML report instead.".into(),
+        ));
     }
     let pdf = crate::report::pdf(&html).await.map_err(WebError::Internal)?;
     let mut r = Response::new(Body::from(pdf));

@@ -54,6 +54,10 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Result<R
         })
         .collect();
     let stored = manage::stored(&catalog, &state.engine.store).map_err(WebError::Internal)?;
+    let repo = match crate::repo::status(&catalog.paths.playbooks).await {
+        Ok(r) => json!(r),
+        Err(e) => json!({"error": format!("{e:#}")}),
+    };
     let total: u64 = stored.iter().map(|s| s.bytes).sum();
     let html = state.templates.get_template("manage.html")?.render(json!({
         "csrf": token,
@@ -67,6 +71,7 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Result<R
         "stored_total": total as i64,
         "retention": state.retention.map(|r| json!({"days": r.max_age_days, "bytes": r.max_bytes as i64})),
         "disk": disk(&catalog.paths),
+        "repo": repo,
     }))?;
     let mut r = axum::response::Html(html).into_response();
     if let Some(c) = cookie {
@@ -129,4 +134,33 @@ pub async fn self_tests(State(state): State<AppState>, headers: HeaderMap) -> Re
     }
     let html = state.templates.get_template("selftests.html")?.render(json!({ "outcomes": outcomes }))?;
     Ok((StatusCode::OK, axum::response::Html(html)).into_response())
+}
+
+/// Fetches and shows the incoming commits and the incoming version's problems.
+pub async fn repo_check(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
+    if !csrf::verify(&headers, None) {
+        return Err(WebError::Csrf);
+    }
+    let catalog = state.engine.catalog();
+    let ctx = match crate::repo::check(&catalog).await {
+        Ok(incoming) => json!({ "incoming": incoming, "csrf": csrf::from_cookie(&headers) }),
+        Err(e) => json!({ "error": format!("{e:#}") }),
+    };
+    let html = state.templates.get_template("repo_check.html")?.render(ctx)?;
+    Ok(axum::response::Html(html).into_response())
+}
+
+/// Moves the playbooks to the upstream commit (discarding local edits) and reloads.
+pub async fn repo_update(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Result<Response> {
+    if !csrf::verify(&headers, token(&form)) {
+        return Err(WebError::Csrf);
+    }
+    let catalog = state.engine.catalog();
+    crate::repo::update(&catalog.paths.playbooks).await.map_err(|e| WebError::BadRequest(format!("{e:#}")))?;
+    state.engine.reload().await;
+    Ok(Redirect::to("/manage#repo").into_response())
 }

@@ -56,6 +56,8 @@ pub fn app(state: AppState) -> Router {
         .route("/manage/duplicates/delete", post(manage::delete_duplicates))
         .route("/manage/stored/delete", post(manage::delete_stored))
         .route("/manage/selftests", post(manage::self_tests))
+        .route("/manage/repo/check", post(manage::repo_check))
+        .route("/manage/repo/update", post(manage::repo_update))
         .route("/static/{*path}", get(handlers::static_file))
         .route("/health", get(|| async { "ok" }))
         .route("/schema/playbook.json", get(|| async { json_response(crate::schema::playbook()) }))

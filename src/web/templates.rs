@@ -29,9 +29,17 @@ pub fn environment(paths: &Paths) -> anyhow::Result<Environment<'static>> {
     env.add_filter("thousands", thousands);
     env.add_filter("bytes", human_bytes);
     // Fail early if a page template is missing or broken.
-    for t in
-        ["layout.html", "index.html", "playbook.html", "results.html", "exports.html", "manage.html", "selftests.html", "report.html"]
-    {
+    for t in [
+        "layout.html",
+        "index.html",
+        "playbook.html",
+        "results.html",
+        "exports.html",
+        "manage.html",
+        "selftests.html",
+        "report.html",
+        "repo_check.html",
+    ] {
         env.get_template(t).map_err(|e| anyhow::anyhow!("template {t}: {e:#}"))?;
     }
     Ok(env)

@@ -178,6 +178,20 @@
     });
   }
 
+  const repoCheck = document.getElementById("repo-check");
+  if (repoCheck) {
+    repoCheck.addEventListener("click", async () => {
+      const out = document.getElementById("repo-incoming");
+      repoCheck.disabled = true;
+      out.innerHTML = '<div class="running"><span class="spinner"></span> Fetching…</div>';
+      const r = await fetch("/manage/repo/check", { method: "POST", headers: { "x-csrf-token": csrf() }, credentials: "same-origin" });
+      out.innerHTML = r.ok ? await r.text() : '<div class="step-error">The check failed.</div>';
+      out.querySelectorAll("form[data-confirm]").forEach((f) =>
+        f.addEventListener("submit", (e) => { if (!window.confirm(f.dataset.confirm)) e.preventDefault(); }));
+      repoCheck.disabled = false;
+    });
+  }
+
   // ---- charts ---------------------------------------------------------------------
   const palette = ["#2457c5", "#e8590c", "#2f9e44", "#c2255c", "#7048e8", "#0c8599", "#f08c00", "#5c7cfa", "#a61e4d", "#37b24d", "#868e96", "#495057"];
   function initCharts(root) {
