@@ -83,6 +83,8 @@ pub struct Connector {
     pub format: Format,
     pub time_column: Option<String>,
     pub table: Arc<dyn TableProvider>,
+    /// The folder or file read (None for a glob), for health checks.
+    pub location: Option<std::path::PathBuf>,
 }
 
 impl Connector {
@@ -227,6 +229,7 @@ pub async fn load(
         format,
         time_column,
         table,
+        location: (!is_glob).then_some(full),
     })
 }
 

@@ -177,3 +177,36 @@ async fn stored_data_and_retention_delete_exactly_what_they_list() {
     assert!(left.contains(&format!("run:{r3}")) && left.contains(&format!("export:{}", export.id)));
     assert!(data.path().join("exports").join(&export.file).exists());
 }
+
+#[tokio::test]
+async fn health_checks_each_data_source_now() {
+    let data = common::fresh_data();
+    let conns = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(data.path().join("ctx")).expect("dir");
+    std::fs::write(data.path().join("ctx/hosts.csv"), "ip,name\n10.0.0.1,gateway\n").expect("csv");
+    std::fs::write(conns.path().join("hosts.yaml"), "format: csv\npath: ctx/hosts.csv\n").expect("yaml");
+    std::fs::write(conns.path().join("flows.yaml"), "format: parquet\npath: demo/flows\npartitions: [date, hour]\n")
+        .expect("yaml");
+    let mut paths = common::paths_with(data.path());
+    paths.connectors = conns.path().to_path_buf();
+    paths.playbooks = conns.path().join("none");
+    let catalog = Arc::new(Catalog::load(paths.clone(), chrono_tz::Tz::UTC).await);
+    assert_eq!(catalog.connectors.len(), 2);
+    let engine = Arc::new(Engine::new(catalog, casebook::store::Store::open(&paths.state_db()).expect("store")));
+    let app = casebook::web::app(casebook::web::AppState::new(engine, paths).expect("state"));
+    std::fs::remove_file(data.path().join("ctx/hosts.csv")).expect("remove");
+    let r = app.oneshot(Request::get("/manage").body(Body::empty()).expect("req")).await.expect("resp");
+    let page = String::from_utf8_lossy(&r.into_body().collect().await.expect("body").to_bytes()).to_string();
+    let health = page.split("id=\"health\"").nth(1).and_then(|s| s.split("</section>").next()).expect("health section");
+    let row = |name: &str| {
+        health
+            .split(&format!("<code>{name}</code>"))
+            .nth(1)
+            .and_then(|s| s.split("</tr>").next())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(row("flows").contains("✓") && row("flows").contains("readable"), "{}", row("flows"));
+    assert!(row("hosts").contains("✗"), "{}", row("hosts"));
+    assert!(health.contains("Memory in use"));
+}

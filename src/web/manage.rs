@@ -38,6 +38,36 @@ fn disk(paths: &crate::paths::Paths) -> serde_json::Value {
     })
 }
 
+/// Resident memory of this process, from /proc (Linux); None elsewhere.
+fn memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Each connector's files, checked now (they may have gone since the catalog was loaded).
+async fn connector_health(catalog: &crate::catalog::Catalog) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let ctx = catalog.session();
+    for c in &catalog.connectors {
+        let started = std::time::Instant::now();
+        if let Some(loc) = c.location.as_ref().filter(|l| !l.exists()) {
+            out.push(json!({"name": c.name, "ok": false, "note": format!("{} is gone", loc.display()), "ms": 0}));
+            continue;
+        }
+        let probe = async {
+            let df = ctx.sql(&format!("SELECT * FROM {} LIMIT 1", crate::sql::quote_ident(&c.name))).await?;
+            df.collect().await
+        }
+        .await;
+        out.push(match probe {
+            Ok(b) => json!({"name": c.name, "ok": true, "note": if b.iter().all(|b| b.num_rows() == 0) { "no rows" } else { "readable" }, "ms": started.elapsed().as_millis() as u64}),
+            Err(e) => json!({"name": c.name, "ok": false, "note": crate::catalog::clean_error(&e).0, "ms": started.elapsed().as_millis() as u64}),
+        });
+    }
+    out
+}
+
 pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
     let (token, cookie) = csrf::ensure(&headers);
     let catalog = state.engine.catalog();
@@ -72,6 +102,11 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Result<R
         "retention": state.retention.map(|r| json!({"days": r.max_age_days, "bytes": r.max_bytes as i64})),
         "disk": disk(&catalog.paths),
         "repo": repo,
+        "health": {
+            "connectors": connector_health(&catalog).await,
+            "memory": memory_bytes().map(|m| m as i64),
+            "schedules": "none: schedules are not part of this version yet",
+        },
     }))?;
     let mut r = axum::response::Html(html).into_response();
     if let Some(c) = cookie {
