@@ -101,7 +101,7 @@ pub struct RunRequest {
     pub source: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct StepOutcome {
     pub id: String,
     pub title: Option<String>,

@@ -226,3 +226,23 @@ async fn select_options_from_a_query_and_multiple_choices() {
     let html = v["html"].as_str().expect("html");
     assert!(html.contains("of 16 entries"), "2 computers × (service + process + 6 image loads): {html}");
 }
+
+#[tokio::test]
+async fn a_run_has_a_permalink_that_shows_its_stored_results() {
+    let c = client().await;
+    let (_, body) = c.post("/p/rdp_bruteforce/run/0", &[("window", "last 7d"), ("top", "5")], true).await;
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let run = v["run_id"].as_str().expect("run id").to_string();
+    let (status, page) = c.get(&format!("/runs/{run}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains(cast::SCANNER), "the stored table");
+    assert!(page.contains("class=\"chart-data\""), "the stored chart");
+    assert!(
+        page.replace("&#x2f;", "/").contains("/p/rdp_bruteforce?") && page.contains("top=5"),
+        "re-run with these parameters"
+    );
+    let (_, playbook) = c.get("/p/rdp_bruteforce").await;
+    assert!(playbook.contains(&format!("/runs/{run}")), "listed in the playbook's recent runs");
+    let (status, _) = c.get("/runs/0123456789abcdef0123456789abcdef").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

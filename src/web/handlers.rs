@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::{csrf, AppState, WebError};
 use crate::catalog::Entry;
-use crate::engine::{RunOutcome, RunRequest, TablePage, TableQuery};
+use crate::engine::{RunRequest, TablePage, TableQuery};
 use crate::markdown;
 use crate::paths::join_inside;
 use crate::playbook::is_identifier;
@@ -301,24 +301,24 @@ pub async fn run_section(
         })
         .await
         .map_err(WebError::Internal)?;
-    let html = results_html(&state, &pb, section, &outcome, &headers).await?;
+    let html = results_html(&state, &pb.id, &outcome.run_id, &outcome.steps, Some(section)).await?;
     Ok(Json(json!({ "run_id": outcome.run_id, "html": html })).into_response())
 }
 
 async fn results_html(
     state: &AppState,
-    pb: &Playbook,
-    section: usize,
-    outcome: &RunOutcome,
-    _headers: &HeaderMap,
+    pb_id: &str,
+    run_id: &str,
+    outcomes: &[crate::engine::StepOutcome],
+    section: Option<usize>,
 ) -> Result<String> {
     let mut steps = Vec::new();
-    for s in outcome.steps.iter().filter(|s| s.section == section) {
+    for s in outcomes.iter().filter(|s| section.is_none_or(|n| s.section == n)) {
         let table = match (s.show_table, s.rows, &s.error) {
             (true, Some(_), None) => {
                 let q = TableQuery { page: 1, size: s.page_size as usize, ..Default::default() };
-                let page = state.engine.page(&outcome.run_id, &s.id, &q).await.map_err(WebError::Internal)?;
-                Some(table_html(state, &outcome.run_id, &s.id, s.export, &page)?)
+                let page = state.engine.page(run_id, &s.id, &q).await.map_err(WebError::Internal)?;
+                Some(table_html(state, run_id, &s.id, s.export, &page)?)
             }
             _ => None,
         };
@@ -331,7 +331,7 @@ async fn results_html(
             "chart": s.chart, "table": table, "elapsed_ms": s.elapsed_ms as u64,
         }));
     }
-    render(state, "results.html", json!({ "pb": {"id": pb.id}, "run_id": outcome.run_id, "steps": steps }))
+    render(state, "results.html", json!({ "pb": {"id": pb_id}, "run_id": run_id, "steps": steps }))
 }
 
 fn table_html(state: &AppState, run: &str, step: &str, export: bool, page: &TablePage) -> Result<String> {
@@ -502,4 +502,56 @@ pub async fn report_pdf(State(state): State<AppState>, Path(run): Path<String>) 
         r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(r)
+}
+
+/// A run's permalink: what it showed, from its stored outputs, after a reload or on a
+/// colleague's screen.
+pub async fn run_page(State(state): State<AppState>, Path(run): Path<String>, headers: HeaderMap) -> Result<Response> {
+    check_run(&run)?;
+    let (token, cookie) = csrf::ensure(&headers);
+    let rec = state
+        .engine
+        .store
+        .run(&run)
+        .map_err(WebError::Internal)?
+        .ok_or_else(|| WebError::NotFound("There is no such run; it may have been deleted.".into()))?;
+    let outcomes: Vec<crate::engine::StepOutcome> = state
+        .engine
+        .store
+        .steps(&run)
+        .map_err(WebError::Internal)?
+        .iter()
+        .filter_map(|s| s.outcome.as_deref().and_then(|o| serde_json::from_str(o).ok()))
+        .collect();
+    let catalog = state.engine.catalog();
+    let entry = catalog.entry(&rec.playbook);
+    let shown = entry.and_then(|e| e.shown());
+    let title = shown.map(|p| p.title.clone()).unwrap_or_else(|| rec.playbook.clone());
+    let params: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&rec.params).unwrap_or_default();
+    let query: String = params
+        .iter()
+        .filter_map(|(k, v)| v.as_str().filter(|v| !v.is_empty()).map(|v| format!("{}={}", urlencode(k), urlencode(v))))
+        .collect::<Vec<_>>()
+        .join("&");
+    let changed = shown.is_some_and(|p| p.hash != rec.playbook_hash);
+    let results = results_html(&state, &rec.playbook, &run, &outcomes, None).await?;
+    let html = render(
+        &state,
+        "run.html",
+        json!({
+            "csrf": token, "tz": catalog.tz.name(), "run": rec, "title": title, "params": params,
+            "rerun": format!("/p/{}?{}", rec.playbook, query), "exists": shown.is_some(), "changed": changed,
+            "results": results,
+        }),
+    )?;
+    Ok(page(html, cookie))
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

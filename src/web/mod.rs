@@ -49,6 +49,7 @@ pub fn app(state: AppState) -> Router {
         .route("/p/{id}/run/{section}", post(handlers::run_section))
         .route("/runs/{run}/steps/{step}/table", get(handlers::table))
         .route("/runs/{run}/steps/{step}/export", post(handlers::export))
+        .route("/runs/{run}", get(handlers::run_page))
         .route("/runs/{run}/report.html", get(handlers::report_html))
         .route("/runs/{run}/report.pdf", get(handlers::report_pdf))
         .route("/exports/{id}", get(handlers::download))

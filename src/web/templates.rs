@@ -39,6 +39,7 @@ pub fn environment(paths: &Paths) -> anyhow::Result<Environment<'static>> {
         "selftests.html",
         "report.html",
         "repo_check.html",
+        "run.html",
     ] {
         env.get_template(t).map_err(|e| anyhow::anyhow!("template {t}: {e:#}"))?;
     }
