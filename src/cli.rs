@@ -71,6 +71,10 @@ pub enum Command {
         /// Oldest stored data is deleted daily while the total exceeds this many GB (0: no limit).
         #[arg(long, default_value_t = 20)]
         retain_gb: u64,
+        /// Take the user's name from this request header, set by a trusted reverse proxy
+        /// that authenticates users (e.g. X-Remote-User); runs and exports record it.
+        #[arg(long)]
+        user_header: Option<String>,
         #[command(flatten)]
         dirs: Dirs,
     },
@@ -165,12 +169,19 @@ pub fn main() -> ExitCode {
 
 async fn dispatch(cmd: Command) -> Result<ExitCode> {
     match cmd {
-        Command::Serve { bind, retain_days, retain_gb, dirs } => {
+        Command::Serve { bind, retain_days, retain_gb, user_header, dirs } => {
             let retention = (retain_days > 0 || retain_gb > 0).then(|| crate::manage::Retention {
                 max_age_days: if retain_days == 0 { f64::INFINITY } else { f64::from(retain_days) },
                 max_bytes: if retain_gb == 0 { u64::MAX } else { retain_gb.saturating_mul(1 << 30) },
             });
-            serve(bind, retention, &dirs).await.map(|_| ExitCode::SUCCESS)
+            let user_header = match user_header {
+                Some(h) => Some(
+                    axum::http::HeaderName::from_bytes(h.as_bytes())
+                        .map_err(|_| anyhow::anyhow!("--user-header `{h}` is not a header name"))?,
+                ),
+                None => None,
+            };
+            serve(bind, retention, user_header, &dirs).await.map(|_| ExitCode::SUCCESS)
         }
         Command::Check { dirs } => check(&dirs).await,
         Command::Run { playbook, params, step, format, max_rows, dirs } => {
@@ -211,7 +222,12 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
     }
 }
 
-async fn serve(bind: SocketAddr, retention: Option<crate::manage::Retention>, dirs: &Dirs) -> Result<()> {
+async fn serve(
+    bind: SocketAddr,
+    retention: Option<crate::manage::Retention>,
+    user_header: Option<axum::http::HeaderName>,
+    dirs: &Dirs,
+) -> Result<()> {
     let paths = dirs.paths();
     if !crate::demo::present(&paths.data) {
         eprintln!("No demo data in {} yet: generating it (once)…", paths.data.display());
@@ -253,6 +269,7 @@ async fn serve(bind: SocketAddr, retention: Option<crate::manage::Retention>, di
     }
     let mut state = crate::web::AppState::new(engine, paths)?;
     state.retention = retention;
+    state.user_header = user_header;
     let app = crate::web::app(state);
     let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("binding {bind}"))?;
     let addr = listener.local_addr()?;

@@ -246,3 +246,24 @@ async fn a_run_has_a_permalink_that_shows_its_stored_results() {
     let (status, _) = c.get("/runs/0123456789abcdef0123456789abcdef").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn runs_record_the_user_named_by_a_trusted_proxy() {
+    let data = common::fresh_data();
+    let engine = common::engine(data.path()).await;
+    let mut state = AppState::new(engine.clone(), common::paths_with(data.path())).expect("state");
+    state.user_header = Some(axum::http::HeaderName::from_static("x-remote-user"));
+    let app = app(state);
+    let token = "0123456789abcdef0123456789abcdef";
+    let req = Request::post("/p/rdp_bruteforce/run/0")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::COOKIE, format!("casebook_csrf={token}"))
+        .header("x-csrf-token", token)
+        .header("x-remote-user", "jane.analyst")
+        .body(Body::from("window=last%207d"))
+        .expect("req");
+    let r = app.oneshot(req).await.expect("resp");
+    assert_eq!(r.status(), StatusCode::OK);
+    let runs = engine.store.recent_runs("rdp_bruteforce", 1).expect("runs");
+    assert_eq!(runs[0].started_by, "jane.analyst");
+}

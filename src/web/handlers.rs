@@ -23,9 +23,21 @@ use crate::timeutil;
 
 type Result<T> = std::result::Result<T, WebError>;
 
-/// Who is acting. Accounts come later; until then every visitor is "analyst".
-fn who(_headers: &HeaderMap) -> String {
-    "analyst".into()
+/// Who is acting: the user a trusted reverse proxy names in the configured header
+/// (`serve --user-header`), else "analyst". Accounts of casebook's own come later.
+fn who(state: &AppState, headers: &HeaderMap) -> String {
+    let named = state
+        .user_header
+        .as_ref()
+        .and_then(|h| headers.get(h))
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| !c.is_control()));
+    match (named, &state.user_header) {
+        (Some(v), _) => v.to_string(),
+        (None, Some(_)) => "anonymous".into(),
+        (None, None) => "analyst".into(),
+    }
 }
 
 fn render(state: &AppState, name: &str, ctx: serde_json::Value) -> Result<String> {
@@ -296,7 +308,7 @@ pub async fn run_section(
             playbook: pb.clone(),
             values,
             section: Some(section),
-            who: who(&headers),
+            who: who(&state, &headers),
             source: "page".into(),
         })
         .await
@@ -407,7 +419,7 @@ pub async fn export(
     if !matches!(format, "csv" | "json" | "parquet") {
         return Err(WebError::BadRequest("Export as csv, json or parquet.".into()));
     }
-    let rec = state.engine.export(&run, &step, format, &who(&headers)).await.map_err(WebError::Internal)?;
+    let rec = state.engine.export(&run, &step, format, &who(&state, &headers)).await.map_err(WebError::Internal)?;
     let exports = state.engine.store.exports(&rec.playbook).map_err(WebError::Internal)?;
     let html = render(&state, "exports.html", json!({ "exports": exports, "new": rec.id }))?;
     Ok(Html(html).into_response())

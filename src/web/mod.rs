@@ -26,6 +26,8 @@ pub struct AppState {
     pub paths: Paths,
     /// The retention policy applied daily, shown on the management page.
     pub retention: Option<crate::manage::Retention>,
+    /// The header in which a trusted reverse proxy names the user (e.g. `X-Remote-User`).
+    pub user_header: Option<axum::http::HeaderName>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -37,7 +39,7 @@ impl std::fmt::Debug for AppState {
 impl AppState {
     pub fn new(engine: Arc<Engine>, paths: Paths) -> anyhow::Result<AppState> {
         let templates = Arc::new(templates::environment(&paths)?);
-        Ok(AppState { engine, templates, paths, retention: None })
+        Ok(AppState { engine, templates, paths, retention: None, user_header: None })
     }
 }
 
