@@ -73,13 +73,17 @@ pub struct Catalog {
 /// A DataFusion session configured as casebook runs queries: spans kept for error
 /// positions, plain UTF-8 strings, casebook's functions registered.
 pub fn new_session() -> SessionContext {
+    let ctx = SessionContext::new_with_config(session_config());
+    crate::sqlfn::register(&ctx);
+    ctx
+}
+
+fn session_config() -> SessionConfig {
     let mut config = SessionConfig::new().with_information_schema(false);
     config.options_mut().sql_parser.collect_spans = true;
     config.options_mut().execution.parquet.schema_force_view_types = false;
     config.options_mut().execution.time_zone = Some("UTC".into());
-    let ctx = SessionContext::new_with_config(config);
-    crate::sqlfn::register(&ctx);
-    ctx
+    config
 }
 
 /// Only queries: no DDL, no DML (`COPY`, `INSERT`), no `SET`.
@@ -165,7 +169,22 @@ impl Catalog {
 
     /// A session with every connector registered under its name.
     pub fn session(&self) -> SessionContext {
-        let ctx = new_session();
+        self.session_limited(None)
+    }
+
+    /// [`Catalog::session`] whose queries may use at most `memory` bytes (then they fail with
+    /// "Resources exhausted" instead of taking the server down).
+    pub fn session_limited(&self, memory: Option<usize>) -> SessionContext {
+        let ctx = match memory
+            .map(|m| datafusion::execution::runtime_env::RuntimeEnvBuilder::new().with_memory_limit(m, 1.0).build_arc())
+        {
+            Some(Ok(rt)) => {
+                let ctx = SessionContext::new_with_config_rt(session_config(), rt);
+                crate::sqlfn::register(&ctx);
+                ctx
+            }
+            _ => new_session(),
+        };
         for c in &self.connectors {
             if let Err(e) = ctx.register_table(c.name.as_str(), c.table.clone()) {
                 tracing::warn!(connector = %c.name, error = %e, "could not register connector");
@@ -315,6 +334,12 @@ pub fn clean_error(e: &DataFusionError) -> (String, Option<String>) {
         if let Some(rest) = msg.strip_prefix(prefix) {
             msg = rest.trim_end_matches(')').to_string();
         }
+    }
+    if msg.starts_with("Resources exhausted") {
+        return (
+            "the query needed more memory than one run may use; narrow the time window or lower the row limit".into(),
+            None,
+        );
     }
     if let Some(rest) = msg.strip_prefix("No field named ") {
         let (name, tail) = match rest.split_once(". ") {

@@ -75,6 +75,15 @@ pub enum Command {
         /// that authenticates users (e.g. X-Remote-User); runs and exports record it.
         #[arg(long)]
         user_header: Option<String>,
+        /// Runs executing at once; more wait in order of arrival.
+        #[arg(long, default_value_t = 4)]
+        max_runs: usize,
+        /// Minutes after which a run is stopped.
+        #[arg(long, default_value_t = 30)]
+        run_timeout_min: u64,
+        /// Memory one run's queries may use, in MB; a query needing more fails with a message.
+        #[arg(long, default_value_t = 4096)]
+        run_memory_mb: usize,
         #[command(flatten)]
         dirs: Dirs,
     },
@@ -169,7 +178,21 @@ pub fn main() -> ExitCode {
 
 async fn dispatch(cmd: Command) -> Result<ExitCode> {
     match cmd {
-        Command::Serve { bind, retain_days, retain_gb, user_header, dirs } => {
+        Command::Serve {
+            bind,
+            retain_days,
+            retain_gb,
+            user_header,
+            max_runs,
+            run_timeout_min,
+            run_memory_mb,
+            dirs,
+        } => {
+            let limits = crate::engine::Limits {
+                concurrent: max_runs.max(1),
+                timeout: std::time::Duration::from_secs(run_timeout_min.max(1) * 60),
+                memory_bytes: run_memory_mb.max(16) << 20,
+            };
             let retention = (retain_days > 0 || retain_gb > 0).then(|| crate::manage::Retention {
                 max_age_days: if retain_days == 0 { f64::INFINITY } else { f64::from(retain_days) },
                 max_bytes: if retain_gb == 0 { u64::MAX } else { retain_gb.saturating_mul(1 << 30) },
@@ -181,7 +204,7 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
                 ),
                 None => None,
             };
-            serve(bind, retention, user_header, &dirs).await.map(|_| ExitCode::SUCCESS)
+            serve(bind, retention, user_header, limits, &dirs).await.map(|_| ExitCode::SUCCESS)
         }
         Command::Check { dirs } => check(&dirs).await,
         Command::Run { playbook, params, step, format, max_rows, dirs } => {
@@ -226,6 +249,7 @@ async fn serve(
     bind: SocketAddr,
     retention: Option<crate::manage::Retention>,
     user_header: Option<axum::http::HeaderName>,
+    limits: crate::engine::Limits,
     dirs: &Dirs,
 ) -> Result<()> {
     let paths = dirs.paths();
@@ -244,7 +268,7 @@ async fn serve(
     if interrupted > 0 {
         tracing::warn!(runs = interrupted, "runs left unfinished by the last server were marked interrupted");
     }
-    let engine = Arc::new(Engine::new(catalog.clone(), store));
+    let engine = Arc::new(Engine::with_limits(catalog.clone(), store, limits));
     let _watcher = match crate::watch::spawn(engine.clone()) {
         Ok(w) => Some(w),
         Err(e) => {

@@ -89,6 +89,30 @@ impl ResultCache {
     }
 }
 
+/// How much a run may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Runs executing at once; the others wait in order of arrival.
+    pub concurrent: usize,
+    /// A run still going after this is stopped.
+    pub timeout: std::time::Duration,
+    /// DataFusion memory per run; a query needing more fails with a clear message.
+    pub memory_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { concurrent: 4, timeout: std::time::Duration::from_secs(30 * 60), memory_bytes: 4 << 30 }
+    }
+}
+
+/// Why a run ended early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Cancelled,
+    TimedOut,
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct RunRequest {
@@ -159,6 +183,11 @@ pub struct TablePage {
 pub struct Engine {
     /// The current catalog; replaced whole when files change (see [`crate::watch`]).
     catalog: std::sync::RwLock<Arc<Catalog>>,
+    pub limits: Limits,
+    slots: Arc<tokio::sync::Semaphore>,
+    jobs: Mutex<HashMap<String, tokio::sync::watch::Sender<bool>>>,
+    running: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
     pub store: Store,
     cache: Mutex<ResultCache>,
     views: Mutex<ViewCache>,
@@ -166,8 +195,17 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(catalog: Arc<Catalog>, store: Store) -> Engine {
+        Engine::with_limits(catalog, store, Limits::default())
+    }
+
+    pub fn with_limits(catalog: Arc<Catalog>, store: Store, limits: Limits) -> Engine {
         Engine {
             catalog: std::sync::RwLock::new(catalog),
+            slots: Arc::new(tokio::sync::Semaphore::new(limits.concurrent.max(1))),
+            limits,
+            jobs: Mutex::new(HashMap::new()),
+            running: std::sync::atomic::AtomicUsize::new(0),
+            peak: std::sync::atomic::AtomicUsize::new(0),
             store,
             cache: Mutex::new(ResultCache::default()),
             views: Mutex::new(ViewCache::default()),
@@ -205,8 +243,18 @@ impl Engine {
     /// Executes a run to the end. Step failures are reported in the outcome (and stored),
     /// not returned as errors; an error here means the run could not be recorded at all.
     pub async fn run(&self, req: RunRequest) -> Result<RunOutcome> {
+        self.run_with_id(req, uuid::Uuid::new_v4().simple().to_string()).await
+    }
+
+    /// [`Engine::run`] under an id the caller chose (a page picks one so that it can offer
+    /// a cancel button while the run goes on). The run waits for a free slot (at most
+    /// `limits.concurrent` at once, first come first served), can be cancelled with
+    /// [`Engine::cancel`], and is stopped at `limits.timeout`.
+    pub async fn run_with_id(&self, req: RunRequest, run_id: String) -> Result<RunOutcome> {
+        if run_id.len() != 32 || !run_id.chars().all(|c| c.is_ascii_hexdigit()) || self.store.run(&run_id)?.is_some() {
+            bail!("a run id must be 32 new hexadecimal digits");
+        }
         let pb = &req.playbook;
-        let run_id = uuid::Uuid::new_v4().simple().to_string();
         let tz = self.tz();
         let params_json: serde_json::Map<String, serde_json::Value> =
             req.values.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.to_text(tz)))).collect();
@@ -215,15 +263,103 @@ impl Engine {
             playbook: pb.id.clone(),
             playbook_hash: pb.hash.clone(),
             section: req.section.map(|s| s as i64),
-            params: serde_json::Value::Object(params_json.clone()).to_string(),
+            params: serde_json::Value::Object(params_json).to_string(),
             started_by: req.who.clone(),
             source: req.source.clone(),
-            state: "running".into(),
+            state: "queued".into(),
             error: None,
             started_at: String::new(),
             finished_at: None,
         })?;
-        tracing::info!(run = %run_id, playbook = %pb.id, who = %req.who, section = ?req.section, "run started");
+        let (cancel_tx, mut cancel_rx) = tokio::sync::watch::channel(false);
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.insert(run_id.clone(), cancel_tx);
+        }
+        let result = self.run_guarded(&run_id, &req, &mut cancel_rx).await;
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.remove(&run_id);
+        }
+        let (state, error) = match &result {
+            Ok(Ok(outcomes)) => {
+                let first = outcomes.iter().find_map(|o| o.error.as_ref().map(|e| format!("step `{}`: {e}", o.id)));
+                (if first.is_some() { "failed" } else { "succeeded" }, first)
+            }
+            Ok(Err(Stop::Cancelled)) => ("cancelled", Some("cancelled by the analyst".to_string())),
+            Ok(Err(Stop::TimedOut)) => {
+                ("failed", Some(format!("stopped after the run time limit of {} s", self.limits.timeout.as_secs())))
+            }
+            Err(e) => ("failed", Some(format!("{e:#}"))),
+        };
+        self.store.finish_run_as(&run_id, state, error.as_deref())?;
+        tracing::info!(run = %run_id, playbook = %pb.id, state, "run finished");
+        let steps = match result {
+            Ok(Ok(outcomes)) => outcomes,
+            Ok(Err(_)) => self.stored_outcomes(&run_id)?,
+            Err(e) => return Err(e),
+        };
+        Ok(RunOutcome { run_id, steps })
+    }
+
+    /// Waits for a slot, then executes, stopping early on cancel or at the time limit.
+    /// Dropping the execution future stops its DataFusion queries.
+    async fn run_guarded(
+        &self,
+        run_id: &str,
+        req: &RunRequest,
+        cancel: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Result<std::result::Result<Vec<StepOutcome>, Stop>> {
+        let cancelled = |rx: &mut tokio::sync::watch::Receiver<bool>| {
+            let mut rx = rx.clone();
+            async move {
+                let _ = rx.wait_for(|c| *c).await;
+            }
+        };
+        let permit = tokio::select! {
+            p = self.slots.clone().acquire_owned() => p.map_err(|_| anyhow!("the run queue is closed"))?,
+            _ = cancelled(cancel) => return Ok(Err(Stop::Cancelled)),
+        };
+        self.store.set_state(run_id, "running")?;
+        let now = self.running.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+        tracing::info!(run = %run_id, playbook = %req.playbook.id, who = %req.who, section = ?req.section, "run started");
+        let result = tokio::select! {
+            r = self.execute(run_id, req) => r.map(Ok),
+            _ = cancelled(cancel) => Ok(Err(Stop::Cancelled)),
+            _ = tokio::time::sleep(self.limits.timeout) => Ok(Err(Stop::TimedOut)),
+        };
+        self.running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        drop(permit);
+        result
+    }
+
+    /// Asks a queued or running run to stop. False when it is not going on.
+    pub fn cancel(&self, run_id: &str) -> bool {
+        match self.jobs.lock().ok().and_then(|j| j.get(run_id).cloned()) {
+            Some(tx) => tx.send(true).is_ok(),
+            None => false,
+        }
+    }
+
+    /// The most runs that were executing at the same moment since the engine started.
+    pub fn peak_running(&self) -> usize {
+        self.peak.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// What a run's steps showed, read back from the state database.
+    pub fn stored_outcomes(&self, run_id: &str) -> Result<Vec<StepOutcome>> {
+        Ok(self
+            .store
+            .steps(run_id)?
+            .iter()
+            .filter_map(|s| s.outcome.as_deref().and_then(|o| serde_json::from_str(o).ok()))
+            .collect())
+    }
+
+    /// Executes the steps of a recorded run; each step's outcome is stored as it finishes.
+    async fn execute(&self, run_id: &str, req: &RunRequest) -> Result<Vec<StepOutcome>> {
+        let pb = &req.playbook;
+        let run_id = run_id.to_string();
+        let tz = self.tz();
         let dir = self.run_dir(&run_id);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
 
@@ -239,7 +375,7 @@ impl Engine {
             }
             None => pb.steps().collect(),
         };
-        let ctx = self.catalog().session();
+        let ctx = self.catalog().session_limited(Some(self.limits.memory_bytes));
         let mut outcomes: Vec<StepOutcome> = Vec::new();
         let mut done: HashMap<String, Arc<StepData>> = HashMap::new();
         let mut failed: Vec<String> = Vec::new();
@@ -332,10 +468,7 @@ impl Engine {
             )?;
             outcomes.push(out);
         }
-        let first_error = outcomes.iter().find_map(|o| o.error.as_ref().map(|e| format!("step `{}`: {e}", o.id)));
-        self.store.finish_run(&run_id, first_error.as_deref())?;
-        tracing::info!(run = %run_id, playbook = %pb.id, failed = first_error.is_some(), "run finished");
-        Ok(RunOutcome { run_id, steps: outcomes })
+        Ok(outcomes)
     }
 
     fn cache_put(&self, run: &str, step: &str, data: Arc<StepData>) {

@@ -133,7 +133,7 @@ impl Store {
         self.with(|c| {
             c.execute(
                 "INSERT INTO runs (id, playbook, playbook_hash, section, params, started_by, source, state, started_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running', ?8)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8)",
                 params![r.id, r.playbook, r.playbook_hash, r.section, r.params, r.started_by, r.source, now()],
             )
             .map(|_| ())
@@ -142,6 +142,15 @@ impl Store {
 
     pub fn finish_run(&self, id: &str, error: Option<&str>) -> Result<()> {
         let state = if error.is_some() { "failed" } else { "succeeded" };
+        self.finish_run_as(id, state, error)
+    }
+
+    /// Sets a run's state (`running`, or a final one: `succeeded`, `failed`, `cancelled`).
+    pub fn set_state(&self, id: &str, state: &str) -> Result<()> {
+        self.with(|c| c.execute("UPDATE runs SET state = ?2 WHERE id = ?1", params![id, state]).map(|_| ()))
+    }
+
+    pub fn finish_run_as(&self, id: &str, state: &str, error: Option<&str>) -> Result<()> {
         self.with(|c| {
             c.execute(
                 "UPDATE runs SET state = ?2, error = ?3, finished_at = ?4 WHERE id = ?1",

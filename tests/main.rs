@@ -8,6 +8,7 @@
 mod browser;
 mod cli;
 mod common;
+mod jobs;
 mod loader;
 mod manage;
 mod playbooks;

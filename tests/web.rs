@@ -267,3 +267,20 @@ async fn runs_record_the_user_named_by_a_trusted_proxy() {
     let runs = engine.store.recent_runs("rdp_bruteforce", 1).expect("runs");
     assert_eq!(runs[0].started_by, "jane.analyst");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_can_cancel_the_run_it_started() {
+    let slow = "title: Slow\nsections:\n  - title: S\n    steps:\n      - id: pairs\n        query:\n          sql: SELECT count(*) AS n FROM flows a JOIN flows b ON a.sport + b.sport = a.dport * 1000 + b.dport\n";
+    let c = std::sync::Arc::new(client_with(Some(("slow", slow))).await);
+    let run = "0123456789abcdef0123456789abcdef";
+    let c2 = c.clone();
+    let started = tokio::spawn(async move { c2.post("/p/slow/run/0", &[("_run", run)], true).await });
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let (status, body) = c.post(&format!("/runs/{run}/cancel"), &[], true).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, r#"{"cancelled":true}"#));
+    let (status, _) =
+        tokio::time::timeout(std::time::Duration::from_secs(2), started).await.expect("in time").expect("join");
+    assert_eq!(status, StatusCode::OK);
+    let (_, page) = c.get(&format!("/runs/{run}")).await;
+    assert!(page.contains("cancelled by the analyst"), "the permalink says so");
+}

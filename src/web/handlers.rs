@@ -302,17 +302,20 @@ pub async fn run_section(
             return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "errors": errors }))).into_response());
         }
     };
-    let outcome = state
-        .engine
-        .run(RunRequest {
-            playbook: pb.clone(),
-            values,
-            section: Some(section),
-            who: who(&state, &headers),
-            source: "page".into(),
-        })
-        .await
-        .map_err(WebError::Internal)?;
+    // The page names the run so that it can offer to cancel it while it goes on.
+    let run_id = given
+        .get("_run")
+        .filter(|r| r.len() == 32 && r.chars().all(|c| c.is_ascii_hexdigit()))
+        .map(|r| r.to_ascii_lowercase())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let req = RunRequest {
+        playbook: pb.clone(),
+        values,
+        section: Some(section),
+        who: who(&state, &headers),
+        source: "page".into(),
+    };
+    let outcome = state.engine.run_with_id(req, run_id).await.map_err(WebError::Internal)?;
     let html = results_html(&state, &pb.id, &outcome.run_id, &outcome.steps, Some(section)).await?;
     Ok(Json(json!({ "run_id": outcome.run_id, "html": html })).into_response())
 }
@@ -566,4 +569,18 @@ fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// Stops a queued or running run (the page's Cancel button).
+pub async fn cancel_run(
+    State(state): State<AppState>,
+    Path(run): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    if !csrf::verify(&headers, None) {
+        return Err(WebError::Csrf);
+    }
+    check_run(&run)?;
+    let stopped = state.engine.cancel(&run);
+    Ok(Json(json!({ "cancelled": stopped })).into_response())
 }

@@ -67,10 +67,16 @@
     button.disabled = true; button.classList.add("busy");
     const label = button.textContent;
     button.textContent = "Running…";
-    out.innerHTML = '<div class="running"><span class="spinner"></span> Running…</div>';
+    const runId = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+    out.innerHTML = '<div class="running"><span class="spinner"></span> Running… <button type="button" class="cancel">Cancel</button></div>';
+    out.querySelector("button.cancel").addEventListener("click", (e) => {
+      e.target.disabled = true; e.target.textContent = "Cancelling…";
+      fetch("/runs/" + runId + "/cancel", { method: "POST", headers: { "x-csrf-token": csrf() }, credentials: "same-origin" });
+    });
     formError.hidden = true;
     try {
       const body = new URLSearchParams(new FormData(form));
+      body.set("_run", runId);
       const r = await fetch("/p/" + encodeURIComponent(form.dataset.playbook) + "/run/" + i, {
         method: "POST", body, headers: { "x-csrf-token": csrf() }, credentials: "same-origin",
       });
