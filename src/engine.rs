@@ -106,6 +106,18 @@ impl Default for Limits {
     }
 }
 
+/// Where a running run is, for the progress bar.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Progress {
+    pub state: String,
+    /// The step being executed (1-based) of `of`.
+    pub step: usize,
+    pub of: usize,
+    pub current: String,
+    /// Since the run started executing.
+    pub elapsed_ms: u64,
+}
+
 /// Why a run ended early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stop {
@@ -188,6 +200,7 @@ pub struct Engine {
     jobs: Mutex<HashMap<String, tokio::sync::watch::Sender<bool>>>,
     running: std::sync::atomic::AtomicUsize,
     peak: std::sync::atomic::AtomicUsize,
+    progress: Mutex<HashMap<String, (Progress, Instant)>>,
     pub store: Store,
     cache: Mutex<ResultCache>,
     views: Mutex<ViewCache>,
@@ -206,6 +219,7 @@ impl Engine {
             jobs: Mutex::new(HashMap::new()),
             running: std::sync::atomic::AtomicUsize::new(0),
             peak: std::sync::atomic::AtomicUsize::new(0),
+            progress: Mutex::new(HashMap::new()),
             store,
             cache: Mutex::new(ResultCache::default()),
             views: Mutex::new(ViewCache::default()),
@@ -271,6 +285,7 @@ impl Engine {
             started_at: String::new(),
             finished_at: None,
         })?;
+        self.set_progress(&run_id, Progress { state: "queued".into(), ..Progress::default() });
         let (cancel_tx, mut cancel_rx) = tokio::sync::watch::channel(false);
         if let Ok(mut jobs) = self.jobs.lock() {
             jobs.insert(run_id.clone(), cancel_tx);
@@ -291,6 +306,9 @@ impl Engine {
             Err(e) => ("failed", Some(format!("{e:#}"))),
         };
         self.store.finish_run_as(&run_id, state, error.as_deref())?;
+        if let Ok(mut m) = self.progress.lock() {
+            m.remove(&run_id);
+        }
         tracing::info!(run = %run_id, playbook = %pb.id, state, "run finished");
         let steps = match result {
             Ok(Ok(outcomes)) => outcomes,
@@ -330,6 +348,23 @@ impl Engine {
         self.running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         drop(permit);
         result
+    }
+
+    fn set_progress(&self, run_id: &str, p: Progress) {
+        if let Ok(mut m) = self.progress.lock() {
+            m.insert(run_id.to_string(), (p, Instant::now()));
+        }
+    }
+
+    /// Where run `run_id` is: live while it goes on, else from the state database.
+    pub fn progress(&self, run_id: &str) -> Result<Option<Progress>> {
+        if let Some((mut p, at)) = self.progress.lock().ok().and_then(|m| m.get(run_id).cloned()) {
+            if p.state == "running" {
+                p.elapsed_ms += at.elapsed().as_millis() as u64;
+            }
+            return Ok(Some(p));
+        }
+        Ok(self.store.run(run_id)?.map(|r| Progress { state: r.state, ..Progress::default() }))
     }
 
     /// Asks a queued or running run to stop. False when it is not going on.
@@ -379,7 +414,19 @@ impl Engine {
         let mut outcomes: Vec<StepOutcome> = Vec::new();
         let mut done: HashMap<String, Arc<StepData>> = HashMap::new();
         let mut failed: Vec<String> = Vec::new();
-        for (section, step) in steps {
+        let total = steps.len();
+        let run_started = Instant::now();
+        for (index, (section, step)) in steps.into_iter().enumerate() {
+            self.set_progress(
+                &run_id,
+                Progress {
+                    state: "running".into(),
+                    step: index + 1,
+                    of: total,
+                    current: step.title.clone().unwrap_or_else(|| step.id.clone()),
+                    elapsed_ms: run_started.elapsed().as_millis() as u64,
+                },
+            );
             let started = Instant::now();
             let mut out = StepOutcome {
                 id: step.id.clone(),

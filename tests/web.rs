@@ -284,3 +284,40 @@ async fn the_page_can_cancel_the_run_it_started() {
     let (_, page) = c.get(&format!("/runs/{run}")).await;
     assert!(page.contains("cancelled by the analyst"), "the permalink says so");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_streams_as_server_sent_events() {
+    let slow = "title: Slow\nsections:\n  - title: S\n    steps:\n      - id: pairs\n        title: Pairs of flows\n        query:\n          sql: SELECT count(*) AS n FROM flows a JOIN flows b ON a.sport + b.sport = a.dport * 1000 + b.dport\n";
+    let c = std::sync::Arc::new(client_with(Some(("slow", slow))).await);
+    let run = "fedcba9876543210fedcba9876543210";
+    let c2 = c.clone();
+    let started = tokio::spawn(async move { c2.post("/p/slow/run/0", &[("_run", run)], true).await });
+    let r = c
+        .app
+        .clone()
+        .oneshot(Request::get(format!("/runs/{run}/events")).body(Body::empty()).expect("req"))
+        .await
+        .expect("resp");
+    assert_eq!(r.headers()[header::CONTENT_TYPE], "text/event-stream");
+    let mut body = r.into_body();
+    let mut seen = String::new();
+    let mut cancelled = false;
+    while let Some(frame) =
+        tokio::time::timeout(std::time::Duration::from_secs(10), body.frame()).await.expect("events keep coming")
+    {
+        if let Ok(data) = frame.expect("frame").into_data() {
+            seen.push_str(&String::from_utf8_lossy(&data));
+        }
+        if !cancelled && seen.contains("\"state\":\"running\"") {
+            let (status, _) = c.post(&format!("/runs/{run}/cancel"), &[], true).await;
+            assert_eq!(status, StatusCode::OK);
+            cancelled = true;
+        }
+    }
+    assert!(
+        seen.contains("event: progress") && seen.contains("\"step\":1,\"of\":1,\"current\":\"Pairs of flows\""),
+        "{seen}"
+    );
+    assert!(seen.contains("event: done") && seen.contains("\"state\":\"cancelled\""), "{seen}");
+    started.await.expect("join");
+}

@@ -584,3 +584,35 @@ pub async fn cancel_run(
     let stopped = state.engine.cancel(&run);
     Ok(Json(json!({ "cancelled": stopped })).into_response())
 }
+
+/// Progress of a run as server-sent events: a `progress` event four times a second while it
+/// is queued or running, then one `done` event with its final state.
+pub async fn run_events(State(state): State<AppState>, Path(run): Path<String>) -> Result<Response> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    check_run(&run)?;
+    let engine = state.engine.clone();
+    let stream = futures::stream::unfold((0u32, false), move |(tick, finished)| {
+        let engine = engine.clone();
+        let run = run.clone();
+        async move {
+            if finished {
+                return None;
+            }
+            if tick > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            let p = engine.progress(&run).ok().flatten();
+            let event = match p {
+                Some(p) if p.state == "queued" || p.state == "running" => {
+                    (Event::default().event("progress").json_data(&p).unwrap_or_default(), false)
+                }
+                Some(p) => (Event::default().event("done").json_data(&p).unwrap_or_default(), true),
+                // Not started yet (the page may ask before its run is registered): wait 10 s.
+                None if tick < 40 => (Event::default().event("waiting").data("{}"), false),
+                None => (Event::default().event("done").data("{\"state\":\"unknown\"}"), true),
+            };
+            Some((Ok::<_, std::convert::Infallible>(event.0), (tick + 1, event.1)))
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}

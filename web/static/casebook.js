@@ -68,7 +68,18 @@
     const label = button.textContent;
     button.textContent = "Running…";
     const runId = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
-    out.innerHTML = '<div class="running"><span class="spinner"></span> Running… <button type="button" class="cancel">Cancel</button></div>';
+    out.innerHTML = '<div class="running"><span class="spinner"></span> <span class="progress-text">Starting…</span>' +
+      '<progress max="1" value="0"></progress> <button type="button" class="cancel">Cancel</button></div>';
+    const events = new EventSource("/runs/" + runId + "/events");
+    events.addEventListener("progress", (ev) => {
+      const p = JSON.parse(ev.data);
+      const text = out.querySelector(".progress-text"), bar = out.querySelector("progress");
+      if (!text) return;
+      if (p.state === "queued") { text.textContent = "Waiting for a free slot…"; return; }
+      text.textContent = "Step " + p.step + " of " + p.of + ": " + p.current + " · " + (p.elapsed_ms / 1000).toFixed(1) + " s";
+      bar.max = p.of; bar.value = p.step - 1;
+    });
+    events.addEventListener("done", () => events.close());
     out.querySelector("button.cancel").addEventListener("click", (e) => {
       e.target.disabled = true; e.target.textContent = "Cancelling…";
       fetch("/runs/" + runId + "/cancel", { method: "POST", headers: { "x-csrf-token": csrf() }, credentials: "same-origin" });
@@ -108,6 +119,7 @@
     } catch (e) {
       out.innerHTML = '<div class="step-error">Could not reach casebook: ' + String(e).replace(/[<&>]/g, "") + "</div>";
     } finally {
+      events.close();
       button.disabled = false; button.classList.remove("busy"); button.textContent = label;
     }
   }
