@@ -178,6 +178,19 @@
     reload(e.target.closest(".table-widget"), { size: e.target.value, page: 1 });
   });
 
+  // ---- a run's permalink, while it goes on ------------------------------------------
+  const live = document.querySelector("[data-live-run]");
+  if (live) {
+    const es = new EventSource("/runs/" + live.dataset.liveRun + "/events");
+    es.addEventListener("progress", (ev) => {
+      const p = JSON.parse(ev.data);
+      live.querySelector(".progress-text").textContent = p.state === "queued" ? "Waiting for a free slot…"
+        : "Step " + p.step + " of " + p.of + ": " + p.current + " · " + (p.elapsed_ms / 1000).toFixed(1) + " s";
+      const bar = live.querySelector("progress"); bar.max = p.of || 1; bar.value = Math.max(0, p.step - 1);
+    });
+    es.addEventListener("done", () => { es.close(); location.reload(); });
+  }
+
   // ---- management page ----------------------------------------------------------------
   document.querySelectorAll("form[data-confirm]").forEach((f) =>
     f.addEventListener("submit", (e) => { if (!window.confirm(f.dataset.confirm)) e.preventDefault(); }));
