@@ -389,7 +389,7 @@ async fn run(
         return Ok(ExitCode::from(2));
     }
     let store = Store::open(&paths.state_db())?;
-    let engine = Engine::new(catalog.clone(), store);
+    let engine = Arc::new(Engine::new(catalog.clone(), store));
     let who = std::env::var("USER").unwrap_or_else(|_| "cli".into());
     let outcome =
         engine.run(RunRequest { playbook: pb.clone(), values, section: None, who, source: "cli".into() }).await?;
@@ -497,7 +497,7 @@ async fn self_test(playbook: Option<&str>, dirs: &Dirs) -> Result<ExitCode> {
         None => catalog.playbooks.clone(),
     };
     let store = Store::open(&paths.state_db())?;
-    let engine = Engine::new(catalog.clone(), store);
+    let engine = Arc::new(Engine::new(catalog.clone(), store));
     let (mut passed, mut failed) = (0, 0);
     for e in &entries {
         let Some(pb) = e.runnable().filter(|_| e.problems.is_empty()) else {

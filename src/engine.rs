@@ -118,6 +118,66 @@ pub struct Progress {
     pub elapsed_ms: u64,
 }
 
+/// The runtime that executes queries, apart from the one serving pages: CPU-bound query
+/// work cannot starve the web server, and cancel and time limits are answered at once.
+struct QueryRuntime(Option<tokio::runtime::Runtime>);
+
+impl QueryRuntime {
+    fn new() -> QueryRuntime {
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("casebook-query")
+            .enable_all()
+            .build();
+        if let Err(e) = &rt {
+            tracing::warn!(error = %e, "no separate query runtime; queries share the server's");
+        }
+        QueryRuntime(rt.ok())
+    }
+
+    fn spawn<F>(&self, f: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.0 {
+            Some(rt) => rt.spawn(f),
+            None => tokio::spawn(f),
+        }
+    }
+}
+
+impl std::fmt::Debug for QueryRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QueryRuntime")
+    }
+}
+
+impl Drop for QueryRuntime {
+    fn drop(&mut self) {
+        // May be dropped from async code, where a blocking shutdown is not allowed.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Aborts the task when dropped (a cancelled or timed-out run's steps).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> AbortOnDrop<T> {
+    fn handle(&mut self) -> &mut tokio::task::JoinHandle<T> {
+        &mut self.0
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Why a run ended early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stop {
@@ -201,6 +261,7 @@ pub struct Engine {
     running: std::sync::atomic::AtomicUsize,
     peak: std::sync::atomic::AtomicUsize,
     progress: Mutex<HashMap<String, (Progress, Instant)>>,
+    queries: QueryRuntime,
     pub store: Store,
     cache: Mutex<ResultCache>,
     views: Mutex<ViewCache>,
@@ -220,6 +281,7 @@ impl Engine {
             running: std::sync::atomic::AtomicUsize::new(0),
             peak: std::sync::atomic::AtomicUsize::new(0),
             progress: Mutex::new(HashMap::new()),
+            queries: QueryRuntime::new(),
             store,
             cache: Mutex::new(ResultCache::default()),
             views: Mutex::new(ViewCache::default()),
@@ -256,7 +318,7 @@ impl Engine {
 
     /// Executes a run to the end. Step failures are reported in the outcome (and stored),
     /// not returned as errors; an error here means the run could not be recorded at all.
-    pub async fn run(&self, req: RunRequest) -> Result<RunOutcome> {
+    pub async fn run(self: &Arc<Self>, req: RunRequest) -> Result<RunOutcome> {
         self.run_with_id(req, uuid::Uuid::new_v4().simple().to_string()).await
     }
 
@@ -264,7 +326,7 @@ impl Engine {
     /// a cancel button while the run goes on). The run waits for a free slot (at most
     /// `limits.concurrent` at once, first come first served), can be cancelled with
     /// [`Engine::cancel`], and is stopped at `limits.timeout`.
-    pub async fn run_with_id(&self, req: RunRequest, run_id: String) -> Result<RunOutcome> {
+    pub async fn run_with_id(self: &Arc<Self>, req: RunRequest, run_id: String) -> Result<RunOutcome> {
         if run_id.len() != 32 || !run_id.chars().all(|c| c.is_ascii_hexdigit()) || self.store.run(&run_id)?.is_some() {
             bail!("a run id must be 32 new hexadecimal digits");
         }
@@ -321,7 +383,7 @@ impl Engine {
     /// Waits for a slot, then executes, stopping early on cancel or at the time limit.
     /// Dropping the execution future stops its DataFusion queries.
     async fn run_guarded(
-        &self,
+        self: &Arc<Self>,
         run_id: &str,
         req: &RunRequest,
         cancel: &mut tokio::sync::watch::Receiver<bool>,
@@ -340,11 +402,24 @@ impl Engine {
         let now = self.running.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         self.peak.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
         tracing::info!(run = %run_id, playbook = %req.playbook.id, who = %req.who, section = ?req.section, "run started");
+        // The steps run in their own task, so that a cancel or the time limit is answered at
+        // once even while a query is busy; aborting the task drops its DataFusion streams.
+        let task = {
+            let me = self.clone();
+            let req = req.clone();
+            let id = run_id.to_string();
+            AbortOnDrop(self.queries.spawn(async move { me.execute(&id, &req).await }))
+        };
+        let mut task = task;
         let result = tokio::select! {
-            r = self.execute(run_id, req) => r.map(Ok),
+            r = task.handle() => match r {
+                Ok(r) => r.map(Ok),
+                Err(e) => Err(anyhow!("the run stopped unexpectedly: {e}")),
+            },
             _ = cancelled(cancel) => Ok(Err(Stop::Cancelled)),
             _ = tokio::time::sleep(self.limits.timeout) => Ok(Err(Stop::TimedOut)),
         };
+        drop(task);
         self.running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         drop(permit);
         result

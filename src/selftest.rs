@@ -115,7 +115,7 @@ impl Outcome {
 }
 
 /// Runs every self-test of `pb` (all sections) and checks its expectations.
-pub async fn run(engine: &Engine, pb: &std::sync::Arc<Playbook>) -> Vec<Outcome> {
+pub async fn run(engine: &std::sync::Arc<Engine>, pb: &std::sync::Arc<Playbook>) -> Vec<Outcome> {
     let mut out = Vec::new();
     let cx = engine.catalog().parse_ctx();
     for t in &pb.tests {

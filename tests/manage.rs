@@ -116,7 +116,7 @@ async fn duplicates_are_listed_and_only_those_are_deleted() {
     assert_eq!(engine.catalog().playbooks.len(), 6, "the catalog was reloaded");
 }
 
-async fn run(engine: &Engine, id: &str) -> String {
+async fn run(engine: &Arc<Engine>, id: &str) -> String {
     let catalog = engine.catalog();
     let pb = catalog.entry(id).and_then(|e| e.runnable()).expect("runnable").clone();
     let cx = catalog.parse_ctx();

@@ -6,7 +6,11 @@ use casebook::playbook::params::Value;
 
 use crate::common;
 
-async fn run(engine: &casebook::engine::Engine, id: &str, given: &[(&str, &str)]) -> casebook::engine::RunOutcome {
+async fn run(
+    engine: &std::sync::Arc<casebook::engine::Engine>,
+    id: &str,
+    given: &[(&str, &str)],
+) -> casebook::engine::RunOutcome {
     let entry = engine.catalog().entry(id).cloned().unwrap_or_else(|| panic!("playbook {id} missing"));
     let pb = entry.runnable().unwrap_or_else(|| panic!("{id}: {:?}", entry.problems)).clone();
     let cx = engine.catalog().parse_ctx();
