@@ -44,7 +44,8 @@ fn render(state: &AppState, name: &str, ctx: serde_json::Value) -> Result<String
     Ok(state.templates.get_template(name)?.render(ctx)?)
 }
 
-fn page(html: String, cookie: Option<HeaderValue>) -> Response {
+/// A full page: the CSRF cookie when new, and the Content-Security-Policy every page sends.
+pub(super) fn page(html: String, cookie: Option<HeaderValue>) -> Response {
     let mut r = Html(html).into_response();
     if let Some(c) = cookie {
         r.headers_mut().insert(header::SET_COOKIE, c);

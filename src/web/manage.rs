@@ -4,7 +4,7 @@
 //! change is a CSRF-checked POST that deletes only what the page listed.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use serde_json::json;
@@ -108,17 +108,7 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Result<R
             "schedules": "none: schedules are not part of this version yet",
         },
     }))?;
-    let mut r = axum::response::Html(html).into_response();
-    if let Some(c) = cookie {
-        r.headers_mut().insert(header::SET_COOKIE, c);
-    }
-    r.headers_mut().insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'",
-        ),
-    );
-    Ok(r)
+    Ok(super::handlers::page(html, cookie))
 }
 
 fn values(form: &[(String, String)], name: &str) -> Vec<String> {
