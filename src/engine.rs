@@ -262,6 +262,7 @@ pub struct Engine {
     peak: std::sync::atomic::AtomicUsize,
     progress: Mutex<HashMap<String, (Progress, Instant)>>,
     queries: QueryRuntime,
+    options_cache: Mutex<HashMap<String, (Instant, Vec<String>)>>,
     pub store: Store,
     cache: Mutex<ResultCache>,
     views: Mutex<ViewCache>,
@@ -282,6 +283,7 @@ impl Engine {
             peak: std::sync::atomic::AtomicUsize::new(0),
             progress: Mutex::new(HashMap::new()),
             queries: QueryRuntime::new(),
+            options_cache: Mutex::new(HashMap::new()),
             store,
             cache: Mutex::new(ResultCache::default()),
             views: Mutex::new(ViewCache::default()),
@@ -661,8 +663,24 @@ impl Engine {
         Ok(rec)
     }
 
-    /// Options of a select whose choices come from a query.
+    /// Options of a select whose choices come from a query, kept for a minute so that form
+    /// pages do not query the data on every view.
     pub async fn options(&self, sql: &str) -> Result<Vec<String>> {
+        const FRESH: std::time::Duration = std::time::Duration::from_secs(60);
+        if let Some((at, v)) = self.options_cache.lock().ok().and_then(|c| c.get(sql).cloned()) {
+            if at.elapsed() < FRESH {
+                return Ok(v);
+            }
+        }
+        let v = self.query_options(sql).await?;
+        if let Ok(mut c) = self.options_cache.lock() {
+            c.retain(|_, (at, _)| at.elapsed() < FRESH);
+            c.insert(sql.to_string(), (Instant::now(), v.clone()));
+        }
+        Ok(v)
+    }
+
+    async fn query_options(&self, sql: &str) -> Result<Vec<String>> {
         let ctx = self.catalog().session();
         let batches = ctx.sql_with_options(sql, read_only()).await?.limit(0, Some(1000))?.collect().await?;
         let mut out = Vec::new();
