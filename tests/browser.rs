@@ -132,11 +132,7 @@ impl Driver {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn analyst_runs_ip_flows_in_headless_chromium() {
     let data = common::fresh_data();
-    let engine = common::engine(data.path()).await;
-    let state = casebook::web::AppState::new(engine, common::paths_with(data.path())).expect("state");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let server = tokio::spawn(async move { axum::serve(listener, casebook::web::app(state)).await });
+    let (addr, server) = common::serve(data.path()).await;
     let site = format!("http://{addr}");
 
     let d = Driver::start().await;
@@ -195,11 +191,7 @@ async fn analyst_runs_ip_flows_in_headless_chromium() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn analyst_runs_both_sections_of_rdp_bruteforce() {
     let data = common::fresh_data();
-    let engine = common::engine(data.path()).await;
-    let state = casebook::web::AppState::new(engine, common::paths_with(data.path())).expect("state");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let server = tokio::spawn(async move { axum::serve(listener, casebook::web::app(state)).await });
+    let (addr, server) = common::serve(data.path()).await;
 
     let d = Driver::start().await;
     d.go(&format!("http://{addr}/p/rdp_bruteforce")).await;

@@ -52,3 +52,24 @@ pub async fn engine(data: &Path) -> Arc<Engine> {
     let store = Store::open(&paths.state_db()).expect("state db");
     Arc::new(Engine::new(catalog, store))
 }
+
+/// The CSRF cookie a page response sets, as (`name=value` for a Cookie header, token).
+pub fn csrf_cookie(r: &axum::http::Response<axum::body::Body>) -> (String, String) {
+    let cookie = r
+        .headers()
+        .get(axum::http::header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("a csrf cookie")
+        .to_string();
+    let token = cookie.split('=').nth(1).expect("token").to_string();
+    (cookie, token)
+}
+
+/// The real server on 127.0.0.1 over demo data in `data`; returns its address.
+pub async fn serve(data: &Path) -> (std::net::SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let state = casebook::web::AppState::new(engine(data).await, paths_with(data)).expect("state");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    (addr, tokio::spawn(async move { axum::serve(listener, casebook::web::app(state)).await }))
+}

@@ -72,16 +72,7 @@ async fn duplicates_are_listed_and_only_those_are_deleted() {
     );
     let r = app.clone().oneshot(Request::get("/manage").body(Body::empty()).expect("req")).await.expect("resp");
     assert_eq!(r.status(), StatusCode::OK);
-    let cookie = r
-        .headers()
-        .get(header::SET_COOKIE)
-        .and_then(|v| v.to_str().ok())
-        .expect("cookie")
-        .split(';')
-        .next()
-        .expect("c")
-        .to_string();
-    let token = cookie.split('=').nth(1).expect("token").to_string();
+    let (cookie, token) = common::csrf_cookie(&r);
     let page = String::from_utf8_lossy(&r.into_body().collect().await.expect("body").to_bytes()).to_string();
     assert!(page.contains("ip_flows-Copy1.yaml") && page.contains("the same title"), "{page}");
     let body = format!(

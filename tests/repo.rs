@@ -83,16 +83,7 @@ async fn check_then_update_discards_local_edits_and_reports_broken_incoming_vers
     // Update through the management page.
     let app = casebook::web::app(casebook::web::AppState::new(engine.clone(), paths.clone()).expect("state"));
     let r = app.clone().oneshot(Request::get("/manage").body(Body::empty()).expect("req")).await.expect("resp");
-    let cookie = r
-        .headers()
-        .get(header::SET_COOKIE)
-        .and_then(|v| v.to_str().ok())
-        .expect("cookie")
-        .split(';')
-        .next()
-        .expect("c")
-        .to_string();
-    let token = cookie.split('=').nth(1).expect("token").to_string();
+    let (cookie, token) = common::csrf_cookie(&r);
     let page = String::from_utf8_lossy(&r.into_body().collect().await.expect("body").to_bytes()).to_string();
     assert!(page.contains("M playbooks&#x2f;rdp_bruteforce.yaml"), "local changes are shown");
     let r = app

@@ -40,9 +40,7 @@ async fn client_with(extra: Option<(&str, &str)>) -> Client {
     let state = AppState::new(engine, paths).expect("state");
     let app = app(state);
     let r = app.clone().oneshot(Request::get("/").body(Body::empty()).expect("req")).await.expect("resp");
-    let set = r.headers().get(header::SET_COOKIE).and_then(|v| v.to_str().ok()).expect("csrf cookie").to_string();
-    let cookie = set.split(';').next().expect("cookie").to_string();
-    let token = cookie.split('=').nth(1).expect("token").to_string();
+    let (cookie, token) = common::csrf_cookie(&r);
     Client { app, cookie, token, _data: data }
 }
 

@@ -43,3 +43,39 @@ pub fn verify(headers: &HeaderMap, form_token: Option<&str>) -> bool {
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
+
+/// A form POST whose CSRF token was checked: the only way handlers receive forms.
+#[derive(Debug)]
+pub struct CheckedForm(pub Vec<(String, String)>);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for CheckedForm {
+    type Rejection = axum::response::Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        use axum::response::IntoResponse;
+        let headers = req.headers().clone();
+        let axum::Form(form) =
+            axum::Form::<Vec<(String, String)>>::from_request(req, state).await.map_err(IntoResponse::into_response)?;
+        let token = form.iter().find(|(k, _)| k == "_csrf").map(|(_, v)| v.as_str());
+        if !verify(&headers, token) {
+            return Err(super::WebError::Csrf.into_response());
+        }
+        Ok(CheckedForm(form))
+    }
+}
+
+/// A POST without a body (the token comes in the header), checked.
+#[derive(Debug)]
+pub struct Checked;
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Checked {
+    type Rejection = super::WebError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        if verify(&parts.headers, None) {
+            Ok(Checked)
+        } else {
+            Err(super::WebError::Csrf)
+        }
+    }
+}

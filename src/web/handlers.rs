@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::{Form, Json};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -284,12 +284,9 @@ pub async fn run_section(
     State(state): State<AppState>,
     Path((id, section)): Path<(String, usize)>,
     headers: HeaderMap,
-    Form(form): Form<Vec<(String, String)>>,
+    csrf::CheckedForm(form): csrf::CheckedForm,
 ) -> Result<Response> {
     let given = join_multi(&form);
-    if !csrf::verify(&headers, given.get("_csrf").map(String::as_str)) {
-        return Err(WebError::Csrf);
-    }
     let entry = find_entry(&state, &id)?;
     let Some(pb) = entry.runnable().cloned() else {
         return Err(WebError::BadRequest("This playbook has problems and cannot run; see its page.".into()));
@@ -381,7 +378,7 @@ pub struct TableParams {
 }
 
 fn check_ids(run: &str, step: &str) -> Result<()> {
-    if run.len() != 32 || !run.chars().all(|c| c.is_ascii_hexdigit()) || !is_identifier(step) {
+    if check_run(run).is_err() || !is_identifier(step) {
         return Err(WebError::NotFound("No such result.".into()));
     }
     Ok(())
@@ -412,12 +409,9 @@ pub async fn export(
     State(state): State<AppState>,
     Path((run, step)): Path<(String, String)>,
     headers: HeaderMap,
-    Form(form): Form<Vec<(String, String)>>,
+    csrf::CheckedForm(form): csrf::CheckedForm,
 ) -> Result<Response> {
     let given = join_multi(&form);
-    if !csrf::verify(&headers, given.get("_csrf").map(String::as_str)) {
-        return Err(WebError::Csrf);
-    }
     check_ids(&run, &step)?;
     let format = given.get("format").map(String::as_str).unwrap_or("csv");
     if !matches!(format, "csv" | "json" | "parquet") {
@@ -573,14 +567,7 @@ fn urlencode(s: &str) -> String {
 }
 
 /// Stops a queued or running run (the page's Cancel button).
-pub async fn cancel_run(
-    State(state): State<AppState>,
-    Path(run): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response> {
-    if !csrf::verify(&headers, None) {
-        return Err(WebError::Csrf);
-    }
+pub async fn cancel_run(State(state): State<AppState>, Path(run): Path<String>, _: csrf::Checked) -> Result<Response> {
     check_run(&run)?;
     let stopped = state.engine.cancel(&run);
     Ok(Json(json!({ "cancelled": stopped })).into_response())

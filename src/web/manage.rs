@@ -6,7 +6,7 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
+
 use serde_json::json;
 
 use super::{csrf, AppState, WebError};
@@ -115,18 +115,10 @@ fn values(form: &[(String, String)], name: &str) -> Vec<String> {
     form.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()).collect()
 }
 
-fn token(form: &[(String, String)]) -> Option<&str> {
-    form.iter().find(|(k, _)| k == "_csrf").map(|(_, v)| v.as_str())
-}
-
 pub async fn delete_duplicates(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Form(form): Form<Vec<(String, String)>>,
+    csrf::CheckedForm(form): csrf::CheckedForm,
 ) -> Result<Response> {
-    if !csrf::verify(&headers, token(&form)) {
-        return Err(WebError::Csrf);
-    }
     let catalog = state.engine.catalog();
     manage::delete_duplicates(&catalog, &values(&form, "file")).map_err(WebError::Internal)?;
     state.engine.reload().await;
@@ -135,21 +127,14 @@ pub async fn delete_duplicates(
 
 pub async fn delete_stored(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Form(form): Form<Vec<(String, String)>>,
+    csrf::CheckedForm(form): csrf::CheckedForm,
 ) -> Result<Response> {
-    if !csrf::verify(&headers, token(&form)) {
-        return Err(WebError::Csrf);
-    }
     let catalog = state.engine.catalog();
     manage::delete_stored(&catalog, &state.engine.store, &values(&form, "key")).map_err(WebError::Internal)?;
     Ok(Redirect::to("/manage#stored").into_response())
 }
 
-pub async fn self_tests(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
-    if !csrf::verify(&headers, None) {
-        return Err(WebError::Csrf);
-    }
+pub async fn self_tests(State(state): State<AppState>, _: csrf::Checked) -> Result<Response> {
     let catalog = state.engine.catalog();
     let mut outcomes = Vec::new();
     for e in &catalog.playbooks {
@@ -162,10 +147,7 @@ pub async fn self_tests(State(state): State<AppState>, headers: HeaderMap) -> Re
 }
 
 /// Fetches and shows the incoming commits and the incoming version's problems.
-pub async fn repo_check(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
-    if !csrf::verify(&headers, None) {
-        return Err(WebError::Csrf);
-    }
+pub async fn repo_check(State(state): State<AppState>, headers: HeaderMap, _: csrf::Checked) -> Result<Response> {
     let catalog = state.engine.catalog();
     let ctx = match crate::repo::check(&catalog).await {
         Ok(incoming) => json!({ "incoming": incoming, "csrf": csrf::from_cookie(&headers) }),
@@ -176,14 +158,7 @@ pub async fn repo_check(State(state): State<AppState>, headers: HeaderMap) -> Re
 }
 
 /// Moves the playbooks to the upstream commit (discarding local edits) and reloads.
-pub async fn repo_update(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Form(form): Form<Vec<(String, String)>>,
-) -> Result<Response> {
-    if !csrf::verify(&headers, token(&form)) {
-        return Err(WebError::Csrf);
-    }
+pub async fn repo_update(State(state): State<AppState>, _: csrf::CheckedForm) -> Result<Response> {
     let catalog = state.engine.catalog();
     crate::repo::update(&catalog.paths.playbooks).await.map_err(|e| WebError::BadRequest(format!("{e:#}")))?;
     state.engine.reload().await;

@@ -192,8 +192,10 @@
   }
 
   // ---- management page ----------------------------------------------------------------
-  document.querySelectorAll("form[data-confirm]").forEach((f) =>
+  // Forms that delete or overwrite ask first.
+  const confirmForms = (root) => root.querySelectorAll("form[data-confirm]").forEach((f) =>
     f.addEventListener("submit", (e) => { if (!window.confirm(f.dataset.confirm)) e.preventDefault(); }));
+  confirmForms(document);
   document.querySelectorAll("input.select-all").forEach((box) =>
     box.addEventListener("change", () => box.closest("table").querySelectorAll("tbody input[type=checkbox]")
       .forEach((c) => { c.checked = box.checked; })));
@@ -217,8 +219,7 @@
       out.innerHTML = '<div class="running"><span class="spinner"></span> Fetching…</div>';
       const r = await fetch("/manage/repo/check", { method: "POST", headers: { "x-csrf-token": csrf() }, credentials: "same-origin" });
       out.innerHTML = r.ok ? await r.text() : '<div class="step-error">The check failed.</div>';
-      out.querySelectorAll("form[data-confirm]").forEach((f) =>
-        f.addEventListener("submit", (e) => { if (!window.confirm(f.dataset.confirm)) e.preventDefault(); }));
+      confirmForms(out);
       repoCheck.disabled = false;
     });
   }
