@@ -122,12 +122,16 @@ pub async fn pdf(html: &str) -> Result<Vec<u8>> {
     .stdout(std::process::Stdio::null())
     .stderr(std::process::Stdio::null())
     .kill_on_drop(true);
-    let status = tokio::time::timeout(Duration::from_secs(60), cmd.status())
-        .await
-        .map_err(|_| anyhow!("Chromium took longer than 60 s to print the report"))??;
-    let bytes = std::fs::read(&output).with_context(|| format!("Chromium ({status}) wrote no PDF"))?;
+    let printed = async {
+        let status = tokio::time::timeout(Duration::from_secs(60), cmd.status())
+            .await
+            .map_err(|_| anyhow!("Chromium took longer than 60 s to print the report"))??;
+        std::fs::read(&output).with_context(|| format!("Chromium ({status}) wrote no PDF"))
+    }
+    .await;
+    // The temporary folder goes whether printing worked or not.
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(bytes)
+    printed
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf> {

@@ -7,7 +7,7 @@ use serde_saphyr::Spanned;
 
 use crate::engine::{cell_text, Engine, RunRequest};
 use crate::playbook::{scalar_text, Playbook};
-use crate::problem::{Pos, Problems};
+use crate::problem::Problems;
 use crate::yaml::pos;
 
 /// A self-test: parameters, and what the steps' results must show.
@@ -95,7 +95,6 @@ pub fn validate(raw: Vec<Spanned<RawTest>>, pb: &Playbook, problems: &mut Proble
         let params = t.params.iter().filter_map(|(k, v)| scalar_text(v).map(|v| (k.clone(), v))).collect();
         out.push(SelfTest { name: t.name, params, expect });
     }
-    let _ = Pos::UNKNOWN;
     out
 }
 
