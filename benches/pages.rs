@@ -83,7 +83,14 @@ async fn main() {
         .collect();
     let t = Instant::now();
     let out = engine
-        .run(RunRequest { playbook: pb, values, section: Some(0), who: "bench".into(), source: "bench".into() })
+        .run(RunRequest {
+            playbook: pb,
+            values,
+            section: Some(0),
+            who: "bench".into(),
+            source: "bench".into(),
+            schedule_id: None,
+        })
         .await
         .unwrap();
     let n = engine.step_data(&out.run_id, "flows_basic").unwrap().rows;
@@ -150,8 +157,15 @@ async fn main() {
             let pb = catalog.entry("rdp_bruteforce").and_then(|e| e.runnable()).unwrap().clone();
             let values = pb.params.iter().map(|p| (p.name.clone(), p.parse(None, &cx).unwrap())).collect();
             tokio::spawn(async move {
-                e.run(RunRequest { playbook: pb, values, section: None, who: "bench".into(), source: "bench".into() })
-                    .await
+                e.run(RunRequest {
+                    playbook: pb,
+                    values,
+                    section: None,
+                    who: "bench".into(),
+                    source: "bench".into(),
+                    schedule_id: None,
+                })
+                .await
             })
         })
         .collect();

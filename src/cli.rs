@@ -84,6 +84,13 @@ pub enum Command {
         /// Memory one run's queries may use, in MB; a query needing more fails with a message.
         #[arg(long, default_value_t = 4096)]
         run_memory_mb: usize,
+        /// The address colleagues open, used in notification links (default: http://BIND).
+        #[arg(long, env = "CASEBOOK_PUBLIC_URL")]
+        public_url: Option<String>,
+        /// A YAML file of named secrets (`SOC_WEBHOOK: https://…`); names not in it are read
+        /// from environment variables (default: secrets.yaml in the data folder).
+        #[arg(long, env = "CASEBOOK_SECRETS")]
+        secrets: Option<PathBuf>,
         #[command(flatten)]
         dirs: Dirs,
     },
@@ -186,6 +193,8 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
             max_runs,
             run_timeout_min,
             run_memory_mb,
+            public_url,
+            secrets,
             dirs,
         } => {
             let limits = crate::engine::Limits {
@@ -204,7 +213,8 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
                 ),
                 None => None,
             };
-            serve(bind, retention, user_header, limits, &dirs).await.map(|_| ExitCode::SUCCESS)
+            let opts = ServeOptions { bind, retention, user_header, limits, public_url, secrets };
+            serve(opts, &dirs).await.map(|_| ExitCode::SUCCESS)
         }
         Command::Check { dirs } => check(&dirs).await,
         Command::Run { playbook, params, step, format, max_rows, dirs } => {
@@ -245,13 +255,18 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
     }
 }
 
-async fn serve(
+/// `casebook serve`'s settings beyond the folders.
+struct ServeOptions {
     bind: SocketAddr,
     retention: Option<crate::manage::Retention>,
     user_header: Option<axum::http::HeaderName>,
     limits: crate::engine::Limits,
-    dirs: &Dirs,
-) -> Result<()> {
+    public_url: Option<String>,
+    secrets: Option<PathBuf>,
+}
+
+async fn serve(opts: ServeOptions, dirs: &Dirs) -> Result<()> {
+    let ServeOptions { bind, retention, user_header, limits, public_url, secrets } = opts;
     let paths = dirs.paths();
     if !crate::demo::present(&paths.data) {
         eprintln!("No demo data in {} yet: generating it (once)…", paths.data.display());
@@ -264,11 +279,11 @@ async fn serve(
         eprintln!("{problems} problem(s) in playbooks or connectors; see `casebook check` or the pages");
     }
     let store = Store::open(&paths.state_db())?;
-    let interrupted = store.mark_interrupted()?;
-    if interrupted > 0 {
-        tracing::warn!(runs = interrupted, "runs left unfinished by the last server were marked interrupted");
-    }
     let engine = Arc::new(Engine::with_limits(catalog.clone(), store, limits));
+    let resumed = engine.resume_unfinished()?;
+    if resumed > 0 {
+        tracing::warn!(runs = resumed, "resuming runs left unfinished by the last server");
+    }
     let _watcher = match crate::watch::spawn(engine.clone()) {
         Ok(w) => Some(w),
         Err(e) => {
@@ -291,12 +306,20 @@ async fn serve(
             }
         });
     }
+    let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("binding {bind}"))?;
+    let addr = listener.local_addr()?;
+    let secrets = crate::secrets::Secrets::new(Some(secrets.unwrap_or_else(|| paths.data.join("secrets.yaml"))));
+    let scheduler = Arc::new(crate::schedule::Scheduler::new(
+        engine.clone(),
+        public_url.unwrap_or_else(|| format!("http://{addr}")),
+        secrets,
+    ));
+    let _schedules = scheduler.clone().spawn();
     let mut state = crate::web::AppState::new(engine, paths)?;
     state.retention = retention;
     state.user_header = user_header;
+    state.scheduler = Some(scheduler);
     let app = crate::web::app(state);
-    let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("binding {bind}"))?;
-    let addr = listener.local_addr()?;
     println!("casebook is serving {} playbooks at http://{addr}/", catalog.playbooks.len());
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
@@ -391,8 +414,9 @@ async fn run(
     let store = Store::open(&paths.state_db())?;
     let engine = Arc::new(Engine::new(catalog.clone(), store));
     let who = std::env::var("USER").unwrap_or_else(|_| "cli".into());
-    let outcome =
-        engine.run(RunRequest { playbook: pb.clone(), values, section: None, who, source: "cli".into() }).await?;
+    let outcome = engine
+        .run(RunRequest { playbook: pb.clone(), values, section: None, who, source: "cli".into(), schedule_id: None })
+        .await?;
     let mut failed = false;
     let tz = engine.tz();
     let mut out = std::io::stdout().lock();

@@ -116,6 +116,11 @@ pub struct Progress {
     pub current: String,
     /// Since the run started executing.
     pub elapsed_ms: u64,
+    /// Rows the current step has produced so far.
+    pub rows: u64,
+    /// Chunks of the current step finished, of `chunks` (0 when it is not chunked).
+    pub chunk: usize,
+    pub chunks: usize,
 }
 
 /// The runtime that executes queries, apart from the one serving pages: CPU-bound query
@@ -178,6 +183,35 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
+/// Why a query step failed.
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error(transparent)]
+    Query(#[from] datafusion::error::DataFusionError),
+    #[error("chunk {chunk} of {of}: {source}")]
+    Chunk { chunk: usize, of: usize, window: timeutil::Window, source: datafusion::error::DataFusionError },
+    #[error(transparent)]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+    #[error("{0:#}")]
+    Other(anyhow::Error),
+}
+
+impl StepError {
+    /// The message the analyst reads.
+    fn message(&self) -> String {
+        match self {
+            StepError::Query(e) => clean_error(e).0,
+            StepError::Chunk { chunk, of, window, source } => format!(
+                "chunk {chunk} of {of} ({} – {}): {}",
+                window.start.format("%Y-%m-%d %H:%M"),
+                window.end.format("%Y-%m-%d %H:%M"),
+                clean_error(source).0
+            ),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// Why a run ended early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stop {
@@ -195,6 +229,8 @@ pub struct RunRequest {
     pub section: Option<usize>,
     pub who: String,
     pub source: String,
+    /// The schedule that fired this run, if one did.
+    pub schedule_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -334,21 +370,105 @@ impl Engine {
         }
         let pb = &req.playbook;
         let tz = self.tz();
-        let params_json: serde_json::Map<String, serde_json::Value> =
-            req.values.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.to_text(tz)))).collect();
+        let text = |exact: bool| -> String {
+            let m: serde_json::Map<String, serde_json::Value> = req
+                .values
+                .iter()
+                .map(|(k, v)| {
+                    (k.clone(), serde_json::Value::String(if exact { v.to_exact_text(tz) } else { v.to_text(tz) }))
+                })
+                .collect();
+            serde_json::Value::Object(m).to_string()
+        };
         self.store.start_run(&RunRecord {
             id: run_id.clone(),
             playbook: pb.id.clone(),
             playbook_hash: pb.hash.clone(),
             section: req.section.map(|s| s as i64),
-            params: serde_json::Value::Object(params_json).to_string(),
+            params: text(false),
             started_by: req.who.clone(),
             source: req.source.clone(),
             state: "queued".into(),
             error: None,
             started_at: String::new(),
             finished_at: None,
+            schedule_id: req.schedule_id,
+            resolved: Some(text(true)),
+            pid: None,
         })?;
+        self.drive(req, run_id).await
+    }
+
+    /// Resumes a run that an earlier process left unfinished: steps and chunks that finished
+    /// are read back from their stored files, the rest executes with the parameters as they
+    /// were resolved when the run first started. A run whose playbook has changed since is
+    /// marked interrupted instead (its steps would no longer match).
+    pub async fn resume(self: &Arc<Self>, run: RunRecord) -> Result<RunOutcome> {
+        let catalog = self.catalog();
+        let pb = match catalog.entry(&run.playbook).and_then(|e| e.runnable()) {
+            Some(pb) if pb.hash == run.playbook_hash => pb.clone(),
+            Some(_) => {
+                self.store.interrupt(
+                    &run.id,
+                    "interrupted by a restart; the playbook has changed since, so it was not resumed",
+                )?;
+                bail!("playbook `{}` changed since run {} started", run.playbook, run.id);
+            }
+            None => {
+                self.store.interrupt(&run.id, "interrupted by a restart; the playbook is no longer available")?;
+                bail!("playbook `{}` of run {} is not available", run.playbook, run.id);
+            }
+        };
+        let stored: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(run.resolved.as_deref().unwrap_or(&run.params)).unwrap_or_default();
+        let cx = catalog.parse_ctx();
+        let mut values = Vec::new();
+        for p in &pb.params {
+            let raw = stored.get(&p.name).and_then(|v| v.as_str());
+            match p.parse(raw, &cx) {
+                Ok(v) => values.push((p.name.clone(), v)),
+                Err(e) => {
+                    self.store.interrupt(&run.id, &format!("interrupted by a restart; parameter `{}`: {e}", p.name))?;
+                    bail!("run {}: parameter `{}`: {e}", run.id, p.name);
+                }
+            }
+        }
+        let req = RunRequest {
+            playbook: pb,
+            values,
+            section: run.section.and_then(|s| usize::try_from(s).ok()),
+            who: run.started_by.clone(),
+            source: run.source.clone(),
+            schedule_id: run.schedule_id,
+        };
+        self.store.adopt(&run.id)?;
+        tracing::info!(run = %run.id, playbook = %run.playbook, "resuming a run left unfinished by a restart");
+        self.drive(req, run.id).await
+    }
+
+    /// At server start: resumes every run left queued or running by a process that is gone
+    /// (in the background, through the same queue as new runs). Returns how many.
+    pub fn resume_unfinished(self: &Arc<Self>) -> Result<usize> {
+        let mut n = 0;
+        for run in self.store.unfinished_runs()? {
+            if run.pid.is_some_and(|pid| pid != i64::from(std::process::id()) && process_alive(pid)) {
+                continue;
+            }
+            n += 1;
+            let me = self.clone();
+            tokio::spawn(async move {
+                let id = run.id.clone();
+                if let Err(e) = me.resume(run).await {
+                    tracing::warn!(run = %id, error = %format!("{e:#}"), "not resumed");
+                }
+            });
+        }
+        Ok(n)
+    }
+
+    /// Executes a recorded run to its end and records how it ended.
+    async fn drive(self: &Arc<Self>, req: RunRequest, run_id: String) -> Result<RunOutcome> {
+        let pb = &req.playbook;
         self.set_progress(&run_id, Progress { state: "queued".into(), ..Progress::default() });
         let (cancel_tx, mut cancel_rx) = tokio::sync::watch::channel(false);
         if let Ok(mut jobs) = self.jobs.lock() {
@@ -382,6 +502,11 @@ impl Engine {
         Ok(RunOutcome { run_id, steps })
     }
 
+    /// True while run `run_id` is queued or executing in this process.
+    pub fn is_active(&self, run_id: &str) -> bool {
+        self.jobs.lock().map(|j| j.contains_key(run_id)).unwrap_or(false)
+    }
+
     /// Waits for a slot, then executes, stopping early on cancel or at the time limit.
     /// Dropping the execution future stops its DataFusion queries.
     async fn run_guarded(
@@ -401,6 +526,7 @@ impl Engine {
             _ = cancelled(cancel) => return Ok(Err(Stop::Cancelled)),
         };
         self.store.set_state(run_id, "running")?;
+        self.set_progress(run_id, Progress { state: "running".into(), ..Progress::default() });
         let now = self.running.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         self.peak.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
         tracing::info!(run = %run_id, playbook = %req.playbook.id, who = %req.who, section = ?req.section, "run started");
@@ -493,6 +619,9 @@ impl Engine {
         let mut failed: Vec<String> = Vec::new();
         let total = steps.len();
         let run_started = Instant::now();
+        // Steps that finished before a restart (a resumed run): read back, not run again.
+        let mut finished: HashMap<String, StepRecord> =
+            self.store.steps(&run_id)?.into_iter().map(|s| (s.step_id.clone(), s)).collect();
         for (index, (section, step)) in steps.into_iter().enumerate() {
             self.set_progress(
                 &run_id,
@@ -502,8 +631,15 @@ impl Engine {
                     of: total,
                     current: step.title.clone().unwrap_or_else(|| step.id.clone()),
                     elapsed_ms: run_started.elapsed().as_millis() as u64,
+                    ..Progress::default()
                 },
             );
+            if let Some(rec) = finished.remove(&step.id) {
+                if let Some(out) = self.restore_step(&run_id, &rec, &ctx, &mut done, &mut failed) {
+                    outcomes.push(out);
+                    continue;
+                }
+            }
             let started = Instant::now();
             let mut out = StepOutcome {
                 id: step.id.clone(),
@@ -531,14 +667,13 @@ impl Engine {
             }
             match &step.kind {
                 StepKind::Query(q) => {
-                    let result = async {
-                        let df =
-                            ctx.sql_with_options(&q.sql.text, read_only()).await?.with_param_values(bound.clone())?;
-                        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-                        let batches = df.collect().await?;
-                        Ok::<_, datafusion::error::DataFusionError>((schema, batches))
-                    }
-                    .await;
+                    let result = match &q.chunks {
+                        None => self.query(&ctx, &run_id, &q.sql.text, bound.clone()).await.map_err(StepError::from),
+                        Some(chunks) => {
+                            self.query_chunked(&ctx, &run_id, &step.id, &q.sql.text, chunks, &bound, &req.values, &dir)
+                                .await
+                        }
+                    };
                     match result {
                         Ok((schema, batches)) => {
                             let data = Arc::new(StepData::new(schema.clone(), batches));
@@ -563,9 +698,8 @@ impl Engine {
                             done.insert(step.id.clone(), data);
                         }
                         Err(e) => {
-                            let (msg, _) = clean_error(&e);
                             tracing::warn!(run = %run_id, step = %step.id, error = %e, "step failed");
-                            out.error = Some(msg);
+                            out.error = Some(e.message());
                             failed.push(step.id.clone());
                         }
                     }
@@ -593,6 +727,217 @@ impl Engine {
             outcomes.push(out);
         }
         Ok(outcomes)
+    }
+
+    /// A step that finished before a restart: its stored outcome, its table registered for
+    /// later steps. None when its stored table cannot be read (the step then runs again).
+    fn restore_step(
+        &self,
+        run_id: &str,
+        rec: &StepRecord,
+        ctx: &datafusion::prelude::SessionContext,
+        done: &mut HashMap<String, Arc<StepData>>,
+        failed: &mut Vec<String>,
+    ) -> Option<StepOutcome> {
+        let out: StepOutcome = serde_json::from_str(rec.outcome.as_deref()?).ok()?;
+        if out.error.is_some() {
+            failed.push(out.id.clone());
+            return Some(out);
+        }
+        if rec.file.is_some() {
+            let data = self.step_data(run_id, &out.id).ok()?;
+            let _ = ctx.deregister_table(out.id.as_str());
+            let table = MemTable::try_new(data.schema.clone(), vec![data.batches.clone()]).ok()?;
+            ctx.register_table(out.id.as_str(), Arc::new(table)).ok()?;
+            done.insert(out.id.clone(), data);
+        }
+        Some(out)
+    }
+
+    /// Executes one query, counting its rows into the run's progress as they arrive.
+    async fn query(
+        &self,
+        ctx: &datafusion::prelude::SessionContext,
+        run_id: &str,
+        sql: &str,
+        params: Vec<(String, ScalarValue)>,
+    ) -> std::result::Result<(SchemaRef, Vec<RecordBatch>), datafusion::error::DataFusionError> {
+        use futures::StreamExt;
+        let df = ctx.sql_with_options(sql, read_only()).await?.with_param_values(params)?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let mut stream = df.execute_stream().await?;
+        let mut batches = Vec::new();
+        let mut rows = 0u64;
+        while let Some(b) = stream.next().await {
+            let b = b?;
+            rows += b.num_rows() as u64;
+            batches.push(b);
+            self.update_progress(run_id, |p| p.rows = rows);
+        }
+        Ok((schema, batches))
+    }
+
+    /// Executes a chunked query step: the window of its time range parameter is split into
+    /// chunks; each is executed with that parameter bound to the chunk, stored as Parquet and
+    /// recorded, so that a resumed run reads finished chunks back instead of executing them.
+    #[allow(clippy::too_many_arguments)]
+    async fn query_chunked(
+        &self,
+        ctx: &datafusion::prelude::SessionContext,
+        run_id: &str,
+        step_id: &str,
+        sql: &str,
+        chunks: &crate::steps::query::Chunks,
+        bound: &[(String, ScalarValue)],
+        values: &[(String, Value)],
+        dir: &std::path::Path,
+    ) -> std::result::Result<(SchemaRef, Vec<RecordBatch>), StepError> {
+        let window = match values.iter().find(|(k, _)| k == &chunks.over) {
+            Some((_, Value::Range { window, .. })) => *window,
+            _ => return Err(StepError::Other(anyhow!("fill in `{}`: this step splits its time range", chunks.over))),
+        };
+        let parts = chunks.split(window);
+        let (start_name, end_name) = (format!("{}_start", chunks.over), format!("{}_end", chunks.over));
+        let bind = |w: &timeutil::Window| -> Vec<(String, ScalarValue)> {
+            let utc: Option<Arc<str>> = Some("UTC".into());
+            bound
+                .iter()
+                .map(|(k, v)| {
+                    let t = if *k == start_name {
+                        Some(w.start)
+                    } else if *k == end_name {
+                        Some(w.end)
+                    } else {
+                        None
+                    };
+                    match t {
+                        Some(t) => {
+                            (k.clone(), ScalarValue::TimestampMicrosecond(Some(t.timestamp_micros()), utc.clone()))
+                        }
+                        None => (k.clone(), v.clone()),
+                    }
+                })
+                .collect()
+        };
+        let first = parts.first().copied().unwrap_or(window);
+        let schema: SchemaRef = {
+            let df = ctx.sql_with_options(sql, read_only()).await?.with_param_values(bind(&first))?;
+            Arc::new(df.schema().as_arrow().clone())
+        };
+        let folder = dir.join(format!("{step_id}.chunks"));
+        std::fs::create_dir_all(&folder)
+            .map_err(|e| StepError::Other(anyhow!("creating {}: {e}", folder.display())))?;
+        let stored: HashMap<usize, String> =
+            self.store.chunks(run_id, step_id).map_err(StepError::Other)?.into_iter().map(|(i, _, f)| (i, f)).collect();
+        let total = parts.len();
+        let mut batches = Vec::new();
+        let mut rows = 0u64;
+        for (i, w) in parts.iter().enumerate() {
+            self.update_progress(run_id, |p| {
+                p.chunk = i;
+                p.chunks = total;
+                p.rows = rows;
+            });
+            let name = format!("{i:06}.parquet");
+            let path = folder.join(&name);
+            if stored.get(&i) == Some(&name) {
+                if let Ok(data) = read_parquet(&path) {
+                    for b in data.batches {
+                        rows += b.num_rows() as u64;
+                        batches.push(RecordBatch::try_new(schema.clone(), b.columns().to_vec())?);
+                    }
+                    continue;
+                }
+            }
+            let (_, got) = self.query(ctx, run_id, sql, bind(w)).await.map_err(|e| StepError::Chunk {
+                chunk: i + 1,
+                of: total,
+                window: *w,
+                source: e,
+            })?;
+            let data = StepData::new(schema.clone(), got);
+            // Written aside and renamed, so a kill mid-write never leaves a half chunk.
+            let partial = folder.join(format!("{i:06}.partial"));
+            write_parquet(&partial, &data).map_err(StepError::Other)?;
+            std::fs::rename(&partial, &path).map_err(|e| StepError::Other(anyhow!("storing chunk {}: {e}", i + 1)))?;
+            self.store.record_chunk(run_id, step_id, i, data.rows, &name).map_err(StepError::Other)?;
+            rows += data.rows as u64;
+            batches.extend(data.batches);
+        }
+        self.update_progress(run_id, |p| p.chunk = total);
+        Ok((schema, batches))
+    }
+
+    /// Stores the rows of step `step_id` of run `run_id` that are not in run `prev`'s table
+    /// (`EXCEPT` between the two Parquet outputs) as a step `<step>__new` of the run, shown
+    /// after the run's steps. Without a previous run every row is new. Returns the count.
+    pub async fn what_is_new(&self, run_id: &str, prev: Option<&str>, step_id: &str) -> Result<usize> {
+        let rec = self
+            .store
+            .step(run_id, step_id)?
+            .ok_or_else(|| anyhow!("step `{step_id}` has no table in run {run_id}"))?;
+        let base: Option<StepOutcome> = rec.outcome.as_deref().and_then(|o| serde_json::from_str(o).ok());
+        let file = self.run_dir(run_id).join(format!("{step_id}.parquet"));
+        let ctx = new_session();
+        let opts = datafusion::prelude::ParquetReadOptions::default();
+        let path_text = |p: &std::path::Path| p.to_string_lossy().to_string();
+        ctx.register_parquet("cur", path_text(&file), opts.clone()).await?;
+        let prev_file = prev.map(|p| self.run_dir(p).join(format!("{step_id}.parquet"))).filter(|f| f.exists());
+        let (sql, note) = match (&prev_file, prev) {
+            (Some(pf), Some(p)) => {
+                ctx.register_parquet("prev", path_text(pf), opts).await?;
+                (
+                    "SELECT * FROM cur EXCEPT SELECT * FROM prev".to_string(),
+                    format!(
+                        "Rows of this run's table that were not in the <a href=\"/runs/{p}\">previous run</a> of its schedule."
+                    ),
+                )
+            }
+            (None, Some(p)) => (
+                "SELECT * FROM cur".to_string(),
+                format!("The <a href=\"/runs/{p}\">previous run</a>'s table is no longer stored, so every row counts as new."),
+            ),
+            _ => ("SELECT * FROM cur".to_string(), "The first run of this schedule: every row is new.".to_string()),
+        };
+        let df = ctx.sql(&sql).await?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let data = StepData::new(schema, df.collect().await?);
+        let id = format!("{step_id}__new");
+        write_parquet(&self.run_dir(run_id).join(format!("{id}.parquet")), &data)?;
+        let title = base.as_ref().and_then(|b| b.title.clone()).unwrap_or_else(|| step_id.to_string());
+        let out = StepOutcome {
+            id: id.clone(),
+            title: Some(format!("New since the previous run: {title}")),
+            section: base.as_ref().map_or(0, |b| b.section),
+            rows: Some(data.rows),
+            elapsed_ms: 0,
+            error: None,
+            html: Some(format!("<p class=\"muted\">{note}</p>")),
+            chart: None,
+            show_table: true,
+            export: true,
+            page_size: base.as_ref().map_or(25, |b| b.page_size),
+        };
+        self.store.record_step(
+            run_id,
+            &StepRecord {
+                step_id: id.clone(),
+                rows: Some(data.rows as i64),
+                elapsed_ms: 0,
+                file: Some(format!("{id}.parquet")),
+                error: None,
+                outcome: serde_json::to_string(&out).ok(),
+            },
+        )?;
+        Ok(data.rows)
+    }
+
+    fn update_progress(&self, run_id: &str, f: impl FnOnce(&mut Progress)) {
+        if let Ok(mut m) = self.progress.lock() {
+            if let Some((p, _)) = m.get_mut(run_id) {
+                f(p);
+            }
+        }
     }
 
     fn cache_put(&self, run: &str, step: &str, data: Arc<StepData>) {
@@ -694,6 +1039,11 @@ impl Engine {
         }
         Ok(out)
     }
+}
+
+/// Whether process `pid` still exists (Linux: `/proc/<pid>`; elsewhere assumed gone).
+fn process_alive(pid: i64) -> bool {
+    cfg!(target_os = "linux") && std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Row orders computed for paging (sorted and/or searched), kept so that turning pages is a

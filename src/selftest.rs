@@ -131,8 +131,14 @@ pub async fn run(engine: &std::sync::Arc<Engine>, pb: &std::sync::Arc<Playbook>)
             out.push(o);
             continue;
         }
-        let req =
-            RunRequest { playbook: pb.clone(), values, section: None, who: "self-test".into(), source: "test".into() };
+        let req = RunRequest {
+            playbook: pb.clone(),
+            values,
+            section: None,
+            who: "self-test".into(),
+            source: "test".into(),
+            schedule_id: None,
+        };
         let run = match engine.run(req).await {
             Ok(r) => r,
             Err(e) => {

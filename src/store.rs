@@ -26,6 +26,13 @@ pub struct RunRecord {
     pub error: Option<String>,
     pub started_at: String,
     pub finished_at: Option<String>,
+    /// The schedule that fired the run.
+    pub schedule_id: Option<i64>,
+    /// The parameters as resolved when the run started (relative windows made absolute), so
+    /// that a resumed run reads exactly the same window.
+    pub resolved: Option<String>,
+    /// The process executing the run; a server resumes only runs whose process is gone.
+    pub pid: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -52,6 +59,26 @@ pub struct ExportRecord {
     pub created_at: String,
     pub created_by: String,
 }
+
+/// A schedule's row: its spec (JSON of [`crate::schedule::ScheduleSpec`]) and its state.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScheduleRecord {
+    pub id: i64,
+    pub playbook: String,
+    pub name: String,
+    /// `playbook` (declared in the playbook file) or `analyst` (made on a page).
+    pub origin: String,
+    pub spec: String,
+    pub enabled: bool,
+    pub created_by: String,
+    pub created_at: String,
+    pub last_fire: Option<String>,
+    pub last_run: Option<String>,
+    pub note: Option<String>,
+}
+
+const SCHEDULE_COLUMNS: &str =
+    "id, playbook, name, origin, spec, enabled, created_by, created_at, last_fire, last_run, note";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -90,7 +117,43 @@ CREATE TABLE IF NOT EXISTS exports (
     created_by TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS exports_playbook ON exports(playbook, created_at);
+CREATE TABLE IF NOT EXISTS run_chunks (
+    run_id TEXT NOT NULL,
+    step_id TEXT NOT NULL,
+    chunk INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    file TEXT NOT NULL,
+    PRIMARY KEY (run_id, step_id, chunk)
+);
+CREATE TABLE IF NOT EXISTS schedules (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    playbook TEXT NOT NULL,
+    name TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    enabled INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    last_fire TEXT,
+    last_run TEXT,
+    note TEXT,
+    UNIQUE (playbook, name)
+);
+CREATE TABLE IF NOT EXISTS notifications (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    schedule_id INTEGER,
+    target TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    detail TEXT NOT NULL,
+    at TEXT NOT NULL
+);
 ";
+
+const RUN_COLUMNS: &str =
+    "id, playbook, playbook_hash, section, params, started_by, source, state, error, started_at, \
+                           finished_at, schedule_id, resolved, pid";
 
 fn now() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
@@ -110,21 +173,71 @@ impl Store {
         if !has_outcome {
             conn.execute_batch("ALTER TABLE run_steps ADD COLUMN outcome TEXT")?;
         }
+        for (column, kind) in [("schedule_id", "INTEGER"), ("resolved", "TEXT"), ("pid", "INTEGER")] {
+            let present: bool =
+                conn.prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = ?1")?.exists(params![column])?;
+            if !present {
+                conn.execute_batch(&format!("ALTER TABLE runs ADD COLUMN {column} {kind}"))?;
+            }
+        }
         Ok(Store { conn: Arc::new(Mutex::new(conn)) })
     }
 
-    /// Marks runs left `running` by a server that stopped as `interrupted`. Only the server
-    /// calls this at start: a `casebook run` beside a live server must not touch its runs.
-    pub fn mark_interrupted(&self) -> Result<usize> {
+    /// Runs left `queued` or `running` (by this or an earlier process), oldest first.
+    pub fn unfinished_runs(&self) -> Result<Vec<RunRecord>> {
         self.with(|c| {
-            c.execute(
-                "UPDATE runs SET state = 'interrupted', finished_at = ?1 WHERE state IN ('queued', 'running')",
-                params![now()],
-            )
+            let mut st = c.prepare(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE state IN ('queued', 'running') ORDER BY started_at"
+            ))?;
+            let rows = st.query_map([], run_row)?;
+            rows.collect()
         })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+    /// Marks one unfinished run `interrupted`, saying why.
+    pub fn interrupt(&self, id: &str, why: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET state = 'interrupted', error = ?2, finished_at = ?3 WHERE id = ?1",
+                params![id, why, now()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Takes over an unfinished run for a resume: queued again, owned by this process.
+    pub fn adopt(&self, id: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute("UPDATE runs SET state = 'queued', pid = ?2 WHERE id = ?1", params![id, std::process::id()])
+                .map(|_| ())
+        })
+    }
+
+    /// Records a finished chunk of a chunked step (its rows are in `file`).
+    pub fn record_chunk(&self, run_id: &str, step_id: &str, chunk: usize, rows: usize, file: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO run_chunks (run_id, step_id, chunk, rows, file) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![run_id, step_id, chunk as i64, rows as i64, file],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// The finished chunks of a step: (chunk, rows, file).
+    pub fn chunks(&self, run_id: &str, step_id: &str) -> Result<Vec<(usize, usize, String)>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT chunk, rows, file FROM run_chunks WHERE run_id = ?1 AND step_id = ?2 ORDER BY chunk",
+            )?;
+            let rows = st.query_map(params![run_id, step_id], |r| {
+                Ok((r.get::<_, i64>(0)? as usize, r.get::<_, i64>(1)? as usize, r.get(2)?))
+            })?;
+            rows.collect()
+        })
+    }
+
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
         let conn = self.conn.lock().map_err(|_| anyhow::anyhow!("state database lock poisoned"))?;
         Ok(f(&conn)?)
     }
@@ -132,9 +245,22 @@ impl Store {
     pub fn start_run(&self, r: &RunRecord) -> Result<()> {
         self.with(|c| {
             c.execute(
-                "INSERT INTO runs (id, playbook, playbook_hash, section, params, started_by, source, state, started_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8)",
-                params![r.id, r.playbook, r.playbook_hash, r.section, r.params, r.started_by, r.source, now()],
+                "INSERT INTO runs (id, playbook, playbook_hash, section, params, started_by, source, state, started_at,
+                                   schedule_id, resolved, pid)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?11)",
+                params![
+                    r.id,
+                    r.playbook,
+                    r.playbook_hash,
+                    r.section,
+                    r.params,
+                    r.started_by,
+                    r.source,
+                    now(),
+                    r.schedule_id,
+                    r.resolved,
+                    std::process::id()
+                ],
             )
             .map(|_| ())
         })
@@ -172,21 +298,15 @@ impl Store {
 
     pub fn run(&self, id: &str) -> Result<Option<RunRecord>> {
         self.with(|c| {
-            c.query_row(
-                "SELECT id, playbook, playbook_hash, section, params, started_by, source, state, error, started_at, finished_at FROM runs WHERE id = ?1",
-                params![id],
-                run_row,
-            )
-            .optional()
+            c.query_row(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"), params![id], run_row).optional()
         })
     }
 
     pub fn recent_runs(&self, playbook: &str, limit: i64) -> Result<Vec<RunRecord>> {
         self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT id, playbook, playbook_hash, section, params, started_by, source, state, error, started_at, finished_at
-                 FROM runs WHERE playbook = ?1 ORDER BY started_at DESC LIMIT ?2",
-            )?;
+            let mut st = c.prepare(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE playbook = ?1 ORDER BY started_at DESC LIMIT ?2"
+            ))?;
             let rows = st.query_map(params![playbook, limit], run_row)?;
             rows.collect()
         })
@@ -252,10 +372,7 @@ impl Store {
     /// Every run, newest first.
     pub fn all_runs(&self) -> Result<Vec<RunRecord>> {
         self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT id, playbook, playbook_hash, section, params, started_by, source, state, error, started_at, finished_at
-                 FROM runs ORDER BY started_at DESC",
-            )?;
+            let mut st = c.prepare(&format!("SELECT {RUN_COLUMNS} FROM runs ORDER BY started_at DESC"))?;
             let rows = st.query_map([], run_row)?;
             rows.collect()
         })
@@ -276,6 +393,7 @@ impl Store {
     pub fn delete_run(&self, id: &str) -> Result<()> {
         self.with(|c| {
             c.execute("DELETE FROM run_steps WHERE run_id = ?1", params![id])?;
+            c.execute("DELETE FROM run_chunks WHERE run_id = ?1", params![id])?;
             c.execute("DELETE FROM runs WHERE id = ?1", params![id]).map(|_| ())
         })
     }
@@ -283,6 +401,162 @@ impl Store {
     pub fn delete_export(&self, id: i64) -> Result<()> {
         self.with(|c| c.execute("DELETE FROM exports WHERE id = ?1", params![id]).map(|_| ()))
     }
+}
+
+impl Store {
+    /// Makes the declared schedules of `playbook` exactly `declared` (name, spec, enabled at
+    /// first): new ones are added, changed specs updated (their on/off switch and history
+    /// kept), removed ones deleted. Analysts' schedules are not touched.
+    pub fn sync_declared(&self, playbook: &str, declared: &[(String, String, bool)]) -> Result<()> {
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            for (name, spec, enabled) in declared {
+                tx.execute(
+                    "INSERT INTO schedules (playbook, name, origin, spec, enabled, created_by, created_at)
+                     VALUES (?1, ?2, 'playbook', ?3, ?4, 'playbook', ?5)
+                     ON CONFLICT (playbook, name) DO UPDATE SET spec = excluded.spec WHERE origin = 'playbook'",
+                    params![playbook, name, spec, enabled, now()],
+                )?;
+            }
+            let names: Vec<&str> = declared.iter().map(|(n, _, _)| n.as_str()).collect();
+            let mut st = tx.prepare("SELECT id, name FROM schedules WHERE playbook = ?1 AND origin = 'playbook'")?;
+            let existing: Vec<(i64, String)> =
+                st.query_map(params![playbook], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+            drop(st);
+            for (id, name) in existing {
+                if !names.contains(&name.as_str()) {
+                    tx.execute("DELETE FROM schedules WHERE id = ?1", params![id])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    /// Adds an analyst's schedule; fails when the playbook already has one of that name.
+    pub fn add_schedule(&self, playbook: &str, name: &str, spec: &str, who: &str) -> Result<i64> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO schedules (playbook, name, origin, spec, enabled, created_by, created_at)
+                 VALUES (?1, ?2, 'analyst', ?3, 1, ?4, ?5)",
+                params![playbook, name, spec, who, now()],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    pub fn schedules(&self) -> Result<Vec<ScheduleRecord>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!("SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY playbook, name"))?;
+            let rows = st.query_map([], schedule_row)?;
+            rows.collect()
+        })
+    }
+
+    pub fn schedule(&self, id: i64) -> Result<Option<ScheduleRecord>> {
+        self.with(|c| {
+            c.query_row(&format!("SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE id = ?1"), params![id], schedule_row)
+                .optional()
+        })
+    }
+
+    pub fn set_schedule_enabled(&self, id: i64, enabled: bool) -> Result<()> {
+        self.with(|c| {
+            c.execute("UPDATE schedules SET enabled = ?2, note = NULL WHERE id = ?1", params![id, enabled]).map(|_| ())
+        })
+    }
+
+    /// Deletes an analyst's schedule (declared ones are removed from their playbook file).
+    pub fn delete_schedule(&self, id: i64) -> Result<bool> {
+        self.with(|c| {
+            c.execute("DELETE FROM schedules WHERE id = ?1 AND origin = 'analyst'", params![id]).map(|n| n > 0)
+        })
+    }
+
+    /// Records that a schedule's fire at `at` was handled: started `run` (or none) with a note.
+    pub fn schedule_fired(&self, id: i64, at: &str, run: Option<&str>, note: Option<&str>) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE schedules SET last_fire = ?2, last_run = coalesce(?3, last_run), note = ?4 WHERE id = ?1",
+                params![id, at, run, note],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Records a run started outside the timetable.
+    pub fn schedule_started(&self, id: i64, run: &str) -> Result<()> {
+        self.with(|c| c.execute("UPDATE schedules SET last_run = ?2 WHERE id = ?1", params![id, run]).map(|_| ()))
+    }
+
+    /// The latest succeeded run of schedule `schedule` before run `run`.
+    pub fn previous_scheduled_run(&self, schedule: i64, run: &str) -> Result<Option<String>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT id FROM runs WHERE schedule_id = ?1 AND state = 'succeeded' AND id != ?2
+                   AND started_at <= (SELECT started_at FROM runs WHERE id = ?2)
+                 ORDER BY started_at DESC LIMIT 1",
+                params![schedule, run],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
+    pub fn add_notification(&self, run: &str, schedule: i64, target: &str, d: &crate::notify::Delivery) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO notifications (run_id, schedule_id, target, state, attempts, detail, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    run,
+                    schedule,
+                    target,
+                    if d.delivered { "sent" } else { "failed" },
+                    d.attempts,
+                    d.detail,
+                    now()
+                ],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// The last notification of a schedule, as a line for the page.
+    pub fn last_notification(&self, schedule: i64) -> Result<Option<String>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT state, attempts, detail, at, target FROM notifications WHERE schedule_id = ?1 ORDER BY id DESC LIMIT 1",
+                params![schedule],
+                |r| {
+                    let (state, attempts, detail, at, target): (String, i64, String, String, String) =
+                        (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+                    Ok(format!(
+                        "{} to {target} at {} ({detail}{})",
+                        if state == "sent" { "sent" } else { "not sent" },
+                        at.get(..19).unwrap_or(&at).replace('T', " "),
+                        if attempts > 1 { format!(", {attempts} attempts") } else { String::new() }
+                    ))
+                },
+            )
+            .optional()
+        })
+    }
+}
+
+fn schedule_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ScheduleRecord> {
+    Ok(ScheduleRecord {
+        id: r.get(0)?,
+        playbook: r.get(1)?,
+        name: r.get(2)?,
+        origin: r.get(3)?,
+        spec: r.get(4)?,
+        enabled: r.get(5)?,
+        created_by: r.get(6)?,
+        created_at: r.get(7)?,
+        last_fire: r.get(8)?,
+        last_run: r.get(9)?,
+        note: r.get(10)?,
+    })
 }
 
 fn step_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StepRecord> {
@@ -309,6 +583,9 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         error: r.get(8)?,
         started_at: r.get(9)?,
         finished_at: r.get(10)?,
+        schedule_id: r.get(11)?,
+        resolved: r.get(12)?,
+        pid: r.get(13)?,
     })
 }
 

@@ -245,6 +245,7 @@ async fn the_html_report_opens_offline_with_its_tables_and_charts() {
             section: None,
             who: "ana".into(),
             source: "test".into(),
+            schedule_id: None,
         })
         .await
         .expect("run");

@@ -14,6 +14,8 @@ mod manage;
 mod playbooks;
 mod reload;
 mod repo;
+mod resume;
+mod schedules;
 mod schema;
 mod tidy;
 mod web;

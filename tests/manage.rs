@@ -119,7 +119,14 @@ async fn run(engine: &Arc<Engine>, id: &str) -> String {
         })
         .collect();
     engine
-        .run(RunRequest { playbook: pb, values, section: None, who: "ana".into(), source: "test".into() })
+        .run(RunRequest {
+            playbook: pb,
+            values,
+            section: None,
+            who: "ana".into(),
+            source: "test".into(),
+            schedule_id: None,
+        })
         .await
         .expect("run")
         .run_id

@@ -23,7 +23,14 @@ async fn run(
         })
         .collect();
     let out = engine
-        .run(RunRequest { playbook: pb, values, section: None, who: "test".into(), source: "test".into() })
+        .run(RunRequest {
+            playbook: pb,
+            values,
+            section: None,
+            who: "test".into(),
+            source: "test".into(),
+            schedule_id: None,
+        })
         .await
         .expect("run");
     for s in &out.steps {

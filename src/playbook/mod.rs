@@ -39,6 +39,10 @@ pub struct RawPlaybook {
     #[serde(default)]
     #[schemars(with = "Vec<crate::selftest::RawTest>")]
     pub tests: Vec<Spanned<crate::selftest::RawTest>>,
+    /// Runs on a cron timetable (listed on the schedules page).
+    #[serde(default)]
+    #[schemars(with = "Vec<crate::schedule::RawSchedule>")]
+    pub schedules: Vec<Spanned<crate::schedule::RawSchedule>>,
 }
 
 /// A form parameter.
@@ -127,6 +131,7 @@ pub struct Playbook {
     /// FNV-1a of the file's bytes, recorded with every run.
     pub hash: String,
     pub tests: Vec<crate::selftest::SelfTest>,
+    pub schedules: Vec<crate::schedule::Declared>,
 }
 
 #[derive(Debug, Clone)]
@@ -250,8 +255,10 @@ pub fn validate(id: &str, raw: RawPlaybook, text: &str, cx: &ParseCtx, problems:
         sections,
         hash: fnv1a(text.as_bytes()),
         tests: Vec::new(),
+        schedules: Vec::new(),
     };
     pb.tests = crate::selftest::validate(raw.tests, &pb, problems);
+    pb.schedules = crate::schedule::validate(raw.schedules, &pb, cx, problems);
     pb
 }
 

@@ -252,6 +252,17 @@ impl Value {
             Value::Range { spec, .. } => spec.clone(),
         }
     }
+
+    /// The value as text that parses back to exactly this value at any later time: times
+    /// to the microsecond, relative windows as their absolute bounds.
+    pub fn to_exact_text(&self, tz: Tz) -> String {
+        let exact = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        match self {
+            Value::Time(t) => exact(t),
+            Value::Range { window, .. } => format!("{} .. {}", exact(&window.start), exact(&window.end)),
+            other => other.to_text(tz),
+        }
+    }
 }
 
 fn short(s: &str) -> String {

@@ -25,7 +25,7 @@ type Result<T> = std::result::Result<T, WebError>;
 
 /// Who is acting: the user a trusted reverse proxy names in the configured header
 /// (`serve --user-header`), else "analyst". Accounts of casebook's own come later.
-fn who(state: &AppState, headers: &HeaderMap) -> String {
+pub(super) fn who(state: &AppState, headers: &HeaderMap) -> String {
     let named = state
         .user_header
         .as_ref()
@@ -40,7 +40,7 @@ fn who(state: &AppState, headers: &HeaderMap) -> String {
     }
 }
 
-fn render(state: &AppState, name: &str, ctx: serde_json::Value) -> Result<String> {
+pub(super) fn render(state: &AppState, name: &str, ctx: serde_json::Value) -> Result<String> {
     Ok(state.templates.get_template(name)?.render(ctx)?)
 }
 
@@ -182,7 +182,7 @@ async fn field(state: &AppState, p: &Param, given: Option<&str>, error: Option<S
     }
 }
 
-fn find_entry(state: &AppState, id: &str) -> Result<Entry> {
+pub(super) fn find_entry(state: &AppState, id: &str) -> Result<Entry> {
     state
         .engine
         .catalog()
@@ -222,6 +222,17 @@ pub async fn playbook_page(
     }
     let exports = state.engine.store.exports(&id).map_err(WebError::Internal)?;
     let runs = state.engine.store.recent_runs(&id, 10).map_err(WebError::Internal)?;
+    let schedules = crate::schedule::list(&state.engine, Some(&id)).map_err(WebError::Internal)?;
+    let query_steps: Vec<serde_json::Value> = entry
+        .runnable()
+        .map(|pb| {
+            pb.steps()
+                .filter(|(_, s)| s.is_query())
+                .map(|(_, s)| json!({"id": s.id, "title": s.title.clone().unwrap_or_else(|| s.id.clone())}))
+                .collect()
+        })
+        .unwrap_or_default();
+    let secret_names = state.scheduler.as_ref().map(|s| s.secrets.names()).unwrap_or_default();
     let html = render(
         &state,
         "playbook.html",
@@ -233,6 +244,9 @@ pub async fn playbook_page(
             "sections": sections,
             "exports": exports,
             "runs": runs,
+            "schedules": schedules,
+            "query_steps": query_steps,
+            "secret_names": secret_names,
             "tz": state.engine.tz().name(),
         }),
     )?;
@@ -240,7 +254,7 @@ pub async fn playbook_page(
 }
 
 /// Form and query values: repeated names (multiple select) joined with `,`.
-fn join_multi(pairs: &[(String, String)]) -> HashMap<String, String> {
+pub(super) fn join_multi(pairs: &[(String, String)]) -> HashMap<String, String> {
     let mut out: HashMap<String, String> = HashMap::new();
     for (k, v) in pairs {
         out.entry(k.clone())
@@ -312,6 +326,7 @@ pub async fn run_section(
         section: Some(section),
         who: who(&state, &headers),
         source: "page".into(),
+        schedule_id: None,
     };
     let outcome = state.engine.run_with_id(req, run_id).await.map_err(WebError::Internal)?;
     let html = results_html(&state, &pb.id, &outcome.run_id, &outcome.steps, Some(section)).await?;

@@ -105,10 +105,28 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Result<R
         "health": {
             "connectors": connector_health(&catalog).await,
             "memory": memory_bytes().map(|m| m as i64),
-            "schedules": "none: schedules are not part of this version yet",
+            "schedules": scheduler_state(&state),
         },
     }))?;
     Ok(super::handlers::page(html, cookie))
+}
+
+/// One line on the scheduler: running or not, how many schedules, the next fire.
+fn scheduler_state(state: &AppState) -> String {
+    let list = crate::schedule::list(&state.engine, None).unwrap_or_default();
+    let on = list.iter().filter(|s| s.enabled).count();
+    let problems = list.iter().filter(|s| s.problem.is_some()).count();
+    let next = list.iter().filter_map(|s| s.next.clone()).min();
+    let mut line =
+        if state.scheduler.is_some() { "running".to_string() } else { "not running in this server".to_string() };
+    line.push_str(&format!(" · {} schedule(s), {on} on", list.len()));
+    if problems > 0 {
+        line.push_str(&format!(", {problems} with problems"));
+    }
+    if let Some(n) = next {
+        line.push_str(&format!(" · next run {n}"));
+    }
+    line
 }
 
 fn values(form: &[(String, String)], name: &str) -> Vec<String> {

@@ -6,6 +6,7 @@ mod csrf;
 mod error;
 mod handlers;
 mod manage;
+mod schedules;
 mod templates;
 
 use std::sync::Arc;
@@ -28,6 +29,8 @@ pub struct AppState {
     pub retention: Option<crate::manage::Retention>,
     /// The header in which a trusted reverse proxy names the user (e.g. `X-Remote-User`).
     pub user_header: Option<axum::http::HeaderName>,
+    /// The schedule loop, when this server runs one (its secrets' names feed the forms).
+    pub scheduler: Option<Arc<crate::schedule::Scheduler>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -39,7 +42,7 @@ impl std::fmt::Debug for AppState {
 impl AppState {
     pub fn new(engine: Arc<Engine>, paths: Paths) -> anyhow::Result<AppState> {
         let templates = Arc::new(templates::environment(&paths)?);
-        Ok(AppState { engine, templates, paths, retention: None, user_header: None })
+        Ok(AppState { engine, templates, paths, retention: None, user_header: None, scheduler: None })
     }
 }
 
@@ -57,6 +60,11 @@ pub fn app(state: AppState) -> Router {
         .route("/runs/{run}/report.html", get(handlers::report_html))
         .route("/runs/{run}/report.pdf", get(handlers::report_pdf))
         .route("/exports/{id}", get(handlers::download))
+        .route("/schedules", get(schedules::page_all))
+        .route("/p/{id}/schedule", post(schedules::create))
+        .route("/schedules/{sid}/run", post(schedules::run_now))
+        .route("/schedules/{sid}/delete", post(schedules::delete))
+        .route("/schedules/{sid}/{action}", post(schedules::set_enabled))
         .route("/manage", get(manage::page))
         .route("/manage/duplicates/delete", post(manage::delete_duplicates))
         .route("/manage/stored/delete", post(manage::delete_stored))

@@ -59,6 +59,19 @@
     for (const [k, v] of data.entries()) if (v !== "") usp.append(k, v);
     return usp;
   }
+  // "Step 2 of 3: Flows per day · chunk 4 of 7 · 12,345 rows · 8.1 s"; the bar counts
+  // finished steps, and the chunks of the current one.
+  function showProgress(p, text, bar) {
+    if (p.state === "queued") { text.textContent = "Waiting for a free slot…"; return; }
+    if (!p.of) { text.textContent = "Starting…"; return; }
+    let t = "Step " + p.step + " of " + p.of + ": " + p.current;
+    if (p.chunks) t += " · chunk " + Math.min(p.chunk + 1, p.chunks) + " of " + p.chunks;
+    if (p.rows) t += " · " + p.rows.toLocaleString("en") + " rows";
+    text.textContent = t + " · " + (p.elapsed_ms / 1000).toFixed(1) + " s";
+    bar.max = p.of;
+    bar.value = Math.max(0, p.step - 1) + (p.chunks ? p.chunk / p.chunks : 0);
+  }
+
   async function runSection(button) {
     const i = button.dataset.section;
     const out = document.getElementById("results-" + i);
@@ -75,9 +88,7 @@
       const p = JSON.parse(ev.data);
       const text = out.querySelector(".progress-text"), bar = out.querySelector("progress");
       if (!text) return;
-      if (p.state === "queued") { text.textContent = "Waiting for a free slot…"; return; }
-      text.textContent = "Step " + p.step + " of " + p.of + ": " + p.current + " · " + (p.elapsed_ms / 1000).toFixed(1) + " s";
-      bar.max = p.of; bar.value = p.step - 1;
+      showProgress(p, text, bar);
     });
     events.addEventListener("done", () => events.close());
     out.querySelector("button.cancel").addEventListener("click", (e) => {
@@ -125,6 +136,35 @@
   }
   document.querySelectorAll("button.run").forEach((b) => b.addEventListener("click", () => runSection(b)));
   if (form) form.addEventListener("submit", (e) => { e.preventDefault(); const b = document.querySelector("button.run"); if (b) runSection(b); });
+
+  // ---- a schedule made from the filled form ------------------------------------------
+  const sched = document.getElementById("schedule-form");
+  if (sched && form) {
+    const every = sched.querySelector("[name=_sched_every]");
+    const showWhen = () => {
+      sched.querySelector(".at").hidden = !["day", "weekday", "monday"].includes(every.value);
+      sched.querySelector(".cron").hidden = every.value !== "cron";
+    };
+    every.addEventListener("change", showWhen);
+    showWhen();
+    sched.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      document.querySelectorAll(".time-range").forEach(syncRange);
+      const err = document.getElementById("schedule-error");
+      const body = new URLSearchParams(new FormData(form));
+      for (const [k, v] of new FormData(sched).entries()) body.append(k, v);
+      const r = await fetch("/p/" + encodeURIComponent(sched.dataset.playbook) + "/schedule", {
+        method: "POST", body, headers: { "x-csrf-token": csrf() }, credentials: "same-origin",
+      });
+      if (r.status === 422) {
+        showErrors((await r.json()).errors);
+        err.textContent = "Please correct the highlighted fields."; err.hidden = false;
+        return;
+      }
+      if (!r.ok) { err.textContent = "The server answered " + r.status; err.hidden = false; return; }
+      location.href = (await r.json()).location;
+    });
+  }
 
   // ---- tables: paging, sorting, search and export on the server ----------------------
   async function reload(w, changes) {
@@ -184,9 +224,7 @@
     const es = new EventSource("/runs/" + live.dataset.liveRun + "/events");
     es.addEventListener("progress", (ev) => {
       const p = JSON.parse(ev.data);
-      live.querySelector(".progress-text").textContent = p.state === "queued" ? "Waiting for a free slot…"
-        : "Step " + p.step + " of " + p.of + ": " + p.current + " · " + (p.elapsed_ms / 1000).toFixed(1) + " s";
-      const bar = live.querySelector("progress"); bar.max = p.of || 1; bar.value = Math.max(0, p.step - 1);
+      showProgress(p, live.querySelector(".progress-text"), live.querySelector("progress"));
     });
     es.addEventListener("done", () => { es.close(); location.reload(); });
   }
