@@ -365,7 +365,13 @@ impl Engine {
     /// `limits.concurrent` at once, first come first served), can be cancelled with
     /// [`Engine::cancel`], and is stopped at `limits.timeout`.
     pub async fn run_with_id(self: &Arc<Self>, req: RunRequest, run_id: String) -> Result<RunOutcome> {
-        if run_id.len() != 32 || !run_id.chars().all(|c| c.is_ascii_hexdigit()) || self.store.run(&run_id)?.is_some() {
+        self.register(&req, &run_id)?;
+        self.drive(req, run_id).await
+    }
+
+    /// Records a new run (state `queued`) with its parameters as entered and as resolved.
+    fn register(&self, req: &RunRequest, run_id: &str) -> Result<()> {
+        if run_id.len() != 32 || !run_id.chars().all(|c| c.is_ascii_hexdigit()) || self.store.run(run_id)?.is_some() {
             bail!("a run id must be 32 new hexadecimal digits");
         }
         let pb = &req.playbook;
@@ -381,7 +387,7 @@ impl Engine {
             serde_json::Value::Object(m).to_string()
         };
         self.store.start_run(&RunRecord {
-            id: run_id.clone(),
+            id: run_id.to_string(),
             playbook: pb.id.clone(),
             playbook_hash: pb.hash.clone(),
             section: req.section.map(|s| s as i64),
@@ -396,7 +402,22 @@ impl Engine {
             resolved: Some(text(true)),
             pid: None,
         })?;
-        self.drive(req, run_id).await
+        Ok(())
+    }
+
+    /// Records a run and executes it in the background; returns its id at once (the HTTP
+    /// API: the caller follows the run at `/runs/<id>`).
+    pub fn submit(self: &Arc<Self>, req: RunRequest) -> Result<String> {
+        let run_id = uuid::Uuid::new_v4().simple().to_string();
+        self.register(&req, &run_id)?;
+        let me = self.clone();
+        let id = run_id.clone();
+        tokio::spawn(async move {
+            if let Err(e) = me.drive(req, id.clone()).await {
+                tracing::error!(run = %id, error = %format!("{e:#}"), "run");
+            }
+        });
+        Ok(run_id)
     }
 
     /// Resumes a run that an earlier process left unfinished: steps and chunks that finished

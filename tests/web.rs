@@ -320,3 +320,57 @@ async fn progress_streams_as_server_sent_events() {
     assert!(seen.contains("event: done") && seen.contains("\"state\":\"cancelled\""), "{seen}");
     started.await.expect("join");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_api_starts_a_run_and_reports_its_progress() {
+    let c = client().await;
+    let json_post = |body: &str| {
+        Request::post("/api/runs")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("x-remote-user", "someone")
+            .body(Body::from(body.to_string()))
+            .expect("req")
+    };
+    let r = c
+        .app
+        .clone()
+        .oneshot(json_post(r#"{"playbook": "rdp_bruteforce", "params": {"window": "last 7d", "port": 3389}}"#))
+        .await
+        .expect("resp");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let body: serde_json::Value =
+        serde_json::from_slice(&r.into_body().collect().await.expect("body").to_bytes()).expect("json");
+    let id = body["run_id"].as_str().expect("run id").to_string();
+    assert_eq!(body["url"], format!("/runs/{id}"));
+    let started = std::time::Instant::now();
+    let status = loop {
+        let (code, text) = c.get(&format!("/api/runs/{id}")).await;
+        assert_eq!(code, StatusCode::OK, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        if v["state"] != "queued" && v["state"] != "running" {
+            break v;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "the run did not finish");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(status["state"], "succeeded", "{status}");
+    assert_eq!(status["source"], "api");
+    assert_eq!(status["params"]["window"], "last 7d");
+    let attempts = status["steps"].as_array().expect("steps").iter().find(|s| s["id"] == "attempts").expect("step");
+    assert!(attempts["rows"].as_i64().unwrap_or(0) >= 1, "{status}");
+
+    // Bad values get a message per parameter; unknown ones are named.
+    let r = c
+        .app
+        .clone()
+        .oneshot(json_post(r#"{"playbook": "rdp_bruteforce", "params": {"port": "http", "prot": 1}}"#))
+        .await
+        .expect("resp");
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let text = String::from_utf8_lossy(&r.into_body().collect().await.expect("body").to_bytes()).to_string();
+    assert!(text.contains("not a whole number") && text.contains("no such parameter"), "{text}");
+
+    // A form post (what another site could make a browser send) is refused.
+    let (code, _) = c.post("/api/runs", &[("playbook", "rdp_bruteforce")], false).await;
+    assert_eq!(code, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+}

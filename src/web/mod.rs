@@ -2,6 +2,7 @@
 //! `web/templates` and `widgets/` (autoescaped), CSRF checks on every POST, and one error
 //! type that renders a friendly page or JSON while logging the internals.
 
+mod api;
 mod csrf;
 mod error;
 mod handlers;
@@ -60,6 +61,8 @@ pub fn app(state: AppState) -> Router {
         .route("/runs/{run}/report.html", get(handlers::report_html))
         .route("/runs/{run}/report.pdf", get(handlers::report_pdf))
         .route("/exports/{id}", get(handlers::download))
+        .route("/api/runs", post(api::start_run))
+        .route("/api/runs/{run}", get(api::run_status))
         .route("/schedules", get(schedules::page_all))
         .route("/p/{id}/schedule", post(schedules::create))
         .route("/schedules/{sid}/run", post(schedules::run_now))
