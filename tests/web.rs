@@ -374,3 +374,39 @@ async fn the_http_api_starts_a_run_and_reports_its_progress() {
     let (code, _) = c.post("/api/runs", &[("playbook", "rdp_bruteforce")], false).await;
     assert_eq!(code, StatusCode::UNSUPPORTED_MEDIA_TYPE);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_past_run_runs_again_from_its_permalink() {
+    let c = client().await;
+    let (status, body) = c.post("/p/rdp_bruteforce/run/0", &[("window", "last 7d"), ("port", "22")], true).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let first = v["run_id"].as_str().expect("id").to_string();
+    let (_, page) = c.get(&format!("/runs/{first}")).await;
+    assert!(page.contains("Run again") && page.contains("Edit the parameters and run"), "{page}");
+    let (status, _) = c.post(&format!("/runs/{first}/rerun"), &[], false).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "needs the CSRF token");
+    let req = Request::post(format!("/runs/{first}/rerun"))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::COOKIE, &c.cookie)
+        .body(Body::from(format!("_csrf={}", c.token)))
+        .expect("req");
+    let r = c.app.clone().oneshot(req).await.expect("resp");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let to = r.headers()[header::LOCATION].to_str().expect("location").to_string();
+    let second = to.trim_start_matches("/runs/").to_string();
+    assert_ne!(second, first);
+    let started = std::time::Instant::now();
+    loop {
+        let (_, text) = c.get(&format!("/api/runs/{second}")).await;
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        if v["state"] == "succeeded" {
+            assert_eq!(v["params"]["port"], "22");
+            assert_eq!(v["params"]["window"], "last 7d");
+            break;
+        }
+        assert!(v["state"] == "queued" || v["state"] == "running", "{v}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(60));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
