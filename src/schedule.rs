@@ -98,6 +98,36 @@ impl CronSpec {
     }
 }
 
+/// The timetable in words, for the common shapes the schedule form makes (None otherwise;
+/// the page then shows the cron text alone).
+pub fn describe(cron: &str) -> Option<String> {
+    let f: Vec<&str> = cron.split_whitespace().collect();
+    let at = |m: &str, h: &str| -> Option<String> {
+        let (m, h) = (m.parse::<u32>().ok()?, h.parse::<u32>().ok()?);
+        (m < 60 && h < 24).then(|| format!("{h:02}:{m:02}"))
+    };
+    const DAYS: [&str; 8] = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
+    match f.as_slice() {
+        [sec, "*", "*", "*", "*", "*"] => match sec.strip_prefix("*/") {
+            Some(n) => Some(format!("every {n} seconds")),
+            None if *sec == "*" => Some("every second".into()),
+            None => None,
+        },
+        [m, "*", "*", "*", "*"] => match m.strip_prefix("*/") {
+            Some(n) => Some(format!("every {n} minutes")),
+            None if *m == "0" => Some("every hour".into()),
+            None => m.parse::<u32>().ok().map(|m| format!("every hour at :{m:02}")),
+        },
+        [m, h, "*", "*", "*"] => at(m, h).map(|t| format!("every day at {t}")),
+        [m, h, "*", "*", "1-5"] => at(m, h).map(|t| format!("weekdays at {t}")),
+        [m, h, "*", "*", d] => {
+            let day = d.parse::<usize>().ok().and_then(|d| DAYS.get(d))?;
+            at(m, h).map(|t| format!("every {day} at {t}"))
+        }
+        _ => None,
+    }
+}
+
 /// Standard cron weekdays (0–7, 0 and 7 = Sunday, names) to the `cron` crate's (1–7 from
 /// Sunday): expanded to an explicit list so that ranges and steps keep their meaning.
 fn weekdays(field: &str) -> Result<String, String> {
@@ -338,6 +368,8 @@ pub struct Listed {
     pub origin: String,
     pub enabled: bool,
     pub cron: String,
+    /// The timetable in words, where it has a common shape.
+    pub cron_words: Option<String>,
     pub timezone: String,
     pub params: String,
     pub missed: String,
@@ -346,6 +378,8 @@ pub struct Listed {
     pub next: Option<String>,
     pub last_fire: Option<String>,
     pub last_run: Option<String>,
+    /// When the last run started, in the schedule's zone.
+    pub last_run_at: Option<String>,
     pub last_state: Option<String>,
     pub note: Option<String>,
     pub last_notification: Option<String>,
@@ -375,8 +409,8 @@ pub fn list(engine: &Engine, only: Option<&str>) -> Result<Vec<Listed>> {
             let base = rec.last_fire.as_deref().and_then(parse_time).unwrap_or_else(Utc::now).max(Utc::now());
             c.next_after(base, tz)
         });
-        let last_state = match &rec.last_run {
-            Some(r) => engine.store.run(r)?.map(|r| r.state),
+        let last = match &rec.last_run {
+            Some(r) => engine.store.run(r)?,
             None => None,
         };
         let show = |t: DateTime<Utc>| t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %Z").to_string();
@@ -388,6 +422,7 @@ pub fn list(engine: &Engine, only: Option<&str>) -> Result<Vec<Listed>> {
             origin: rec.origin.clone(),
             enabled: rec.enabled,
             cron: spec.as_ref().map(|s| s.cron.clone()).unwrap_or_default(),
+            cron_words: spec.as_ref().and_then(|s| describe(&s.cron)),
             timezone: tz.name().to_string(),
             params: spec
                 .as_ref()
@@ -402,7 +437,8 @@ pub fn list(engine: &Engine, only: Option<&str>) -> Result<Vec<Listed>> {
             next: if rec.enabled && problem.is_none() { next.map(show) } else { None },
             last_fire: rec.last_fire.as_deref().and_then(parse_time).map(show),
             last_run: rec.last_run.clone(),
-            last_state,
+            last_run_at: last.as_ref().and_then(|r| parse_time(&r.started_at)).map(show),
+            last_state: last.map(|r| r.state),
             note: rec.note.clone(),
             last_notification: engine.store.last_notification(rec.id)?,
             problem,
@@ -692,6 +728,16 @@ mod tests {
             let e = CronSpec::parse(bad).err().unwrap_or_default();
             assert!(e.contains("cron timetable") || e.contains("weekday"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn common_timetables_in_words() {
+        assert_eq!(describe("30 6 * * 1-5").as_deref(), Some("weekdays at 06:30"));
+        assert_eq!(describe("0 6 * * *").as_deref(), Some("every day at 06:00"));
+        assert_eq!(describe("0 8 * * 1").as_deref(), Some("every Monday at 08:00"));
+        assert_eq!(describe("*/15 * * * *").as_deref(), Some("every 15 minutes"));
+        assert_eq!(describe("*/2 * * * * *").as_deref(), Some("every 2 seconds"));
+        assert_eq!(describe("0 6 1 * *"), None);
     }
 
     #[test]
