@@ -22,7 +22,6 @@ use crate::playbook::{self, Playbook, RawPlaybook};
 use crate::problem::{Pos, Problem, Problems};
 use crate::sql::find_identifier;
 use crate::steps::query::Query;
-use crate::steps::StepKind;
 
 /// A playbook file and what became of it.
 #[derive(Debug, Clone)]
@@ -250,7 +249,7 @@ impl Catalog {
                 failed.push(&step.id);
                 continue;
             }
-            let StepKind::Query(q) = &step.kind else { continue };
+            let Some(q) = step.query() else { continue };
             if let Some((name, at)) = &q.connector {
                 if !self.connectors.iter().any(|c| &c.name == name) {
                     let known: Vec<&str> = self.connectors.iter().map(|c| c.name.as_str()).collect();

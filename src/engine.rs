@@ -687,7 +687,8 @@ impl Engine {
                 continue;
             }
             match &step.kind {
-                StepKind::Query(q) => {
+                StepKind::Query(_) | StepKind::Score(_) => {
+                    let Some(q) = step.query() else { continue };
                     let result = match &q.chunks {
                         None => self.query(&ctx, &run_id, &q.sql.text, bound.clone()).await.map_err(StepError::from),
                         Some(chunks) => {

@@ -101,3 +101,17 @@ async fn a_broken_playbook_leaves_the_others_working() {
     assert!(broken.runnable().is_none());
     assert_eq!(broken.problems.len(), 1);
 }
+
+#[tokio::test]
+async fn score_steps_are_checked_at_load() {
+    let base = "title: S\nsections:\n  - title: S\n    steps:\n      - id: pairs\n        query:\n          sql: SELECT sip, dport, count(*) AS n FROM flows GROUP BY sip, dport\n      - id: scored\n        score:\n";
+    let got = problems_of("score", &format!("{base}          from: pairs\n          rules:\n            - {{ when: \"nn > 5\", points: 10, reason: many }}\n")).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0], "score.yaml:10:11: step `scored`: unknown column `nn`\n  hint: did you mean `n`?");
+    let got = problems_of("score", &format!("{base}          from: later\n          model: {{ features: [sip] }}\n")).await;
+    assert!(got.iter().any(|p| p.contains("`from` names `later`, which is not an earlier step")), "{got:?}");
+    let got = problems_of("score", &format!("{base}          from: pairs\n")).await;
+    assert!(got.iter().any(|p| p.contains("needs `rules:` or a `model:`")), "{got:?}");
+    let good = format!("{base}          from: pairs\n          rules:\n            - {{ when: \"n > 5\", points: 10, reason: \"it's busy\" }}\n          model: {{ features: [sip, dport] }}\n          top: 5\n");
+    assert_eq!(problems_of("score", &good).await, Vec::<String>::new());
+}

@@ -198,3 +198,48 @@ async fn stored_results_outlive_the_server() {
     assert!(rec.params.contains("last 7d"), "parameters are recorded: {}", rec.params);
     assert_eq!(engine.store.exports("rdp_bruteforce").expect("exports").len(), 1);
 }
+
+/// The values of `column` in a step's table, in order.
+async fn column(engine: &casebook::engine::Engine, run: &str, step: &str, column: &str) -> Vec<String> {
+    let page = engine.page(run, step, &TableQuery { page: 1, size: 500, ..Default::default() }).await.expect("page");
+    let i = page.columns.iter().position(|c| c == column).unwrap_or_else(|| panic!("no column {column}"));
+    page.rows.iter().map(|r| r[i].text.clone()).collect()
+}
+
+#[tokio::test]
+async fn suspicious_connects_has_every_injected_flow_incident_in_its_top_20() {
+    let data = common::fresh_data();
+    let engine = common::engine(data.path()).await;
+    let out = run(&engine, "suspicious_connects", &[("window", "last 7d"), ("top", "20")]).await;
+    let sources = column(&engine, &out.run_id, "suspicious", "source").await;
+    assert_eq!(sources.len(), 20);
+    for host in [cast::SCANNER, cast::EXFIL_SRC, cast::BEACON_SRC] {
+        assert!(sources.iter().any(|s| s == host), "{host} not in the top 20: {sources:?}");
+    }
+    // Every rank is explained.
+    let reasons = column(&engine, &out.run_id, "suspicious", "reasons").await;
+    assert!(reasons.iter().all(|r| !r.is_empty()), "{reasons:?}");
+    let top = first_row(&engine, &out.run_id, "suspicious").await;
+    assert!(top.iter().any(|c| c.contains("beaconing") || c.contains("large upload")), "{top:?}");
+}
+
+#[tokio::test]
+async fn suspicious_dns_has_the_tunnelling_host_in_its_top_10() {
+    let data = common::fresh_data();
+    let engine = common::engine(data.path()).await;
+    let out = run(&engine, "suspicious_dns", &[("window", "last 7d"), ("top", "10")]).await;
+    let clients = column(&engine, &out.run_id, "suspicious", "client").await;
+    assert!(clients.len() <= 10);
+    assert!(clients.iter().any(|c| c == cast::TUNNEL_CLIENT), "{clients:?}");
+    let reasons = column(&engine, &out.run_id, "suspicious", "reasons").await;
+    assert!(reasons[0].contains("many unique names"), "{reasons:?}");
+}
+
+#[tokio::test]
+async fn beaconing_finds_the_beacon_with_its_interval() {
+    let data = common::fresh_data();
+    let engine = common::engine(data.path()).await;
+    let out = run(&engine, "beaconing", &[("window", "last 7d")]).await;
+    let row = first_row(&engine, &out.run_id, "beacons").await;
+    assert_eq!(&row[..3], &[cast::BEACON_SRC.to_string(), cast::BEACON_DST.to_string(), "8080".to_string()], "{row:?}");
+}

@@ -4,6 +4,7 @@
 pub mod chart;
 pub mod markdown;
 pub mod query;
+pub mod score;
 
 use serde::Deserialize;
 use serde_saphyr::Spanned;
@@ -27,6 +28,10 @@ pub struct RawStep {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub markdown: Option<Spanned<String>>,
+    /// Rank an earlier step's rows by rules and a rarity model.
+    #[serde(default)]
+    #[schemars(with = "Option<score::RawScore>")]
+    pub score: Option<Spanned<score::RawScore>>,
     #[serde(default)]
     #[schemars(with = "Option<chart::RawChart>")]
     pub chart: Option<Spanned<chart::RawChart>>,
@@ -59,6 +64,7 @@ fn yes() -> bool {
 pub enum StepKind {
     Query(query::Query),
     Markdown(markdown::Markdown),
+    Score(score::Score),
 }
 
 /// A validated step.
@@ -79,8 +85,18 @@ pub struct Step {
 }
 
 impl Step {
+    /// Whether the step makes a table (a query, or a score over one).
     pub fn is_query(&self) -> bool {
-        matches!(self.kind, StepKind::Query(_))
+        self.query().is_some()
+    }
+
+    /// The SQL the step executes: a query's, or the one a score step generates.
+    pub fn query(&self) -> Option<&query::Query> {
+        match &self.kind {
+            StepKind::Query(q) => Some(q),
+            StepKind::Score(s) => Some(&s.query),
+            StepKind::Markdown(_) => None,
+        }
     }
 }
 
@@ -105,6 +121,29 @@ pub fn validate(
     if earlier.contains(&id) {
         problems.push(id_at, format!("step id `{id}` is used twice"));
     }
+    let given =
+        usize::from(raw.query.is_some()) + usize::from(raw.markdown.is_some()) + usize::from(raw.score.is_some());
+    if given > 1 {
+        problems.push(at, format!("step `{id}` has more than one of `query`, `markdown` and `score`; split it"));
+        return None;
+    }
+    if let Some(sc) = raw.score {
+        let s_at = pos(&sc);
+        let score = score::validate(sc.value, s_at, params, earlier, problems)?;
+        let deps = score.reads.clone();
+        return finish(
+            id,
+            raw.title,
+            at,
+            StepKind::Score(score),
+            deps,
+            raw.chart,
+            raw.table,
+            raw.export,
+            raw.when,
+            problems,
+        );
+    }
     let (kind, depends_on) = match (raw.query, raw.markdown) {
         (Some(q), None) => {
             let q_at = pos(&q);
@@ -117,27 +156,46 @@ pub fn validate(
             let deps = earlier.iter().filter(|e| md.mentions(e)).cloned().collect();
             (StepKind::Markdown(md), deps)
         }
-        (Some(_), Some(_)) => {
-            problems.push(at, format!("step `{id}` has both `query` and `markdown`; split it into two steps"));
-            return None;
-        }
+        (Some(_), Some(_)) => return None,
         (None, None) => {
-            problems.push_hint(at, format!("step `{id}` does nothing"), "give it a `query:` or a `markdown:`");
+            problems.push_hint(at, format!("step `{id}` does nothing"), "give it a `query:`, `score:` or `markdown:`");
             return None;
         }
     };
-    let chart = match raw.chart {
-        Some(c) if matches!(kind, StepKind::Query(_)) => {
+    finish(id, raw.title, at, kind, depends_on, raw.chart, raw.table, raw.export, raw.when, problems)
+}
+
+/// The parts every step kind shares: chart, table, export, `when`.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    id: String,
+    title: Option<String>,
+    at: Pos,
+    kind: StepKind,
+    depends_on: Vec<String>,
+    chart: Option<Spanned<chart::RawChart>>,
+    table: Option<RawTable>,
+    export: Option<bool>,
+    when: Option<Spanned<String>>,
+    problems: &mut Problems,
+) -> Option<Step> {
+    let raw_chart = chart;
+    let raw_table = table;
+    let raw_export = export;
+    let raw_when = when;
+    let makes_table = !matches!(kind, StepKind::Markdown(_));
+    let chart = match raw_chart {
+        Some(c) if makes_table => {
             let at = pos(&c);
             chart::validate(c.value, at, problems)
         }
         Some(c) => {
-            problems.push(pos(&c), format!("step `{id}`: only a query step can draw a chart"));
+            problems.push(pos(&c), format!("step `{id}`: only a step with a table can draw a chart"));
             None
         }
         None => None,
     };
-    let when = raw.when.and_then(|w| {
+    let when = raw_when.and_then(|w| {
         let env = minijinja::Environment::new();
         match env.compile_expression(&w.value) {
             Ok(_) => Some(w.value),
@@ -147,13 +205,13 @@ pub fn validate(
             }
         }
     });
-    let table = raw.table.unwrap_or(RawTable { show: chart.is_none(), page_size: None });
+    let table = raw_table.unwrap_or(RawTable { show: chart.is_none(), page_size: None });
     Some(Step {
-        title: raw.title,
+        title,
         at,
-        show_table: table.show && matches!(kind, StepKind::Query(_)),
+        show_table: table.show && makes_table,
         page_size: table.page_size.unwrap_or(25).clamp(5, 500),
-        export: raw.export.unwrap_or(true),
+        export: raw_export.unwrap_or(true),
         kind,
         chart,
         depends_on,
