@@ -136,3 +136,21 @@ fn a_failing_self_test_names_the_playbook_the_test_and_the_step() {
     );
     assert!(stdout.contains("1 passed, 1 failed"), "{stdout}");
 }
+
+#[test]
+fn run_threat_investigation_lists_the_scanned_24_as_outbound_peers() {
+    let data = common::fresh_data();
+    let out = casebook()
+        .current_dir(common::repo())
+        .args(["run", "threat_investigation", "--param", &format!("ip={}", cast::SCANNER), "--step", "peers"])
+        .args(["--format", "csv", "--data"])
+        .arg(data.path())
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let scanned: Vec<&str> = stdout.lines().filter(|l| l.starts_with("10.0.20.") && l.contains(",outbound,")).collect();
+    let hosts: std::collections::BTreeSet<&str> = scanned.iter().filter_map(|l| l.split(',').next()).collect();
+    assert_eq!(hosts.len(), 254, "every address of 10.0.20.0/24 is an outbound peer:\n{stdout}");
+    assert!(!stdout.lines().any(|l| l.starts_with("10.0.20.") && !l.contains(",outbound,")), "{stdout}");
+}

@@ -108,7 +108,8 @@ async fn score_steps_are_checked_at_load() {
     let got = problems_of("score", &format!("{base}          from: pairs\n          rules:\n            - {{ when: \"nn > 5\", points: 10, reason: many }}\n")).await;
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0], "score.yaml:10:11: step `scored`: unknown column `nn`\n  hint: did you mean `n`?");
-    let got = problems_of("score", &format!("{base}          from: later\n          model: {{ features: [sip] }}\n")).await;
+    let got =
+        problems_of("score", &format!("{base}          from: later\n          model: {{ features: [sip] }}\n")).await;
     assert!(got.iter().any(|p| p.contains("`from` names `later`, which is not an earlier step")), "{got:?}");
     let got = problems_of("score", &format!("{base}          from: pairs\n")).await;
     assert!(got.iter().any(|p| p.contains("needs `rules:` or a `model:`")), "{got:?}");

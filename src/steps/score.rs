@@ -200,6 +200,11 @@ pub fn validate(
             return None;
         }
     }
-    let query = Query { sql: prepared, origin: SqlOrigin { first: at, block: false, fixed: true }, connector: None, chunks: None };
+    let query = Query {
+        sql: prepared,
+        origin: SqlOrigin { first: at, block: false, fixed: true },
+        connector: None,
+        chunks: None,
+    };
     Some(Score { query, reads })
 }
