@@ -249,6 +249,19 @@ impl Catalog {
                 failed.push(&step.id);
                 continue;
             }
+            if let crate::steps::StepKind::Enrich(e) = &step.kind {
+                match self.plan_enrich(step, e, &schemas, problems) {
+                    Some(schema) => {
+                        let _ = ctx.deregister_table(step.id.as_str());
+                        if let Ok(t) = MemTable::try_new(schema.clone(), vec![vec![]]) {
+                            let _ = ctx.register_table(step.id.as_str(), Arc::new(t));
+                        }
+                        schemas.push((step.id.clone(), schema));
+                    }
+                    None => failed.push(&step.id),
+                }
+                continue;
+            }
             let Some(q) = step.query() else { continue };
             if let Some((name, at)) = &q.connector {
                 if !self.connectors.iter().any(|c| &c.name == name) {
@@ -306,6 +319,74 @@ impl Catalog {
                 }
             }
         }
+    }
+}
+
+impl Catalog {
+    /// Checks an enrich step against the table it enriches and the sources it names; returns
+    /// the enriched table's schema.
+    fn plan_enrich(
+        &self,
+        step: &crate::steps::Step,
+        e: &crate::steps::enrich::Enrich,
+        schemas: &[(String, SchemaRef)],
+        problems: &mut Problems,
+    ) -> Option<SchemaRef> {
+        let (_, from) = schemas.iter().find(|(id, _)| id == &e.from)?;
+        let mut ok = true;
+        for c in e.ip.iter().chain(&e.domain) {
+            if from.field_with_name(c).is_err() {
+                let cols: Vec<&str> = from.fields().iter().map(|f| f.name().as_str()).collect();
+                problems.push_hint(
+                    e.at,
+                    format!("step `{}`: `{}` has no column `{c}`", step.id, e.from),
+                    format!("columns: {}", cols.join(", ")),
+                );
+                ok = false;
+            }
+        }
+        for name in e.connectors() {
+            if !self.connectors.iter().any(|c| c.name == name) {
+                let known: Vec<&str> = self.connectors.iter().map(|c| c.name.as_str()).collect();
+                problems.push_hint(
+                    e.at,
+                    format!("step `{}`: unknown connector `{name}`", step.id),
+                    format!("known connectors: {}", known.join(", ")),
+                );
+                ok = false;
+            }
+        }
+        if let Some(crate::steps::enrich::GeoSource::Mmdb(file)) = &e.geo {
+            match crate::paths::join_inside(&self.paths.data, file) {
+                Some(p) if p.is_file() => {}
+                _ => {
+                    problems.push_hint(
+                        e.at,
+                        format!("step `{}`: no geolocation database `{file}` in the data folder", step.id),
+                        "put the .mmdb file under the data folder and name it relative to it",
+                    );
+                    ok = false;
+                }
+            }
+        }
+        if e.reputation.is_some() {
+            problems
+                .push(e.at, format!("step `{}`: reputation services are not available in this version yet", step.id));
+            ok = false;
+        }
+        let mut fields: Vec<datafusion::arrow::datatypes::Field> =
+            from.fields().iter().map(|f| f.as_ref().clone()).collect();
+        for f in crate::enrich::added_fields(e) {
+            if fields.iter().any(|g| g.name() == f.name()) {
+                problems.push(
+                    e.at,
+                    format!("step `{}`: the column `{}` it adds is already in `{}`", step.id, f.name(), e.from),
+                );
+                ok = false;
+            }
+            fields.push(f);
+        }
+        ok.then(|| Arc::new(datafusion::arrow::datatypes::Schema::new(fields)))
     }
 }
 

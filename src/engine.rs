@@ -687,14 +687,28 @@ impl Engine {
                 continue;
             }
             match &step.kind {
-                StepKind::Query(_) | StepKind::Score(_) => {
-                    let Some(q) = step.query() else { continue };
-                    let result = match &q.chunks {
-                        None => self.query(&ctx, &run_id, &q.sql.text, bound.clone()).await.map_err(StepError::from),
-                        Some(chunks) => {
-                            self.query_chunked(&ctx, &run_id, &step.id, &q.sql.text, chunks, &bound, &req.values, &dir)
+                StepKind::Query(_) | StepKind::Score(_) | StepKind::Enrich(_) => {
+                    let result = match (&step.kind, step.query()) {
+                        (StepKind::Enrich(e), _) => self.enrich(&ctx, e, &done).await,
+                        (_, Some(q)) => match &q.chunks {
+                            None => {
+                                self.query(&ctx, &run_id, &q.sql.text, bound.clone()).await.map_err(StepError::from)
+                            }
+                            Some(chunks) => {
+                                self.query_chunked(
+                                    &ctx,
+                                    &run_id,
+                                    &step.id,
+                                    &q.sql.text,
+                                    chunks,
+                                    &bound,
+                                    &req.values,
+                                    &dir,
+                                )
                                 .await
-                        }
+                            }
+                        },
+                        _ => continue,
                     };
                     match result {
                         Ok((schema, batches)) => {
@@ -952,6 +966,95 @@ impl Engine {
             },
         )?;
         Ok(data.rows)
+    }
+
+    /// An enrich step: the earlier table with lookup columns added (see [`crate::enrich`]).
+    async fn enrich(
+        &self,
+        ctx: &datafusion::prelude::SessionContext,
+        e: &crate::steps::enrich::Enrich,
+        done: &HashMap<String, Arc<StepData>>,
+    ) -> std::result::Result<(SchemaRef, Vec<RecordBatch>), StepError> {
+        use crate::enrich::{Context, Geo, Place, Sources, TopDomains};
+        let other = |m: String| StepError::Other(anyhow!(m));
+        let from = done.get(&e.from).ok_or_else(|| other(format!("step `{}` has no table", e.from)))?;
+        let tz = self.tz();
+        // A source connector's rows as text, by column name.
+        let rows = |name: String| async move {
+            let batches = ctx
+                .sql_with_options(&format!("SELECT * FROM {}", quote_ident(&name)), read_only())
+                .await?
+                .collect()
+                .await?;
+            let mut out: Vec<HashMap<String, String>> = Vec::new();
+            for b in &batches {
+                for r in 0..b.num_rows() {
+                    out.push(
+                        b.schema()
+                            .fields()
+                            .iter()
+                            .enumerate()
+                            .map(|(i, f)| (f.name().to_ascii_lowercase(), cell_text(b.column(i), r, tz)))
+                            .collect(),
+                    );
+                }
+            }
+            Ok::<_, datafusion::error::DataFusionError>(out)
+        };
+        let mut src = Sources::default();
+        if let Some(c) = &e.context {
+            let (context, bad) = Context::new(
+                rows(c.clone())
+                    .await?
+                    .into_iter()
+                    .map(|mut r| (r.remove("ip").unwrap_or_default(), r.remove("name").unwrap_or_default())),
+            );
+            if !bad.is_empty() {
+                tracing::warn!(connector = %c, rows = bad.len(), "network context rows that are not addresses, ranges or CIDRs");
+            }
+            src.context = Some(context);
+        }
+        match &e.geo {
+            Some(crate::steps::enrich::GeoSource::Connector(c)) => {
+                let text = |r: &HashMap<String, String>, k: &str| r.get(k).filter(|v| !v.is_empty()).cloned();
+                let num = |r: &HashMap<String, String>, k: &str| r.get(k).and_then(|v| v.trim().parse::<f64>().ok());
+                let ranges = rows(c.clone())
+                    .await?
+                    .into_iter()
+                    .filter_map(|r| {
+                        let lo = r.get("ip_start")?.trim().parse::<u32>().ok()?;
+                        let hi = r.get("ip_end")?.trim().parse::<u32>().ok()?;
+                        let place = Place {
+                            country: text(&r, "country_code").or_else(|| text(&r, "country")),
+                            city: text(&r, "city"),
+                            lat: num(&r, "latitude"),
+                            lon: num(&r, "longitude"),
+                            owner: text(&r, "owner"),
+                        };
+                        Some((lo, hi, place))
+                    })
+                    .collect();
+                src.geo = Some(Geo::iploc(ranges));
+            }
+            Some(crate::steps::enrich::GeoSource::Mmdb(file)) => {
+                let path = crate::paths::join_inside(&self.catalog().paths.data, file)
+                    .ok_or_else(|| other(format!("`{file}` is not inside the data folder")))?;
+                let bytes = std::fs::read(&path).map_err(|err| other(format!("cannot read {file}: {err}")))?;
+                src.geo = Some(Geo::mmdb(bytes).map_err(|m| other(format!("{file}: {m}")))?);
+            }
+            None => {}
+        }
+        if let Some(t) = &e.top_domains {
+            src.top = Some(TopDomains::new(
+                rows(t.clone())
+                    .await?
+                    .into_iter()
+                    .filter_map(|mut r| Some((r.get("rank")?.trim().parse::<i64>().ok()?, r.remove("domain")?))),
+            ));
+        }
+        let merged = from.merged().map_err(StepError::Other)?;
+        let out = crate::enrich::apply(merged, e, &src, |col, r| cell_text(col, r, tz)).map_err(other)?;
+        Ok((out.schema(), vec![out]))
     }
 
     fn update_progress(&self, run_id: &str, f: impl FnOnce(&mut Progress)) {

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod connector;
 pub mod demo;
 pub mod engine;
+pub mod enrich;
 pub mod manage;
 pub mod markdown;
 pub mod notify;

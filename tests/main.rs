@@ -8,6 +8,7 @@
 mod browser;
 mod cli;
 mod common;
+mod enrich;
 mod jobs;
 mod loader;
 mod manage;

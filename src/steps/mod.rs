@@ -2,6 +2,7 @@
 //! draw; this enum is the one list of what steps exist.
 
 pub mod chart;
+pub mod enrich;
 pub mod markdown;
 pub mod query;
 pub mod score;
@@ -28,6 +29,10 @@ pub struct RawStep {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub markdown: Option<Spanned<String>>,
+    /// Add network context, geolocation, domain and reputation columns to an earlier step's table.
+    #[serde(default)]
+    #[schemars(with = "Option<enrich::RawEnrich>")]
+    pub enrich: Option<Spanned<enrich::RawEnrich>>,
     /// Rank an earlier step's rows by rules and a rarity model.
     #[serde(default)]
     #[schemars(with = "Option<score::RawScore>")]
@@ -65,6 +70,7 @@ pub enum StepKind {
     Query(query::Query),
     Markdown(markdown::Markdown),
     Score(score::Score),
+    Enrich(enrich::Enrich),
 }
 
 /// A validated step.
@@ -85,9 +91,9 @@ pub struct Step {
 }
 
 impl Step {
-    /// Whether the step makes a table (a query, or a score over one).
+    /// Whether the step makes a table (a query, a score or an enrichment).
     pub fn is_query(&self) -> bool {
-        self.query().is_some()
+        !matches!(self.kind, StepKind::Markdown(_))
     }
 
     /// The SQL the step executes: a query's, or the one a score step generates.
@@ -95,7 +101,7 @@ impl Step {
         match &self.kind {
             StepKind::Query(q) => Some(q),
             StepKind::Score(s) => Some(&s.query),
-            StepKind::Markdown(_) => None,
+            StepKind::Markdown(_) | StepKind::Enrich(_) => None,
         }
     }
 }
@@ -121,11 +127,31 @@ pub fn validate(
     if earlier.contains(&id) {
         problems.push(id_at, format!("step id `{id}` is used twice"));
     }
-    let given =
-        usize::from(raw.query.is_some()) + usize::from(raw.markdown.is_some()) + usize::from(raw.score.is_some());
+    let given = usize::from(raw.query.is_some())
+        + usize::from(raw.markdown.is_some())
+        + usize::from(raw.score.is_some())
+        + usize::from(raw.enrich.is_some());
     if given > 1 {
-        problems.push(at, format!("step `{id}` has more than one of `query`, `markdown` and `score`; split it"));
+        problems
+            .push(at, format!("step `{id}` has more than one of `query`, `markdown`, `score` and `enrich`; split it"));
         return None;
+    }
+    if let Some(en) = raw.enrich {
+        let e_at = pos(&en);
+        let e = enrich::validate(en.value, e_at, earlier, problems)?;
+        let deps = vec![e.from.clone()];
+        return finish(
+            id,
+            raw.title,
+            at,
+            StepKind::Enrich(e),
+            deps,
+            raw.chart,
+            raw.table,
+            raw.export,
+            raw.when,
+            problems,
+        );
     }
     if let Some(sc) = raw.score {
         let s_at = pos(&sc);
@@ -158,7 +184,11 @@ pub fn validate(
         }
         (Some(_), Some(_)) => return None,
         (None, None) => {
-            problems.push_hint(at, format!("step `{id}` does nothing"), "give it a `query:`, `score:` or `markdown:`");
+            problems.push_hint(
+                at,
+                format!("step `{id}` does nothing"),
+                "give it a `query:`, `score:`, `enrich:` or `markdown:`",
+            );
             return None;
         }
     };

@@ -1,0 +1,111 @@
+//! The enrich step over real files: Spot's network context CSV, a MaxMind-format `.mmdb`
+//! database (a small fixture made by `tests/fixtures/make-geo-mmdb.py`), the top-domains list
+//! and the public suffix list; and its problems reported at load.
+
+use std::sync::Arc;
+
+use casebook::catalog::Catalog;
+use casebook::engine::{Engine, RunRequest, TableQuery};
+
+use crate::common;
+
+const PLAYBOOK: &str = "title: Enrich
+sections:
+  - title: S
+    steps:
+      - id: hosts
+        query:
+          sql: |
+            SELECT * FROM (VALUES
+              ('45.77.65.211', 'https://www.google.com/search?q=1'),
+              ('2001:db8:100::7', 't1.cdn-sync-update.net'),
+              ('10.0.2.57', 'Files.Example.co.uk'),
+              ('not an ip', '')) AS t(ip, url)
+      - id: looked_up
+        enrich:
+          from: hosts
+          ip: [ip]
+          domain: [url]
+          context: network_context
+          geo: geo/geo.mmdb
+          top_domains: top_domains
+";
+
+async fn engine_with(playbook: &str) -> (Arc<Engine>, tempfile::TempDir, tempfile::TempDir) {
+    let data = common::fresh_data();
+    std::fs::create_dir_all(data.path().join("geo")).unwrap();
+    std::fs::copy(common::repo().join("tests/fixtures/geo.mmdb"), data.path().join("geo/geo.mmdb")).unwrap();
+    let pb = tempfile::tempdir().unwrap();
+    std::fs::write(pb.path().join("e.yaml"), playbook).unwrap();
+    let mut paths = common::paths_with(data.path());
+    paths.playbooks = pb.path().to_path_buf();
+    let catalog = Arc::new(Catalog::load(paths.clone(), chrono_tz::Tz::UTC).await);
+    let store = casebook::store::Store::open(&paths.state_db()).unwrap();
+    (Arc::new(Engine::new(catalog, store)), data, pb)
+}
+
+#[tokio::test]
+async fn ips_and_domains_gain_context_place_and_rank() {
+    let (engine, _data, _pb) = engine_with(PLAYBOOK).await;
+    let problems: Vec<String> = engine.catalog().problems().map(|p| p.to_string()).collect();
+    assert!(problems.is_empty(), "{problems:?}");
+    let pb = engine.catalog().entry("e").and_then(|e| e.runnable()).unwrap().clone();
+    let out = engine
+        .run(RunRequest {
+            playbook: pb,
+            values: vec![],
+            section: None,
+            who: "t".into(),
+            source: "test".into(),
+            schedule_id: None,
+        })
+        .await
+        .unwrap();
+    assert!(out.steps.iter().all(|s| s.error.is_none()), "{:?}", out.steps);
+    let page =
+        engine.page(&out.run_id, "looked_up", &TableQuery { page: 1, size: 10, ..Default::default() }).await.unwrap();
+    let col = |name: &str| {
+        page.columns.iter().position(|c| c == name).unwrap_or_else(|| panic!("no {name}: {:?}", page.columns))
+    };
+    let cell = |row: usize, name: &str| page.rows[row][col(name)].text.clone();
+    // An outside address placed by the .mmdb file, with its AS.
+    assert_eq!(
+        (cell(0, "ip_zone"), cell(0, "ip_country"), cell(0, "ip_city"), cell(0, "ip_owner")),
+        ("external".into(), "NL".into(), "Amsterdam".into(), "AS20473 Example Cloud".into())
+    );
+    assert_eq!(cell(0, "ip_lat"), "52.37");
+    assert_eq!(
+        (cell(0, "url_registrable"), cell(0, "url_subdomain"), cell(0, "url_rank")),
+        ("google.com".into(), "www".into(), "1".into())
+    );
+    assert_eq!(cell(0, "url_top10k"), "true");
+    // IPv6 too; a domain nobody ranks.
+    assert_eq!((cell(1, "ip_country"), cell(1, "ip_city")), ("CZ".into(), "Brno".into()));
+    assert_eq!(
+        (cell(1, "url_registrable"), cell(1, "url_rank"), cell(1, "url_top1m")),
+        ("cdn-sync-update.net".into(), "".into(), "false".into())
+    );
+    // An internal address named by the network context; a domain under a two-label suffix.
+    assert_eq!(
+        (cell(2, "ip_name"), cell(2, "ip_zone"), cell(2, "ip_country")),
+        ("Workstations - Engineering".into(), "internal".into(), "".into())
+    );
+    assert_eq!((cell(2, "url_registrable"), cell(2, "url_subdomain")), ("example.co.uk".into(), "files".into()));
+    // What is not an address or a domain stays empty, and nothing else is lost.
+    assert_eq!((cell(3, "ip_zone"), cell(3, "url_registrable")), ("".into(), "".into()));
+    assert_eq!(page.total, 4);
+}
+
+#[tokio::test]
+async fn enrich_problems_are_reported_at_load() {
+    let broken = PLAYBOOK
+        .replace("ip: [ip]", "ip: [address]")
+        .replace("geo/geo.mmdb", "geo/missing.mmdb")
+        .replace("context: network_context", "context: netctx");
+    let (engine, _data, _pb) = engine_with(&broken).await;
+    let problems: Vec<String> = engine.catalog().problems().map(|p| p.to_string()).collect();
+    assert!(problems.iter().any(|p| p.contains("`hosts` has no column `address`")), "{problems:?}");
+    assert!(problems.iter().any(|p| p.contains("unknown connector `netctx`")), "{problems:?}");
+    assert!(problems.iter().any(|p| p.contains("no geolocation database `geo/missing.mmdb`")), "{problems:?}");
+    assert!(problems.iter().all(|p| p.contains("e.yaml:15:")), "at the step's `enrich:`: {problems:?}");
+}
