@@ -65,6 +65,8 @@ pub struct Catalog {
     pub paths: Paths,
     pub tz: Tz,
     pub connectors: Vec<Connector>,
+    /// Reputation services (`kind: http` connector files).
+    pub services: Vec<crate::reputation::Service>,
     pub connector_problems: Vec<Problem>,
     pub playbooks: Vec<Entry>,
 }
@@ -106,6 +108,7 @@ impl Catalog {
     pub async fn load(paths: Paths, tz: Tz) -> Catalog {
         let ctx = new_session();
         let mut connectors = Vec::new();
+        let mut services = Vec::new();
         let mut connector_problems = Vec::new();
         for file in yaml_files(&paths.connectors) {
             let shown = display_path(&file);
@@ -118,6 +121,18 @@ impl Catalog {
                     continue;
                 }
             };
+            if crate::reputation::is_service(&text) {
+                let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+                if let Some(s) = crate::reputation::load(&stem, &text, &mut problems) {
+                    if services.iter().any(|o: &crate::reputation::Service| o.name == s.name) {
+                        problems.push(Pos::new(1, 1), format!("connector name `{}` is used by another file", s.name));
+                    } else {
+                        services.push(s);
+                    }
+                }
+                connector_problems.extend(problems.list);
+                continue;
+            }
             if let Some(c) = connector::load(&file, &text, &paths.data, &ctx, &mut problems).await {
                 if connectors.iter().any(|o: &Connector| o.name == c.name) {
                     problems.push(Pos::new(1, 1), format!("connector name `{}` is used by another file", c.name));
@@ -127,7 +142,7 @@ impl Catalog {
             }
             connector_problems.extend(problems.list);
         }
-        let mut catalog = Catalog { paths, tz, connectors, connector_problems, playbooks: Vec::new() };
+        let mut catalog = Catalog { paths, tz, connectors, services, connector_problems, playbooks: Vec::new() };
         let files = yaml_files(&catalog.paths.playbooks);
         let mut entries = Vec::new();
         for file in files {
@@ -323,6 +338,15 @@ impl Catalog {
 }
 
 impl Catalog {
+    /// The columns an enrich step's reputation service adds per looked-up column.
+    pub fn reputation_fields(&self, e: &crate::steps::enrich::Enrich) -> Vec<String> {
+        e.reputation
+            .as_deref()
+            .and_then(|r| self.services.iter().find(|s| s.name == r))
+            .map(|s| s.fields.iter().map(|(f, _)| f.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// Checks an enrich step against the table it enriches and the sources it names; returns
     /// the enriched table's schema.
     fn plan_enrich(
@@ -346,7 +370,13 @@ impl Catalog {
             }
         }
         for name in e.connectors() {
-            if !self.connectors.iter().any(|c| c.name == name) {
+            let is_service = e.reputation.as_deref() == Some(name);
+            let found = if is_service {
+                self.services.iter().any(|s| s.name == name)
+            } else {
+                self.connectors.iter().any(|c| c.name == name)
+            };
+            if !found {
                 let known: Vec<&str> = self.connectors.iter().map(|c| c.name.as_str()).collect();
                 problems.push_hint(
                     e.at,
@@ -369,14 +399,10 @@ impl Catalog {
                 }
             }
         }
-        if e.reputation.is_some() {
-            problems
-                .push(e.at, format!("step `{}`: reputation services are not available in this version yet", step.id));
-            ok = false;
-        }
+        let rep_fields = self.reputation_fields(e);
         let mut fields: Vec<datafusion::arrow::datatypes::Field> =
             from.fields().iter().map(|f| f.as_ref().clone()).collect();
-        for f in crate::enrich::added_fields(e) {
+        for f in crate::enrich::added_fields(e, &rep_fields) {
             if fields.iter().any(|g| g.name() == f.name()) {
                 problems.push(
                     e.at,

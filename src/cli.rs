@@ -279,7 +279,10 @@ async fn serve(opts: ServeOptions, dirs: &Dirs) -> Result<()> {
         eprintln!("{problems} problem(s) in playbooks or connectors; see `casebook check` or the pages");
     }
     let store = Store::open(&paths.state_db())?;
-    let engine = Arc::new(Engine::with_limits(catalog.clone(), store, limits));
+    let mut engine = Engine::with_limits(catalog.clone(), store, limits);
+    let secrets = crate::secrets::Secrets::new(Some(secrets.unwrap_or_else(|| paths.data.join("secrets.yaml"))));
+    engine.secrets = secrets.clone();
+    let engine = Arc::new(engine);
     let resumed = engine.resume_unfinished()?;
     if resumed > 0 {
         tracing::warn!(runs = resumed, "resuming runs left unfinished by the last server");
@@ -308,7 +311,6 @@ async fn serve(opts: ServeOptions, dirs: &Dirs) -> Result<()> {
     }
     let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("binding {bind}"))?;
     let addr = listener.local_addr()?;
-    let secrets = crate::secrets::Secrets::new(Some(secrets.unwrap_or_else(|| paths.data.join("secrets.yaml"))));
     let scheduler = Arc::new(crate::schedule::Scheduler::new(
         engine.clone(),
         public_url.unwrap_or_else(|| format!("http://{addr}")),

@@ -300,6 +300,8 @@ pub struct Engine {
     queries: QueryRuntime,
     options_cache: Mutex<HashMap<String, (Instant, Vec<String>)>>,
     pub store: Store,
+    /// Named secrets (API keys of reputation services); `serve --secrets` sets the file.
+    pub secrets: crate::secrets::Secrets,
     cache: Mutex<ResultCache>,
     views: Mutex<ViewCache>,
 }
@@ -310,6 +312,7 @@ impl Engine {
     }
 
     pub fn with_limits(catalog: Arc<Catalog>, store: Store, limits: Limits) -> Engine {
+        let secrets = crate::secrets::Secrets::new(Some(catalog_secrets_default(&catalog)));
         Engine {
             catalog: std::sync::RwLock::new(catalog),
             slots: Arc::new(tokio::sync::Semaphore::new(limits.concurrent.max(1))),
@@ -320,6 +323,7 @@ impl Engine {
             progress: Mutex::new(HashMap::new()),
             queries: QueryRuntime::new(),
             options_cache: Mutex::new(HashMap::new()),
+            secrets,
             store,
             cache: Mutex::new(ResultCache::default()),
             views: Mutex::new(ViewCache::default()),
@@ -1052,6 +1056,28 @@ impl Engine {
                     .filter_map(|mut r| Some((r.get("rank")?.trim().parse::<i64>().ok()?, r.remove("domain")?))),
             ));
         }
+        if let Some(name) = &e.reputation {
+            let catalog = self.catalog();
+            let service = catalog
+                .services
+                .iter()
+                .find(|s| &s.name == name)
+                .ok_or_else(|| other(format!("no reputation service `{name}`")))?;
+            let mut values: Vec<String> = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            let merged = from.merged().map_err(StepError::Other)?;
+            for c in e.ip.iter().chain(&e.domain) {
+                let Ok(i) = merged.schema().index_of(c) else { continue };
+                for r in 0..merged.num_rows() {
+                    let v = cell_text(merged.column(i), r, tz).trim().to_string();
+                    if !v.is_empty() && seen.insert(v.clone()) {
+                        values.push(v);
+                    }
+                }
+            }
+            let answers = service.lookup_all(&values, &self.secrets, &self.store).await;
+            src.reputation = Some((service.fields.iter().map(|(f, _)| f.clone()).collect(), answers));
+        }
         let merged = from.merged().map_err(StepError::Other)?;
         let out = crate::enrich::apply(merged, e, &src, |col, r| cell_text(col, r, tz)).map_err(other)?;
         Ok((out.schema(), vec![out]))
@@ -1164,6 +1190,11 @@ impl Engine {
         }
         Ok(out)
     }
+}
+
+/// `secrets.yaml` in the data folder, the default secrets file.
+fn catalog_secrets_default(catalog: &Catalog) -> PathBuf {
+    catalog.paths.data.join("secrets.yaml")
 }
 
 /// Whether process `pid` still exists (Linux: `/proc/<pid>`; elsewhere assumed gone).

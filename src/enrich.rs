@@ -221,10 +221,12 @@ pub struct Sources {
     pub context: Option<Context>,
     pub geo: Option<Geo>,
     pub top: Option<TopDomains>,
+    /// A reputation service's answers by value, and its field names.
+    pub reputation: Option<(Vec<String>, HashMap<String, crate::reputation::Lookup>)>,
 }
 
 /// The columns the step adds, in order (also used to plan later steps at load).
-pub fn added_fields(e: &Enrich) -> Vec<Field> {
+pub fn added_fields(e: &Enrich, reputation: &[String]) -> Vec<Field> {
     let mut out = Vec::new();
     for c in &e.ip {
         out.push(Field::new(format!("{c}_name"), DataType::Utf8, true));
@@ -235,6 +237,14 @@ pub fn added_fields(e: &Enrich) -> Vec<Field> {
             out.push(Field::new(format!("{c}_lat"), DataType::Float64, true));
             out.push(Field::new(format!("{c}_lon"), DataType::Float64, true));
             out.push(Field::new(format!("{c}_owner"), DataType::Utf8, true));
+        }
+    }
+    if e.reputation.is_some() {
+        for c in e.ip.iter().chain(&e.domain) {
+            for f in reputation {
+                out.push(Field::new(format!("{c}_{f}"), DataType::Utf8, true));
+            }
+            out.push(Field::new(format!("{c}_lookup"), DataType::Utf8, true));
         }
     }
     for d in &e.domain {
@@ -300,6 +310,24 @@ pub fn apply(
             columns.push(Arc::new(StringArray::from_iter(values.iter().map(|v| place(v).owner))));
         }
     }
+    if let Some((names, answers)) = &src.reputation {
+        for c in e.ip.iter().chain(&e.domain) {
+            let values = column_text(c)?;
+            let looked = |v: &String| answers.get(v.trim());
+            for (i, _) in names.iter().enumerate() {
+                columns.push(Arc::new(StringArray::from_iter(
+                    values.iter().map(|v| looked(v).and_then(|l| l.fields.get(i).cloned().flatten())),
+                )));
+            }
+            columns.push(Arc::new(StringArray::from_iter(values.iter().map(|v| {
+                if v.trim().is_empty() {
+                    None
+                } else {
+                    Some(looked(v).map_or_else(|| "not looked up".to_string(), |l| l.status.clone()))
+                }
+            }))));
+        }
+    }
     for d in &e.domain {
         let values = column_text(d)?;
         let mut seen: HashMap<&str, DomainFound> = HashMap::new();
@@ -325,7 +353,8 @@ pub fn apply(
                 .push(Arc::new(BooleanArray::from_iter(rank.iter().map(|r| Some(r.is_some_and(|r| r <= 1_000_000))))));
         }
     }
-    fields.extend(added_fields(e));
+    let names: Vec<String> = src.reputation.as_ref().map(|(n, _)| n.clone()).unwrap_or_default();
+    fields.extend(added_fields(e, &names));
     let out: SchemaRef = Arc::new(Schema::new(fields));
     RecordBatch::try_new(out, columns).map_err(|e| e.to_string())
 }

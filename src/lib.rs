@@ -17,6 +17,7 @@ pub mod playbook;
 pub mod problem;
 pub mod repo;
 pub mod report;
+pub mod reputation;
 pub mod schedule;
 pub mod schema;
 pub mod secrets;

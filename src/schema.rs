@@ -9,7 +9,16 @@ pub fn playbook() -> String {
     serde_json::to_string_pretty(&schemars::schema_for!(RawPlaybook)).unwrap_or_default()
 }
 
+/// A connector file: files registered as a table, or a reputation service (`kind: http`).
+#[derive(schemars::JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum AnyConnector {
+    Files(RawConnector),
+    Http(crate::reputation::RawService),
+}
+
 /// The connector schema, as pretty JSON.
 pub fn connector() -> String {
-    serde_json::to_string_pretty(&schemars::schema_for!(RawConnector)).unwrap_or_default()
+    serde_json::to_string_pretty(&schemars::schema_for!(AnyConnector)).unwrap_or_default()
 }

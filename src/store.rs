@@ -139,6 +139,14 @@ CREATE TABLE IF NOT EXISTS schedules (
     note TEXT,
     UNIQUE (playbook, name)
 );
+CREATE TABLE IF NOT EXISTS lookup_cache (
+    service TEXT NOT NULL,
+    value TEXT NOT NULL,
+    status TEXT NOT NULL,
+    body TEXT NOT NULL,
+    fetched_at TEXT NOT NULL,
+    PRIMARY KEY (service, value)
+);
 CREATE TABLE IF NOT EXISTS notifications (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id TEXT NOT NULL,
@@ -478,6 +486,29 @@ impl Store {
             c.execute(
                 "UPDATE schedules SET last_fire = ?2, last_run = coalesce(?3, last_run), note = ?4 WHERE id = ?1",
                 params![id, at, run, note],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// A reputation answer fetched less than `ttl` ago: (status, JSON body).
+    pub fn cached_lookup(&self, service: &str, value: &str, ttl: chrono::Duration) -> Result<Option<(String, String)>> {
+        let since = (chrono::Utc::now() - ttl).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+        self.with(|c| {
+            c.query_row(
+                "SELECT status, body FROM lookup_cache WHERE service = ?1 AND value = ?2 AND fetched_at >= ?3",
+                params![service, value, since],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+        })
+    }
+
+    pub fn cache_lookup(&self, service: &str, value: &str, status: &str, body: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO lookup_cache (service, value, status, body, fetched_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![service, value, status, body, now()],
             )
             .map(|_| ())
         })

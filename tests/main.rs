@@ -15,6 +15,7 @@ mod manage;
 mod playbooks;
 mod reload;
 mod repo;
+mod reputation;
 mod resume;
 mod schedules;
 mod schema;

@@ -33,8 +33,25 @@ fn the_playbook_schema_knows_every_key_the_shipped_playbooks_use() {
         assert!(text.contains(t), "the schema mentions {t}");
     }
     let connector: serde_json::Value = serde_json::from_str(&casebook::schema::connector()).expect("json");
-    assert_eq!(connector["required"], serde_json::json!(["format", "path"]));
+    let kinds = connector["anyOf"].as_array().expect("files or http");
+    let resolve = |k: &serde_json::Value| -> serde_json::Value {
+        match k["$ref"].as_str().and_then(|r| r.strip_prefix("#/$defs/")) {
+            Some(name) => connector["$defs"][name].clone(),
+            None => k.clone(),
+        }
+    };
+    let resolved: Vec<serde_json::Value> = kinds.iter().map(resolve).collect();
+    let required: Vec<&serde_json::Value> = resolved.iter().map(|k| &k["required"]).collect();
+    assert!(required.contains(&&serde_json::json!(["format", "path"])), "{required:?}");
+    assert!(
+        required.iter().any(|r| r.as_array().is_some_and(|a| a.contains(&serde_json::json!("base_url")))),
+        "{required:?}"
+    );
     assert!(casebook::schema::connector().contains("\"ndjson\""));
+    let text = casebook::schema::playbook();
+    for t in ["enrich", "score", "top_domains", "chunks", "schedules", "what_is_new"] {
+        assert!(text.contains(t), "the schema mentions {t}");
+    }
 }
 
 #[tokio::test]

@@ -106,6 +106,16 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Result<R
             "connectors": connector_health(&catalog).await,
             "memory": memory_bytes().map(|m| m as i64),
             "schedules": scheduler_state(&state),
+            "services": catalog.services.iter().map(|s| {
+                let key = match &s.secret {
+                    None => "no key needed".to_string(),
+                    Some(name) => match state.engine.secrets.get(name) {
+                        Ok(_) => format!("key {name} is set"),
+                        Err(_) => format!("key {name} is not set: lookups will say so"),
+                    },
+                };
+                json!({"name": s.name, "url": s.base_url.as_str(), "key": key})
+            }).collect::<Vec<_>>(),
         },
     }))?;
     Ok(super::handlers::page(html, cookie))
