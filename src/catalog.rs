@@ -204,6 +204,10 @@ impl Catalog {
                 tracing::warn!(connector = %c.name, error = %e, "could not register connector");
             }
         }
+        // Empty here (planning); a run registers the analysts' ratings in its place.
+        if let Ok(t) = MemTable::try_new(ratings_schema(), vec![vec![]]) {
+            let _ = ctx.register_table("ratings", Arc::new(t));
+        }
         ctx
     }
 
@@ -414,6 +418,23 @@ impl Catalog {
         }
         ok.then(|| Arc::new(datafusion::arrow::datatypes::Schema::new(fields)))
     }
+}
+
+/// The `ratings` table playbooks can query: analysts' ratings (1 high … 3 low) of values.
+pub fn ratings_schema() -> SchemaRef {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let text = |n: &str| Field::new(n, DataType::Utf8, false);
+    Arc::new(Schema::new(vec![
+        text("playbook"),
+        text("run_id"),
+        text("step"),
+        text("field"),
+        text("value"),
+        Field::new("rating", DataType::Int64, false),
+        text("note"),
+        text("rated_by"),
+        text("rated_at"),
+    ]))
 }
 
 /// Strips DataFusion's prefixes and keeps the first line.

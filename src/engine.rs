@@ -274,6 +274,8 @@ pub struct Cell {
 #[derive(Debug, Clone, Serialize)]
 pub struct TablePage {
     pub columns: Vec<String>,
+    /// Each shown row's position in the stored table (for selecting rows to rate).
+    pub ids: Vec<u32>,
     pub rows: Vec<Vec<Cell>>,
     pub total: usize,
     pub filtered: usize,
@@ -639,6 +641,9 @@ impl Engine {
             None => pb.steps().collect(),
         };
         let ctx = self.catalog().session_limited(Some(self.limits.memory_bytes));
+        if let Err(e) = self.register_ratings(&ctx) {
+            tracing::warn!(error = %format!("{e:#}"), "ratings are not available to this run");
+        }
         let mut outcomes: Vec<StepOutcome> = Vec::new();
         let mut done: HashMap<String, Arc<StepData>> = HashMap::new();
         let mut failed: Vec<String> = Vec::new();
@@ -970,6 +975,89 @@ impl Engine {
             },
         )?;
         Ok(data.rows)
+    }
+
+    /// Makes the analysts' ratings the `ratings` table of a run's session.
+    fn register_ratings(&self, ctx: &datafusion::prelude::SessionContext) -> Result<()> {
+        use datafusion::arrow::array::{Int64Array, StringArray};
+        let all = self.store.ratings(None)?;
+        let text = |f: &dyn Fn(&crate::store::Rating) -> &str| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(all.iter().map(|r| f(r).to_string())))
+        };
+        let batch = RecordBatch::try_new(
+            crate::catalog::ratings_schema(),
+            vec![
+                text(&|r| &r.playbook),
+                text(&|r| &r.run_id),
+                text(&|r| &r.step_id),
+                text(&|r| &r.field),
+                text(&|r| &r.value),
+                Arc::new(Int64Array::from_iter_values(all.iter().map(|r| r.rating))),
+                text(&|r| &r.note),
+                text(&|r| &r.rated_by),
+                text(&|r| &r.rated_at),
+            ],
+        )?;
+        let _ = ctx.deregister_table("ratings");
+        ctx.register_table("ratings", Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?))?;
+        Ok(())
+    }
+
+    /// Rates the values of `field` in rows of a stored table: the rows given by position, or
+    /// else every row matching `search`. Returns the distinct values rated.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn rate(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        rows: &[u32],
+        search: Option<&str>,
+        field: &str,
+        rating: i64,
+        note: &str,
+        who: &str,
+    ) -> Result<Vec<String>> {
+        if !(1..=3).contains(&rating) {
+            bail!("a rating is 1 (high), 2 (medium) or 3 (low)");
+        }
+        let run = self.store.run(run_id)?.ok_or_else(|| anyhow!("no such run"))?;
+        let data = self.step_data(run_id, step_id)?;
+        let merged = data.merged()?;
+        let col = merged.schema().index_of(field).map_err(|_| anyhow!("the table has no column `{field}`"))?;
+        let picked: Vec<u32> = if !rows.is_empty() {
+            rows.iter().copied().filter(|r| (*r as usize) < merged.num_rows()).collect()
+        } else {
+            match search.map(str::trim).filter(|s| !s.is_empty()) {
+                Some(s) => self.search_rows(&data, &s.to_lowercase()).await?,
+                None => bail!("select rows, or type an address or keyword to rate every row that has it"),
+            }
+        };
+        let tz = self.tz();
+        let mut values: Vec<String> = Vec::new();
+        for r in picked {
+            let v = cell_text(merged.column(col), r as usize, tz);
+            if !v.is_empty() && !values.contains(&v) {
+                values.push(v);
+            }
+        }
+        if values.is_empty() {
+            bail!("no row matched, so nothing was rated");
+        }
+        let base = crate::store::Rating {
+            id: 0,
+            playbook: run.playbook,
+            run_id: run_id.to_string(),
+            step_id: step_id.to_string(),
+            field: field.to_string(),
+            value: String::new(),
+            rating,
+            note: note.chars().take(500).collect(),
+            rated_by: who.to_string(),
+            rated_at: String::new(),
+        };
+        self.store.add_ratings(&base, &values)?;
+        tracing::info!(run = %run_id, step = %step_id, field, rating, values = values.len(), who, "rated");
+        Ok(values)
     }
 
     /// An enrich step: the earlier table with lookup columns added (see [`crate::enrich`]).
@@ -1339,6 +1427,7 @@ impl Engine {
             Some(o) => o.get(offset..end).map(<[u32]>::to_vec).unwrap_or_default(),
             None => (offset as u32..end as u32).collect(),
         };
+        let ids = idx.clone();
         let idx = UInt32Array::from(idx);
         let cols: Vec<ArrayRef> =
             merged.columns().iter().map(|c| take(c.as_ref(), &idx, None)).collect::<std::result::Result<_, _>>()?;
@@ -1348,6 +1437,7 @@ impl Engine {
         let first = if rows.is_empty() { 0 } else { offset + 1 };
         Ok(TablePage {
             last: offset + rows.len(),
+            ids,
             columns,
             rows,
             total: data.rows,

@@ -410,3 +410,104 @@ async fn a_past_run_runs_again_from_its_permalink() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ratings_are_saved_survive_a_restart_and_leave_the_suspicious_list() {
+    let data = common::fresh_data();
+    let app = |engine: std::sync::Arc<casebook::engine::Engine>| {
+        casebook::web::app(AppState::new(engine, common::paths_with(data.path())).expect("state"))
+    };
+    let first = common::engine(data.path()).await;
+    let a = app(first.clone());
+    let r = a
+        .clone()
+        .oneshot(Request::get("/p/suspicious_connects").body(Body::empty()).expect("req"))
+        .await
+        .expect("resp");
+    let (cookie, token) = common::csrf_cookie(&r);
+    let post = |uri: String, body: String| {
+        Request::post(uri)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::COOKIE, &cookie)
+            .header("x-csrf-token", &token)
+            .body(Body::from(body))
+            .expect("req")
+    };
+    let r = a
+        .clone()
+        .oneshot(post("/p/suspicious_connects/run/0".into(), "window=last%207d&top=20".into()))
+        .await
+        .expect("resp");
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: serde_json::Value =
+        serde_json::from_slice(&r.into_body().collect().await.expect("body").to_bytes()).expect("json");
+    let run = v["run_id"].as_str().expect("run").to_string();
+    assert!(v["html"].as_str().unwrap_or("").contains("Rate ticked rows"), "tables offer rating");
+    let sources = |engine: std::sync::Arc<casebook::engine::Engine>, run: String| async move {
+        let page = engine
+            .page(&run, "suspects", &casebook::engine::TableQuery { page: 1, size: 100, ..Default::default() })
+            .await
+            .expect("page");
+        let i = page.columns.iter().position(|c| c == "source").expect("source");
+        page.rows.iter().map(|r| r[i].text.clone()).collect::<Vec<_>>()
+    };
+    assert!(sources(first.clone(), run.clone()).await.contains(&"10.0.3.88".to_string()));
+
+    // Nothing selected: a clear message, nothing saved.
+    let r = a
+        .clone()
+        .oneshot(post(format!("/runs/{run}/steps/suspects/rate"), "field=source&rating=1".into()))
+        .await
+        .expect("resp");
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // The quick box: every row containing the beacon's address, rated high.
+    let r = a
+        .clone()
+        .oneshot(post(
+            format!("/runs/{run}/steps/suspects/rate"),
+            "field=source&rating=1&note=C2+beacon&search=10.0.3.88".into(),
+        ))
+        .await
+        .expect("resp");
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: serde_json::Value =
+        serde_json::from_slice(&r.into_body().collect().await.expect("body").to_bytes()).expect("json");
+    assert_eq!(v["values"], serde_json::json!(["10.0.3.88"]));
+    // A ticked row (the first on the page), rated low.
+    let r = a
+        .clone()
+        .oneshot(post(format!("/runs/{run}/steps/suspects/rate"), "field=destination&rating=3&row=0".into()))
+        .await
+        .expect("resp");
+    assert_eq!(r.status(), StatusCode::OK);
+    drop(a);
+    drop(first);
+
+    // A new server on the same data folder: the ratings are there, as a page and as a table.
+    let second = common::engine(data.path()).await;
+    let ratings = second.store.ratings(Some("suspicious_connects")).expect("ratings");
+    assert_eq!(ratings.len(), 2);
+    assert!(ratings
+        .iter()
+        .any(|r| r.value == "10.0.3.88" && r.rating == 1 && r.note == "C2 beacon" && r.field == "source"));
+    let b = app(second.clone());
+    let r = b
+        .clone()
+        .oneshot(Request::get("/p/suspicious_connects").body(Body::empty()).expect("req"))
+        .await
+        .expect("resp");
+    let page = String::from_utf8_lossy(&r.into_body().collect().await.expect("body").to_bytes()).to_string();
+    assert!(page.contains("Analysts&#x27; ratings (2)") || page.contains("Analysts' ratings (2)"), "{page}");
+    // The next run no longer lists the rated beacon.
+    let r = b
+        .clone()
+        .oneshot(post("/p/suspicious_connects/run/0".into(), "window=last%207d&top=20".into()))
+        .await
+        .expect("resp");
+    let v: serde_json::Value =
+        serde_json::from_slice(&r.into_body().collect().await.expect("body").to_bytes()).expect("json");
+    let next = v["run_id"].as_str().expect("run").to_string();
+    let listed = sources(second.clone(), next).await;
+    assert!(!listed.contains(&"10.0.3.88".to_string()), "{listed:?}");
+    assert!(listed.contains(&"10.0.2.57".to_string()), "{listed:?}");
+}

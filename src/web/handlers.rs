@@ -233,6 +233,7 @@ pub async fn playbook_page(
         })
         .unwrap_or_default();
     let secret_names = state.scheduler.as_ref().map(|s| s.secrets.names()).unwrap_or_default();
+    let ratings = state.engine.store.ratings(Some(&id)).map_err(WebError::Internal)?;
     let html = render(
         &state,
         "playbook.html",
@@ -245,6 +246,7 @@ pub async fn playbook_page(
             "exports": exports,
             "runs": runs,
             "schedules": schedules,
+            "ratings": ratings,
             "query_steps": query_steps,
             "secret_names": secret_names,
             "tz": state.engine.tz().name(),
@@ -418,6 +420,26 @@ pub async fn table(
         .await
         .map_err(|_| WebError::NotFound("This result is no longer stored.".into()))?;
     Ok(Html(table_html(&state, &run, &step, p.export.as_deref() != Some("0"), &page)?).into_response())
+}
+
+/// Rates values of a column in a stored table (Spot's Score): the ticked rows, or every row
+/// matching the quick box. Answers JSON: how many values were rated, or what is wrong.
+pub async fn rate(
+    State(state): State<AppState>,
+    Path((run, step)): Path<(String, String)>,
+    headers: HeaderMap,
+    csrf::CheckedForm(form): csrf::CheckedForm,
+) -> Result<Response> {
+    check_ids(&run, &step)?;
+    let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).unwrap_or("");
+    let rows: Vec<u32> = form.iter().filter(|(k, _)| k == "row").filter_map(|(_, v)| v.parse().ok()).collect();
+    let rating: i64 = get("rating").parse().unwrap_or(0);
+    let search = Some(get("search")).filter(|s| !s.trim().is_empty());
+    match state.engine.rate(&run, &step, &rows, search, get("field"), rating, get("note"), &who(&state, &headers)).await
+    {
+        Ok(values) => Ok(Json(json!({ "rated": values.len(), "values": values, "rating": rating })).into_response()),
+        Err(e) => Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "error": format!("{e:#}") }))).into_response()),
+    }
 }
 
 pub async fn export(

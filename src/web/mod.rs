@@ -55,6 +55,7 @@ pub fn app(state: AppState) -> Router {
         .route("/p/{id}/run/{section}", post(handlers::run_section))
         .route("/runs/{run}/steps/{step}/table", get(handlers::table))
         .route("/runs/{run}/steps/{step}/export", post(handlers::export))
+        .route("/runs/{run}/steps/{step}/rate", post(handlers::rate))
         .route("/runs/{run}", get(handlers::run_page))
         .route("/runs/{run}/cancel", post(handlers::cancel_run))
         .route("/runs/{run}/rerun", post(api::rerun))

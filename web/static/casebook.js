@@ -137,6 +137,41 @@
   document.querySelectorAll("button.run").forEach((b) => b.addEventListener("click", () => runSection(b)));
   if (form) form.addEventListener("submit", (e) => { e.preventDefault(); const b = document.querySelector("button.run"); if (b) runSection(b); });
 
+  // ---- rating rows (Spot's Score) ------------------------------------------------------
+  document.addEventListener("change", (e) => {
+    if (!e.target.classList.contains("pick-all")) return;
+    e.target.closest("table").querySelectorAll("input.row-pick").forEach((b) => { b.checked = e.target.checked; });
+  });
+  document.addEventListener("click", async (e) => {
+    const b = e.target.closest("button.rate-selected, button.rate-matching");
+    if (!b) return;
+    const w = b.closest(".table-widget");
+    const out = w.querySelector(".rate-result");
+    const body = new URLSearchParams();
+    body.set("field", w.querySelector(".rate-field").value);
+    body.set("rating", (w.querySelector(".rate-choice input:checked") || {}).value || "");
+    body.set("note", w.querySelector(".rate-note").value);
+    if (b.classList.contains("rate-selected")) {
+      w.querySelectorAll("input.row-pick:checked").forEach((c) => body.append("row", c.value));
+    } else {
+      body.set("search", w.querySelector(".rate-search").value);
+    }
+    b.disabled = true;
+    try {
+      const r = await fetch("/runs/" + w.dataset.run + "/steps/" + w.dataset.step + "/rate", {
+        method: "POST", body, headers: { "x-csrf-token": csrf() }, credentials: "same-origin",
+      });
+      const j = await r.json();
+      const names = { 1: "high", 2: "medium", 3: "low" };
+      out.className = "rate-result " + (r.ok ? "good" : "bad");
+      out.textContent = r.ok
+        ? "Rated " + j.rated + " value" + (j.rated === 1 ? "" : "s") + " " + names[j.rating] + ": " + j.values.slice(0, 5).join(", ") + (j.rated > 5 ? "…" : "")
+        : j.error;
+    } catch (err) {
+      out.className = "rate-result bad"; out.textContent = "Could not reach casebook.";
+    } finally { b.disabled = false; }
+  });
+
   // ---- a schedule made from the filled form ------------------------------------------
   const sched = document.getElementById("schedule-form");
   if (sched && form) {
