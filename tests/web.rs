@@ -456,7 +456,7 @@ async fn ratings_are_saved_survive_a_restart_and_leave_the_suspicious_list() {
     // Nothing selected: a clear message, nothing saved.
     let r = a
         .clone()
-        .oneshot(post(format!("/runs/{run}/steps/suspects/rate"), "field=source&rating=1".into()))
+        .oneshot(post(format!("/runs/{run}/steps/most_suspicious/rate"), "field=source&rating=1".into()))
         .await
         .expect("resp");
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
@@ -464,7 +464,7 @@ async fn ratings_are_saved_survive_a_restart_and_leave_the_suspicious_list() {
     let r = a
         .clone()
         .oneshot(post(
-            format!("/runs/{run}/steps/suspects/rate"),
+            format!("/runs/{run}/steps/most_suspicious/rate"),
             "field=source&rating=1&note=C2+beacon&search=10.0.3.88".into(),
         ))
         .await
@@ -476,7 +476,7 @@ async fn ratings_are_saved_survive_a_restart_and_leave_the_suspicious_list() {
     // A ticked row (the first on the page), rated low.
     let r = a
         .clone()
-        .oneshot(post(format!("/runs/{run}/steps/suspects/rate"), "field=destination&rating=3&row=0".into()))
+        .oneshot(post(format!("/runs/{run}/steps/most_suspicious/rate"), "field=destination&rating=3&row=0".into()))
         .await
         .expect("resp");
     assert_eq!(r.status(), StatusCode::OK);
