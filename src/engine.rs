@@ -185,7 +185,7 @@ impl<T> Drop for AbortOnDrop<T> {
 
 /// Why a query step failed.
 #[derive(Debug, thiserror::Error)]
-enum StepError {
+pub enum StepError {
     #[error(transparent)]
     Query(#[from] datafusion::error::DataFusionError),
     #[error("chunk {chunk} of {of}: {source}")]
@@ -198,7 +198,7 @@ enum StepError {
 
 impl StepError {
     /// The message the analyst reads.
-    fn message(&self) -> String {
+    pub fn message(&self) -> String {
         match self {
             StepError::Query(e) => clean_error(e).0,
             StepError::Chunk { chunk, of, window, source } => format!(
@@ -1067,9 +1067,20 @@ impl Engine {
         e: &crate::steps::enrich::Enrich,
         done: &HashMap<String, Arc<StepData>>,
     ) -> std::result::Result<(SchemaRef, Vec<RecordBatch>), StepError> {
+        let from = done.get(&e.from).ok_or_else(|| StepError::Other(anyhow!("step `{}` has no table", e.from)))?;
+        let out = self.enrich_table(ctx, e, from).await?;
+        Ok((out.schema.clone(), out.batches.clone()))
+    }
+
+    /// `from` with the lookup columns of `e` added.
+    pub(crate) async fn enrich_table(
+        &self,
+        ctx: &datafusion::prelude::SessionContext,
+        e: &crate::steps::enrich::Enrich,
+        from: &StepData,
+    ) -> std::result::Result<StepData, StepError> {
         use crate::enrich::{Context, Geo, Place, Sources, TopDomains};
         let other = |m: String| StepError::Other(anyhow!(m));
-        let from = done.get(&e.from).ok_or_else(|| other(format!("step `{}` has no table", e.from)))?;
         let tz = self.tz();
         // A source connector's rows as text, by column name.
         let rows = |name: String| async move {
@@ -1168,7 +1179,7 @@ impl Engine {
         }
         let merged = from.merged().map_err(StepError::Other)?;
         let out = crate::enrich::apply(merged, e, &src, |col, r| cell_text(col, r, tz)).map_err(other)?;
-        Ok((out.schema(), vec![out]))
+        Ok(StepData::new(out.schema(), vec![out]))
     }
 
     fn update_progress(&self, run_id: &str, f: impl FnOnce(&mut Progress)) {
@@ -1490,6 +1501,16 @@ pub fn cell_text(col: &ArrayRef, row: usize, tz: Tz) -> String {
         Ok(f) => f.value(row).to_string(),
         Err(_) => String::new(),
     }
+}
+
+/// Writes a table as Parquet (threat snapshots).
+pub fn write_parquet_file(path: &std::path::Path, data: &StepData) -> Result<()> {
+    write_parquet(path, data)
+}
+
+/// Reads a Parquet table written by casebook.
+pub fn read_parquet_file(path: &std::path::Path) -> Result<StepData> {
+    read_parquet(path)
 }
 
 fn write_parquet(path: &std::path::Path, data: &StepData) -> Result<()> {

@@ -26,6 +26,7 @@ pub mod sql;
 pub mod sqlfn;
 pub mod steps;
 pub mod store;
+pub mod threat;
 pub mod timeutil;
 pub mod watch;
 pub mod web;

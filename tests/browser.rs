@@ -282,3 +282,85 @@ async fn the_html_report_opens_offline_with_its_tables_and_charts() {
     assert_eq!(status, axum::http::StatusCode::OK);
     assert!(pdf.starts_with(b"%PDF"), "a PDF");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analyst_rates_rows_saves_a_threat_and_opens_its_storyboard() {
+    let data = common::fresh_data();
+    let (addr, server) = common::serve(data.path()).await;
+    let site = format!("http://{addr}");
+    let d = Driver::start().await;
+
+    // Score the connections; the beacon is among the most suspicious.
+    d.go(&format!("{site}/p/suspicious_connects?window=last+7d&top=20")).await;
+    d.click("button.run[data-section='0']").await;
+    d.wait_for(
+        "return document.querySelectorAll('#results-0 table.data tbody input.row-pick').length >= 5",
+        "the scored table",
+    )
+    .await;
+    // Rate: tick the beacon's row, rate its source high.
+    let ticked = d
+        .js("const rows = [...document.querySelectorAll('#results-0 table.data tbody tr')];
+             const r = rows.find((tr) => tr.textContent.includes('45.77.65.211'));
+             if (!r) return false; r.querySelector('input.row-pick').click(); return true")
+        .await;
+    assert_eq!(ticked, json!(true), "the beacon is listed");
+    d.js("document.querySelector('#results-0 details.rate-bar').open = true; return true").await;
+    d.type_into("#results-0 .rate-note", "beacon to a VPS").await;
+    d.click("#results-0 button.rate-selected").await;
+    let rated = d
+        .wait_for(
+            "const r = document.querySelector('#results-0 .rate-result'); return r && r.textContent",
+            "the rating",
+        )
+        .await;
+    assert_eq!(rated, json!("Rated 1 value high: 10.0.3.88"));
+
+    // Open the run's permalink and save the threat.
+    let run = d.js("return document.getElementById('results-0').dataset.run").await;
+    d.go(&format!("{site}/runs/{}", run.as_str().unwrap_or_default())).await;
+    d.js("document.getElementById('save-threat').open = true; return true").await;
+    d.type_into("#threat-form [name=threat_entity]", "10.0.3.88").await;
+    d.js("document.querySelector('#threat-form [name=threat_severity]').value = 'high'; return true").await;
+    d.click("#threat-form button[type=submit]").await;
+    let err = d
+        .wait_for(
+            "const e = document.getElementById('err-threat_title'); return e && !e.hidden && e.textContent",
+            "the missing title",
+        )
+        .await;
+    assert!(err.as_str().unwrap_or_default().contains("title"), "{err}");
+    d.type_into("#threat-form [name=threat_title]", "Sales workstation beaconing to a VPS").await;
+    d.type_into("#threat-form [name=threat_description]", "Every 60 s to 45.77.65.211:8080 for two days.").await;
+    d.click("#threat-form button[type=submit]").await;
+    d.wait_for("return location.pathname.startsWith('/threats/')", "the storyboard").await;
+
+    // Every panel is drawn from data casebook serves itself.
+    d.wait_for("return document.getElementById('storyboard').dataset.drawn === 'yes'", "all panels").await;
+    let drawn = d.js("return [...document.querySelectorAll('[data-drawn]')].map((e) => e.dataset.drawn)").await;
+    assert!(drawn.as_array().is_some_and(|a| a.len() == 6 && a.iter().all(|v| v == "yes")), "{drawn}");
+    let tree = d.js("return document.querySelector('#panel-tree .tree').textContent").await;
+    let tree = tree.as_str().unwrap_or_default();
+    assert!(tree.contains("10.0.3.88") && tree.contains("outbound") && tree.contains("RU"), "{tree}");
+    let bars = d.js("const ch = Chart.getChart(document.getElementById('impact-chart')); return ch ? ch.data.datasets[0].data : null").await;
+    assert!(bars.as_array().is_some_and(|b| b.len() == 3 && b[1].as_u64().unwrap_or(0) >= 1), "{bars}");
+    let points = d.js("const ch = Chart.getChart(document.getElementById('timeline-chart')); return ch ? ch.data.labels.length : 0").await;
+    assert!(points.as_u64().unwrap_or(0) >= 24, "hours on the timeline: {points}");
+    // The map has land drawn (not only the sea colour) and a located peer.
+    let land = d
+        .js("const c = document.getElementById('map'); const g = c.getContext('2d');
+             const px = g.getImageData(0, 0, c.width, c.height).data; let land = 0;
+             for (let i = 0; i < px.length; i += 4) if (px[i] === 0xd5 && px[i+1] === 0xdb && px[i+2] === 0xe5) land++;
+             return land")
+        .await;
+    assert!(land.as_u64().unwrap_or(0) > 10_000, "country shapes drawn: {land}");
+    d.js("document.getElementById('panel-impact').scrollIntoView(); window.scrollTo(0, 0); return true").await;
+    d.screenshot("storyboard.png").await;
+
+    // The executive briefing lists it.
+    d.go(&format!("{site}/threats")).await;
+    let listed = d.js("return document.querySelector('table.threats tbody').textContent").await;
+    assert!(listed.as_str().unwrap_or_default().contains("Sales workstation beaconing to a VPS"), "{listed}");
+    d.cmd(reqwest::Method::DELETE, "", json!({})).await;
+    server.abort();
+}

@@ -511,3 +511,100 @@ async fn ratings_are_saved_survive_a_restart_and_leave_the_suspicious_list() {
     assert!(!listed.contains(&"10.0.3.88".to_string()), "{listed:?}");
     assert!(listed.contains(&"10.0.2.57".to_string()), "{listed:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_threat_keeps_its_evidence_survives_a_restart_and_exports_as_stix() {
+    let data = common::fresh_data();
+    let engine = common::engine(data.path()).await;
+    let a = casebook::web::app(AppState::new(engine.clone(), common::paths_with(data.path())).expect("state"));
+    let r = a.clone().oneshot(Request::get("/threats").body(Body::empty()).expect("req")).await.expect("resp");
+    let (cookie, token) = common::csrf_cookie(&r);
+    let post = |uri: String, body: String| {
+        Request::post(uri)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::COOKIE, &cookie)
+            .header("x-csrf-token", &token)
+            .body(Body::from(body))
+            .expect("req")
+    };
+    let r = a
+        .clone()
+        .oneshot(post("/p/threat_investigation/run/0".into(), "ip=10.0.2.57&window=last%207d".into()))
+        .await
+        .expect("resp");
+    let v: serde_json::Value =
+        serde_json::from_slice(&r.into_body().collect().await.expect("body").to_bytes()).expect("json");
+    let run = v["run_id"].as_str().expect("run").to_string();
+    // Bad input: a message per field, nothing saved.
+    let r = a
+        .clone()
+        .oneshot(post(
+            format!("/runs/{run}/threat"),
+            "threat_kind=ip&threat_entity=10.0.2.999&threat_severity=urgent".into(),
+        ))
+        .await
+        .expect("resp");
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let text = String::from_utf8_lossy(&r.into_body().collect().await.expect("body").to_bytes()).to_string();
+    assert!(
+        text.contains("threat_entity") && text.contains("threat_title") && text.contains("threat_severity"),
+        "{text}"
+    );
+    assert!(engine.store.threats().expect("threats").is_empty());
+    let r = a
+        .clone()
+        .oneshot(post(
+            format!("/runs/{run}/threat"),
+            "threat_kind=ip&threat_entity=10.0.2.57&threat_severity=high&threat_title=Exfiltration+to+a+rare+host&threat_description=2.5+GB+to+198.51.100.23".into(),
+        ))
+        .await
+        .expect("resp");
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: serde_json::Value =
+        serde_json::from_slice(&r.into_body().collect().await.expect("body").to_bytes()).expect("json");
+    let location = v["location"].as_str().expect("location").to_string();
+
+    // The run's stored outputs go away (retention); the threat keeps its evidence and story.
+    std::fs::remove_dir_all(common::paths_with(data.path()).run_dir(&run)).expect("delete run outputs");
+    drop(a);
+    drop(engine);
+    let engine = common::engine(data.path()).await;
+    let b = casebook::web::app(AppState::new(engine.clone(), common::paths_with(data.path())).expect("state"));
+    let get = |uri: String| {
+        let b = b.clone();
+        async move {
+            let r = b.oneshot(Request::get(uri).body(Body::empty()).expect("req")).await.expect("resp");
+            (r.status(), String::from_utf8_lossy(&r.into_body().collect().await.expect("body").to_bytes()).to_string())
+        }
+    };
+    let (status, page) = get(location.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("Exfiltration to a rare host") && page.contains("Evidence") && page.contains("198.51.100.23"),
+        "{page}"
+    );
+    let (_, story) = get(format!("{location}/story.json")).await;
+    let story: serde_json::Value = serde_json::from_str(&story).expect("json");
+    let peers = story["peers"].as_array().expect("peers");
+    let exfil = peers.iter().find(|p| p["peer"] == "198.51.100.23").expect("the exfiltration peer");
+    assert_eq!((exfil["direction"].as_str(), exfil["peer_zone"].as_str()), (Some("outbound"), Some("external")));
+    assert!(exfil["bytes"].as_f64().unwrap_or(0.0) > 2.0e9, "{exfil}");
+
+    // Exports: CSV, JSON, and a STIX 2.1 bundle with an indicator, a sighting and a report.
+    let (_, csv) = get("/threats/export/csv".into()).await;
+    assert!(csv.starts_with("id,created_at,severity,title") && csv.contains("Exfiltration to a rare host"), "{csv}");
+    let (_, json) = get("/threats/export/json".into()).await;
+    assert!(json.contains("\"entity\": \"10.0.2.57\""), "{json}");
+    let (_, stix) = get("/threats/export/stix".into()).await;
+    let bundle: serde_json::Value = serde_json::from_str(&stix).expect("stix json");
+    assert_eq!(bundle["type"], "bundle");
+    let objects = bundle["objects"].as_array().expect("objects");
+    let of = |t: &str| objects.iter().find(|o| o["type"] == t).unwrap_or_else(|| panic!("no {t}")).clone();
+    let (indicator, sighting, report) = (of("indicator"), of("sighting"), of("report"));
+    assert_eq!(indicator["pattern"], "[ipv4-addr:value = '10.0.2.57']");
+    assert_eq!(indicator["spec_version"], "2.1");
+    assert_eq!(sighting["sighting_of_ref"], indicator["id"]);
+    assert!(sighting["count"].as_i64().unwrap_or(0) >= 30, "{sighting}");
+    assert!(sighting["first_seen"].as_str().is_some_and(|s| s.ends_with('Z')), "{sighting}");
+    assert_eq!(report["object_refs"], serde_json::json!([indicator["id"], sighting["id"]]));
+}

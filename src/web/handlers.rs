@@ -588,6 +588,7 @@ pub async fn run_page(State(state): State<AppState>, Path(run): Path<String>, he
         json!({
             "csrf": token, "tz": catalog.tz.name(), "run": rec, "title": title, "params": params,
             "rerun": format!("/p/{}?{}", rec.playbook, query), "exists": shown.is_some(), "changed": changed,
+            "entity_hint": params.values().filter_map(|v| v.as_str()).find(|v| v.trim().parse::<std::net::IpAddr>().is_ok()).unwrap_or(""),
             "results": results,
         }),
     )?;

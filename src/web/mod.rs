@@ -9,6 +9,7 @@ mod handlers;
 mod manage;
 mod schedules;
 mod templates;
+mod threats;
 
 use std::sync::Arc;
 
@@ -65,6 +66,11 @@ pub fn app(state: AppState) -> Router {
         .route("/exports/{id}", get(handlers::download))
         .route("/api/runs", post(api::start_run))
         .route("/api/runs/{run}", get(api::run_status))
+        .route("/runs/{run}/threat", post(threats::save))
+        .route("/threats", get(threats::list))
+        .route("/threats/export/{format}", get(threats::export))
+        .route("/threats/{id}", get(threats::storyboard))
+        .route("/threats/{id}/story.json", get(threats::story_json))
         .route("/schedules", get(schedules::page_all))
         .route("/p/{id}/schedule", post(schedules::create))
         .route("/schedules/{sid}/run", post(schedules::run_now))

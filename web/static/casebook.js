@@ -137,6 +137,25 @@
   document.querySelectorAll("button.run").forEach((b) => b.addEventListener("click", () => runSection(b)));
   if (form) form.addEventListener("submit", (e) => { e.preventDefault(); const b = document.querySelector("button.run"); if (b) runSection(b); });
 
+  // ---- saving a threat from a run ------------------------------------------------------
+  const threatForm = document.getElementById("threat-form");
+  if (threatForm) {
+    threatForm.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const err = document.getElementById("threat-error");
+      const r = await fetch("/runs/" + threatForm.dataset.run + "/threat", {
+        method: "POST", body: new URLSearchParams(new FormData(threatForm)), headers: { "x-csrf-token": csrf() }, credentials: "same-origin",
+      });
+      if (r.status === 422) {
+        showErrors((await r.json()).errors);
+        err.textContent = "Please correct the highlighted fields."; err.hidden = false;
+        return;
+      }
+      if (!r.ok) { err.textContent = "The server answered " + r.status; err.hidden = false; return; }
+      location.href = (await r.json()).location;
+    });
+  }
+
   // ---- rating rows (Spot's Score) ------------------------------------------------------
   document.addEventListener("change", (e) => {
     if (!e.target.classList.contains("pick-all")) return;

@@ -1,0 +1,123 @@
+//! Threats: saving one from a run, the executive briefing (`/threats`), a threat's
+//! storyboard, and exports (CSV, JSON, STIX 2.1).
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::handlers::{page, render, who};
+use super::{csrf, AppState, WebError};
+use crate::threat::{self, NewThreat};
+
+type Result<T> = std::result::Result<T, WebError>;
+
+/// Saves a threat from run `run`; answers JSON: where it is, or a message per field.
+pub async fn save(
+    State(state): State<AppState>,
+    Path(run): Path<String>,
+    headers: HeaderMap,
+    csrf::CheckedForm(form): csrf::CheckedForm,
+) -> Result<Response> {
+    if run.len() != 32 || !run.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(WebError::NotFound("There is no such run.".into()));
+    }
+    let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.trim().to_string()).unwrap_or_default();
+    let t = NewThreat {
+        run_id: run.clone(),
+        title: get("threat_title"),
+        description: get("threat_description"),
+        severity: get("threat_severity"),
+        kind: get("threat_kind"),
+        entity: get("threat_entity"),
+        who: who(&state, &headers),
+    };
+    let problems = t.check();
+    if !problems.is_empty() {
+        let errors: serde_json::Map<String, serde_json::Value> =
+            problems.into_iter().map(|(k, v)| (format!("threat_{k}"), serde_json::Value::String(v))).collect();
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "errors": errors }))).into_response());
+    }
+    if state.engine.store.run(&run).map_err(WebError::Internal)?.is_none() {
+        return Err(WebError::NotFound("There is no such run.".into()));
+    }
+    let id = threat::save(&state.engine, &t).await.map_err(WebError::Internal)?;
+    Ok(Json(json!({ "location": format!("/threats/{id}") })).into_response())
+}
+
+pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
+    let (token, cookie) = csrf::ensure(&headers);
+    let threats = state.engine.store.threats().map_err(WebError::Internal)?;
+    let html =
+        render(&state, "threats.html", json!({ "csrf": token, "threats": threats, "tz": state.engine.tz().name() }))?;
+    Ok(page(html, cookie))
+}
+
+pub async fn storyboard(State(state): State<AppState>, Path(id): Path<i64>, headers: HeaderMap) -> Result<Response> {
+    let (token, cookie) = csrf::ensure(&headers);
+    let store = &state.engine.store;
+    let t = store
+        .threat(id)
+        .map_err(WebError::Internal)?
+        .ok_or_else(|| WebError::NotFound("There is no such threat.".into()))?;
+    let tz = state.engine.tz();
+    let dir = state.engine.catalog().paths.data.join("threats").join(id.to_string());
+    let mut evidence = Vec::new();
+    for (step, title, rows) in store.evidence(id).map_err(WebError::Internal)? {
+        let Ok(data) = crate::engine::read_parquet_file(&dir.join(format!("evidence_{step}.parquet"))) else {
+            continue;
+        };
+        let columns: Vec<String> = data.schema.fields().iter().map(|f| f.name().clone()).collect();
+        let mut shown: Vec<Vec<String>> = Vec::new();
+        'outer: for b in &data.batches {
+            for r in 0..b.num_rows() {
+                if shown.len() >= 20 {
+                    break 'outer;
+                }
+                shown.push((0..b.num_columns()).map(|c| crate::engine::cell_text(b.column(c), r, tz)).collect());
+            }
+        }
+        evidence.push(json!({ "step": step, "title": title, "rows": rows, "columns": columns, "shown": shown }));
+    }
+    let params: serde_json::Value = serde_json::from_str(&t.params).unwrap_or(serde_json::Value::Null);
+    let html = render(
+        &state,
+        "storyboard.html",
+        json!({ "csrf": token, "t": t, "params": params, "evidence": evidence, "tz": tz.name() }),
+    )?;
+    Ok(page(html, cookie))
+}
+
+pub async fn story_json(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Response> {
+    let data = threat::storyboard_json(&state.engine.store, &state.engine.catalog().paths.data, id, state.engine.tz())
+        .map_err(|_| WebError::NotFound("There is no such threat.".into()))?;
+    Ok(Json(data).into_response())
+}
+
+/// `/threats/export/csv`, `/json` or `/stix` (a STIX 2.1 bundle).
+pub async fn export(State(state): State<AppState>, Path(file): Path<String>) -> Result<Response> {
+    let threats = state.engine.store.threats().map_err(WebError::Internal)?;
+    let (body, kind) = match file.as_str() {
+        "csv" => (threat::csv(threats), "text/csv; charset=utf-8"),
+        "json" => {
+            let rows: Vec<threat::Exported> = threats.into_iter().map(Into::into).collect();
+            (serde_json::to_string_pretty(&rows).unwrap_or_default(), "application/json")
+        }
+        "stix" => {
+            let sightings = threat::sighting_counts(&state.engine.catalog().paths.data, &threats);
+            (
+                serde_json::to_string_pretty(&threat::stix(&threats, &sightings)).unwrap_or_default(),
+                "application/stix+json;version=2.1",
+            )
+        }
+        _ => return Err(WebError::NotFound("No such export.".into())),
+    };
+    let name = match file.as_str() {
+        "csv" => "casebook-threats.csv",
+        "json" => "casebook-threats.json",
+        _ => "casebook-threats.stix.json",
+    };
+    let disposition = format!("attachment; filename=\"{name}\"");
+    Ok(([(header::CONTENT_TYPE, kind.to_string()), (header::CONTENT_DISPOSITION, disposition)], body).into_response())
+}
