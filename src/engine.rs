@@ -269,6 +269,9 @@ pub struct TableQuery {
 pub struct Cell {
     pub text: String,
     pub num: bool,
+    /// The kind of entity the cell holds (`ip`, `domain`, `url`), for pivots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pv: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -1443,7 +1446,16 @@ impl Engine {
         let cols: Vec<ArrayRef> =
             merged.columns().iter().map(|c| take(c.as_ref(), &idx, None)).collect::<std::result::Result<_, _>>()?;
         let rows: Vec<Vec<Cell>> = (0..idx.len())
-            .map(|r| cols.iter().map(|c| Cell { text: cell_text(c, r, tz), num: c.data_type().is_numeric() }).collect())
+            .map(|r| {
+                cols.iter()
+                    .map(|c| {
+                        let text = cell_text(c, r, tz);
+                        let num = c.data_type().is_numeric();
+                        let pv = if num { None } else { crate::playbook::params::entity_of(&text) };
+                        Cell { text, num, pv }
+                    })
+                    .collect()
+            })
             .collect();
         let first = if rows.is_empty() { 0 } else { offset + 1 };
         Ok(TablePage {

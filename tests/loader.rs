@@ -79,7 +79,7 @@ sections:
     for e in &expected {
         assert!(got.contains(&e.to_string()), "missing:\n{e}\n\ngot:\n{}", got.join("\n"));
     }
-    assert!(got.contains(&"many.yaml:15:30: step `b`: table 'nothere' not found\n  hint: tables you can use: dns, events, flows, iploc, network_context, proxy, top_domains".to_string()), "{got:#?}");
+    assert!(got.contains(&"many.yaml:15:30: step `b`: table 'nothere' not found\n  hint: tables you can use: dns, events, flows, iploc, network_context, proxy, ratings, top_domains".to_string()), "{got:#?}");
     assert_eq!(got.len(), expected.len() + 1, "no repeated problems: {got:#?}");
 }
 

@@ -608,3 +608,31 @@ async fn a_saved_threat_keeps_its_evidence_survives_a_restart_and_exports_as_sti
     assert!(sighting["first_seen"].as_str().is_some_and(|s| s.ends_with('Z')), "{sighting}");
     assert_eq!(report["object_refs"], serde_json::json!([indicator["id"], sighting["id"]]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cell_pivots_to_a_prefilled_playbook_and_the_run_records_where_it_came_from() {
+    let c = client().await;
+    let (status, body) = c.post("/p/suspicious_connects/run/0", &[("window", "last 7d"), ("top", "20")], true).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let from = v["run_id"].as_str().expect("run").to_string();
+    let html = v["html"].as_str().expect("html");
+    // Cells holding addresses are marked, and the table knows which playbooks take an IP.
+    assert!(html.contains(r#"data-pv="ip">10.0.3.88<"#), "{html}");
+    assert!(html.contains(r#""id":"threat_investigation","kind":"ip""#), "{html}");
+    // The pivot opens the playbook prefilled, and says where it came from.
+    let (status, page) = c.get(&format!("/p/threat_investigation?ip=10.0.3.88&_from={from}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains(r#"value="10.0.3.88""#) && page.contains(&format!(r#"name="_from" value="{from}""#)),
+        "{page}"
+    );
+    let (status, body) = c
+        .post("/p/threat_investigation/run/0", &[("ip", "10.0.3.88"), ("window", "last 7d"), ("_from", &from)], true)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let run =
+        serde_json::from_str::<serde_json::Value>(&body).expect("json")["run_id"].as_str().expect("run").to_string();
+    let (_, page) = c.get(&format!("/runs/{run}")).await;
+    assert!(page.contains(&format!("a pivot: <a href=\"/runs/{from}\">")), "{page}");
+}

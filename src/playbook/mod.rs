@@ -75,6 +75,10 @@ pub struct RawParam {
     pub options_query: Option<Spanned<String>>,
     #[serde(default)]
     pub multiple: bool,
+    /// What the parameter takes, for pivots from table cells: ip, domain or url.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub entity: Option<Spanned<String>>,
 }
 
 /// An option of a select: a value, or a value with a label.
@@ -325,7 +329,16 @@ fn validate_param(name: &str, rp: RawParam, at: Pos, cx: &ParseCtx, problems: &m
     }
     let default_at = rp.default.as_ref().map(pos).unwrap_or(at);
     let default = rp.default.and_then(|d| scalar_text(&d.value));
+    let entity = match rp.entity {
+        Some(e) if params::ENTITIES.contains(&e.value.as_str()) => Some(e.value),
+        Some(e) => {
+            problems.push(pos(&e), format!("`entity` of `{name}` is one of ip, domain, url, not `{}`", e.value));
+            None
+        }
+        None => None,
+    };
     let p = Param {
+        entity,
         name: name.to_string(),
         label: rp.label.unwrap_or_else(|| name.replace('_', " ")),
         help: rp.help,

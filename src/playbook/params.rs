@@ -60,6 +60,41 @@ pub struct Param {
     pub required: bool,
     pub min: Option<f64>,
     pub max: Option<f64>,
+    /// What the parameter takes for pivots (`ip`, `domain`, `url`): a table cell of that kind
+    /// offers this playbook, prefilled. An `ip_list` takes IPs without saying so.
+    pub entity: Option<String>,
+}
+
+/// Kinds of values a table cell can pivot on.
+pub const ENTITIES: [&str; 3] = ["ip", "domain", "url"];
+
+/// The kind of entity a table cell holds, if any: an IP address, a URL or a domain name.
+pub fn entity_of(text: &str) -> Option<&'static str> {
+    let t = text.trim();
+    if t.len() < 4 || t.len() > 2000 || t.contains(char::is_whitespace) {
+        return None;
+    }
+    if t.parse::<std::net::IpAddr>().is_ok() {
+        return Some("ip");
+    }
+    if t.starts_with("http://") || t.starts_with("https://") {
+        return Some("url");
+    }
+    let host_like = t.contains('.')
+        && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        && t.rsplit('.').next().is_some_and(|tld| tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic()));
+    (host_like && psl::domain_str(&t.to_ascii_lowercase()).is_some()).then_some("domain")
+}
+
+impl Param {
+    /// The entity kind this parameter takes for pivots.
+    pub fn pivot_kind(&self) -> Option<&str> {
+        match (&self.entity, &self.kind) {
+            (Some(e), _) => Some(e.as_str()),
+            (None, ParamKind::IpList) => Some("ip"),
+            _ => None,
+        }
+    }
 }
 
 /// A parsed, typed parameter value.
@@ -300,6 +335,18 @@ mod tests {
             required: false,
             min: None,
             max: None,
+            entity: None,
+        }
+    }
+
+    #[test]
+    fn cells_know_their_entity() {
+        assert_eq!(entity_of("10.0.3.88"), Some("ip"));
+        assert_eq!(entity_of("2001:db8::1"), Some("ip"));
+        assert_eq!(entity_of("t1.cdn-sync-update.net"), Some("domain"));
+        assert_eq!(entity_of("https://files.transfer-now.io/upload"), Some("url"));
+        for not in ["8080", "2881", "60.0", "Workstations - Sales", "2026-11-22 18:00:00", "1.5e3", "a.b"] {
+            assert_eq!(entity_of(not), None, "{not}");
         }
     }
 

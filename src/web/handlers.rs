@@ -234,6 +234,8 @@ pub async fn playbook_page(
         .unwrap_or_default();
     let secret_names = state.scheduler.as_ref().map(|s| s.secrets.names()).unwrap_or_default();
     let ratings = state.engine.store.ratings(Some(&id)).map_err(WebError::Internal)?;
+    // Opened from another run's table (a pivot): the run it came from, recorded with the new run.
+    let from = given.get("_from").filter(|r| r.len() == 32 && r.chars().all(|c| c.is_ascii_hexdigit())).cloned();
     let html = render(
         &state,
         "playbook.html",
@@ -247,6 +249,7 @@ pub async fn playbook_page(
             "runs": runs,
             "schedules": schedules,
             "ratings": ratings,
+            "from": from,
             "query_steps": query_steps,
             "secret_names": secret_names,
             "tz": state.engine.tz().name(),
@@ -322,12 +325,16 @@ pub async fn run_section(
         .filter(|r| r.len() == 32 && r.chars().all(|c| c.is_ascii_hexdigit()))
         .map(|r| r.to_ascii_lowercase())
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let source = match given.get("_from").filter(|r| r.len() == 32 && r.chars().all(|c| c.is_ascii_hexdigit())) {
+        Some(from) => format!("pivot from run {}", from.to_ascii_lowercase()),
+        None => "page".into(),
+    };
     let req = RunRequest {
         playbook: pb.clone(),
         values,
         section: Some(section),
         who: who(&state, &headers),
-        source: "page".into(),
+        source,
         schedule_id: None,
     };
     let outcome = state.engine.run_with_id(req, run_id).await.map_err(WebError::Internal)?;
@@ -364,12 +371,27 @@ async fn results_html(
     render(state, "results.html", json!({ "pb": {"id": pb_id}, "run_id": run_id, "steps": steps }))
 }
 
+/// The playbooks a table cell can open, by the kind of entity they take.
+fn pivots(state: &AppState) -> Vec<serde_json::Value> {
+    let catalog = state.engine.catalog();
+    let mut out = Vec::new();
+    for e in &catalog.playbooks {
+        let Some(pb) = e.runnable() else { continue };
+        for p in &pb.params {
+            if let Some(kind) = p.pivot_kind() {
+                out.push(json!({ "kind": kind, "id": pb.id, "title": pb.title, "param": p.name, "label": p.label }));
+            }
+        }
+    }
+    out
+}
+
 fn table_html(state: &AppState, run: &str, step: &str, export: bool, page: &TablePage) -> Result<String> {
     render(
         state,
         "output/table.html",
         json!({
-            "run": run, "step": step, "export": export, "t": page,
+            "run": run, "step": step, "export": export, "t": page, "pivots": pivots(state),
             "total_fmt": crate::web::templates::thousands(page.total as i64),
             "filtered_fmt": crate::web::templates::thousands(page.filtered as i64),
             "first_fmt": crate::web::templates::thousands(page.first as i64),

@@ -137,6 +137,39 @@
   document.querySelectorAll("button.run").forEach((b) => b.addEventListener("click", () => runSection(b)));
   if (form) form.addEventListener("submit", (e) => { e.preventDefault(); const b = document.querySelector("button.run"); if (b) runSection(b); });
 
+  // ---- pivots: a cell holding an IP, domain or URL opens the playbooks that take one ----
+  let pivotMenu = null;
+  const closePivot = () => { if (pivotMenu) { pivotMenu.remove(); pivotMenu = null; } };
+  document.addEventListener("click", (e) => {
+    const td = e.target.closest("td[data-pv]");
+    if (!td) { if (!e.target.closest(".pivot-menu")) closePivot(); return; }
+    const w = td.closest(".table-widget");
+    let all = [];
+    try { all = JSON.parse(w.dataset.pivots || "[]"); } catch (err) { all = []; }
+    const kind = td.dataset.pv, value = td.textContent.trim();
+    const offers = all.filter((p) => p.kind === kind);
+    closePivot();
+    if (!offers.length) return;
+    pivotMenu = document.createElement("div");
+    pivotMenu.className = "pivot-menu";
+    pivotMenu.setAttribute("role", "menu");
+    const head = document.createElement("div");
+    head.className = "pivot-head"; head.textContent = "Investigate " + value + " in…";
+    pivotMenu.appendChild(head);
+    offers.forEach((p) => {
+      const a = document.createElement("a");
+      a.setAttribute("role", "menuitem");
+      a.href = "/p/" + encodeURIComponent(p.id) + "?" + new URLSearchParams([[p.param, value], ["_from", w.dataset.run]]).toString();
+      a.textContent = p.title + " (" + p.label + ")";
+      pivotMenu.appendChild(a);
+    });
+    const r = td.getBoundingClientRect();
+    pivotMenu.style.left = (window.scrollX + r.left) + "px";
+    pivotMenu.style.top = (window.scrollY + r.bottom + 2) + "px";
+    document.body.appendChild(pivotMenu);
+  });
+  document.addEventListener("keydown", (e) => { if (e.key === "Escape") closePivot(); });
+
   // ---- saving a threat from a run ------------------------------------------------------
   const threatForm = document.getElementById("threat-form");
   if (threatForm) {
