@@ -5,8 +5,8 @@
 //!
 //! The columns added, per IP column `c`: `c_name`, `c_zone` (internal / external), and with
 //! geolocation `c_country`, `c_city`, `c_lat`, `c_lon`, `c_owner`; per domain column `d`:
-//! `d_registrable`, `d_subdomain`, and with a top-domains list `d_rank`, `d_top10k`,
-//! `d_top1m`. With a reputation service, see [`crate::reputation`].
+//! `d_registrable`, `d_subdomain`, and with a top-domains list `d_rank` (the registrable
+//! domain's), `d_top10k`, `d_top1m` and `d_listed` (the exact host is in the list). With a reputation service, see [`crate::reputation`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -212,8 +212,9 @@ pub fn split_domain(host: &str) -> (Option<String>, Option<String>) {
 
 /// What an IP value looked up to: context name, zone, place.
 type IpFound = (Option<String>, Option<&'static str>, Option<Place>);
-/// What a domain value looked up to: registrable domain, subdomain, rank.
-type DomainFound = (Option<String>, Option<String>, Option<i64>);
+/// What a domain value looked up to: registrable domain, subdomain, the registrable domain's
+/// rank, whether the exact host is listed.
+type DomainFound = (Option<String>, Option<String>, Option<i64>, bool);
 
 /// What one step's lookups use.
 #[derive(Debug, Default)]
@@ -254,6 +255,7 @@ pub fn added_fields(e: &Enrich, reputation: &[String]) -> Vec<Field> {
             out.push(Field::new(format!("{d}_rank"), DataType::Int64, true));
             out.push(Field::new(format!("{d}_top10k"), DataType::Boolean, true));
             out.push(Field::new(format!("{d}_top1m"), DataType::Boolean, true));
+            out.push(Field::new(format!("{d}_listed"), DataType::Boolean, true));
         }
     }
     out
@@ -336,10 +338,11 @@ pub fn apply(
                 Some(host) => {
                     let (reg, sub) = split_domain(&host);
                     let rank =
-                        src.top.as_ref().and_then(|t| t.rank(&host).or_else(|| reg.as_deref().and_then(|r| t.rank(r))));
-                    (reg, sub, rank)
+                        src.top.as_ref().and_then(|t| reg.as_deref().and_then(|r| t.rank(r)).or_else(|| t.rank(&host)));
+                    let listed = src.top.as_ref().is_some_and(|t| t.rank(&host).is_some());
+                    (reg, sub, rank, listed)
                 }
-                None => (None, None, None),
+                None => (None, None, None, false),
             });
         }
         let get = |v: &String| seen.get(v.as_str()).cloned().unwrap_or_default();
@@ -351,6 +354,7 @@ pub fn apply(
             columns.push(Arc::new(BooleanArray::from_iter(rank.iter().map(|r| Some(r.is_some_and(|r| r <= 10_000))))));
             columns
                 .push(Arc::new(BooleanArray::from_iter(rank.iter().map(|r| Some(r.is_some_and(|r| r <= 1_000_000))))));
+            columns.push(Arc::new(BooleanArray::from_iter(values.iter().map(|v| Some(get(v).3)))));
         }
     }
     let names: Vec<String> = src.reputation.as_ref().map(|(n, _)| n.clone()).unwrap_or_default();
