@@ -1007,13 +1007,15 @@ impl Engine {
     }
 
     /// Rates the values of `field` in rows of a stored table: the rows given by position, or
-    /// else every row matching `search`. Returns the distinct values rated.
+    /// else the rows whose columns equal all of `conditions`, or else every row matching
+    /// `search`. Returns the distinct values rated.
     #[allow(clippy::too_many_arguments)]
     pub async fn rate(
         &self,
         run_id: &str,
         step_id: &str,
         rows: &[u32],
+        conditions: &[(String, String)],
         search: Option<&str>,
         field: &str,
         rating: i64,
@@ -1027,15 +1029,26 @@ impl Engine {
         let data = self.step_data(run_id, step_id)?;
         let merged = data.merged()?;
         let col = merged.schema().index_of(field).map_err(|_| anyhow!("the table has no column `{field}`"))?;
+        let tz = self.tz();
         let picked: Vec<u32> = if !rows.is_empty() {
             rows.iter().copied().filter(|r| (*r as usize) < merged.num_rows()).collect()
+        } else if !conditions.is_empty() {
+            let mut cols = Vec::new();
+            for (c, v) in conditions {
+                let i = merged.schema().index_of(c).map_err(|_| anyhow!("the table has no column `{c}`"))?;
+                cols.push((merged.column(i).clone(), v.trim().to_string()));
+            }
+            (0..merged.num_rows() as u32)
+                .filter(|r| cols.iter().all(|(col, v)| cell_text(col, *r as usize, tz) == *v))
+                .collect()
         } else {
             match search.map(str::trim).filter(|s| !s.is_empty()) {
                 Some(s) => self.search_rows(&data, &s.to_lowercase()).await?,
-                None => bail!("select rows, or type an address or keyword to rate every row that has it"),
+                None => {
+                    bail!("tick rows, give column values, or type an address or keyword to rate every row that has it")
+                }
             }
         };
-        let tz = self.tz();
         let mut values: Vec<String> = Vec::new();
         for r in picked {
             let v = cell_text(merged.column(col), r as usize, tz);
@@ -1109,12 +1122,29 @@ impl Engine {
         };
         let mut src = Sources::default();
         if let Some(c) = &e.context {
-            let (context, bad) = Context::new(
-                rows(c.clone())
-                    .await?
-                    .into_iter()
-                    .map(|mut r| (r.remove("ip").unwrap_or_default(), r.remove("name").unwrap_or_default())),
-            );
+            // Spot's files as they are: `ip, name` (networkcontext_1.csv, an address, `a-b`
+            // range or CIDR) or `start, end, name` (ipranges.csv), with or without a header.
+            let ordered = ctx
+                .sql_with_options(&format!("SELECT * FROM {}", quote_ident(c)), read_only())
+                .await?
+                .collect()
+                .await?;
+            let mut pairs: Vec<(String, String)> = Vec::new();
+            for b in &ordered {
+                let names: Vec<String> = b.schema().fields().iter().map(|f| f.name().to_ascii_lowercase()).collect();
+                let at = |n: &str| names.iter().position(|x| x == n);
+                for r in 0..b.num_rows() {
+                    let v = |i: usize| cell_text(b.column(i), r, tz).trim().to_string();
+                    let pair = match (at("ip"), at("name")) {
+                        (Some(i), Some(n)) => (v(i), v(n)),
+                        _ if b.num_columns() >= 3 => (format!("{}-{}", v(0), v(1)), v(2)),
+                        _ if b.num_columns() == 2 => (v(0), v(1)),
+                        _ => continue,
+                    };
+                    pairs.push(pair);
+                }
+            }
+            let (context, bad) = Context::new(pairs);
             if !bad.is_empty() {
                 tracing::warn!(connector = %c, rows = bad.len(), "network context rows that are not addresses, ranges or CIDRs");
             }

@@ -109,3 +109,62 @@ async fn enrich_problems_are_reported_at_load() {
     assert!(problems.iter().any(|p| p.contains("no geolocation database `geo/missing.mmdb`")), "{problems:?}");
     assert!(problems.iter().all(|p| p.contains("e.yaml:15:")), "at the step's `enrich:`: {problems:?}");
 }
+
+#[tokio::test]
+async fn spot_context_files_are_read_as_they_are() {
+    let data = common::fresh_data();
+    std::fs::create_dir_all(data.path().join("spot")).unwrap();
+    // Spot's own examples: no header; ranges as start,end,label; names as ip, name.
+    std::fs::write(data.path().join("spot/ipranges.csv"), "10.0.0.1,10.255.255.255,Internal\n").unwrap();
+    std::fs::write(data.path().join("spot/networkcontext_1.csv"), "10.192.180.150, AnyMachine\n10.0.2.57, Exfil box\n")
+        .unwrap();
+    let conn = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(common::repo().join("connectors")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, conn.path().join(f.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(conn.path().join("spot_ranges.yaml"), "format: csv\npath: spot/ipranges.csv\nhas_header: false\n")
+        .unwrap();
+    std::fs::write(
+        conn.path().join("spot_names.yaml"),
+        "format: csv\npath: spot/networkcontext_1.csv\nhas_header: false\n",
+    )
+    .unwrap();
+    let pb = tempfile::tempdir().unwrap();
+    std::fs::write(
+        pb.path().join("s.yaml"),
+        "title: S\nsections:\n  - title: S\n    steps:\n      - id: hosts\n        query:\n          sql: SELECT * FROM (VALUES ('10.0.2.57'), ('10.9.9.9'), ('8.8.8.8')) AS t(ip)\n      - id: ranged\n        enrich: { from: hosts, ip: [ip], context: spot_ranges }\n      - id: named\n        enrich: { from: hosts, ip: [ip], context: spot_names }\n",
+    )
+    .unwrap();
+    let mut paths = common::paths_with(data.path());
+    paths.playbooks = pb.path().to_path_buf();
+    paths.connectors = conn.path().to_path_buf();
+    let catalog = Arc::new(Catalog::load(paths.clone(), chrono_tz::Tz::UTC).await);
+    let problems: Vec<String> = catalog.problems().map(|p| p.to_string()).collect();
+    assert!(problems.is_empty(), "{problems:?}");
+    let engine = Arc::new(Engine::new(catalog.clone(), casebook::store::Store::open(&paths.state_db()).unwrap()));
+    let pb = catalog.entry("s").and_then(|e| e.runnable()).unwrap().clone();
+    let out = engine
+        .run(RunRequest {
+            playbook: pb,
+            values: vec![],
+            section: None,
+            who: "t".into(),
+            source: "test".into(),
+            schedule_id: None,
+        })
+        .await
+        .unwrap();
+    assert!(out.steps.iter().all(|s| s.error.is_none()), "{:?}", out.steps);
+    let names = |step: &'static str| {
+        let engine = engine.clone();
+        let run = out.run_id.clone();
+        async move {
+            let page = engine.page(&run, step, &TableQuery { page: 1, size: 10, ..Default::default() }).await.unwrap();
+            let i = page.columns.iter().position(|c| c == "ip_name").unwrap();
+            page.rows.iter().map(|r| r[i].text.clone()).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(names("ranged").await, ["Internal", "Internal", ""]);
+    assert_eq!(names("named").await, ["Exfil box", "", ""]);
+}

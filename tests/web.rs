@@ -636,3 +636,37 @@ async fn a_cell_pivots_to_a_prefilled_playbook_and_the_run_records_where_it_came
     let (_, page) = c.get(&format!("/runs/{run}")).await;
     assert!(page.contains(&format!("a pivot: <a href=\"/runs/{from}\">")), "{page}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_can_be_rated_by_a_combination_of_column_values() {
+    let c = client().await;
+    let (_, body) = c.post("/p/suspicious_connects/run/0", &[("window", "last 7d"), ("top", "50")], true).await;
+    let run =
+        serde_json::from_str::<serde_json::Value>(&body).expect("json")["run_id"].as_str().expect("run").to_string();
+    // The scanner's RDP rows: source and port together pick them; their destinations are rated.
+    let form = [
+        ("field", "destination"),
+        ("rating", "2"),
+        ("where_col", "source"),
+        ("where_val", "10.0.10.25"),
+        ("where_col", "port"),
+        ("where_val", "3389"),
+    ];
+    let (status, body) = c.post(&format!("/runs/{run}/steps/most_suspicious/rate"), &form, true).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let values: Vec<String> =
+        v["values"].as_array().expect("values").iter().map(|x| x.as_str().unwrap_or("").to_string()).collect();
+    assert!(values.contains(&"10.0.20.14".to_string()) && values.contains(&"10.0.20.37".to_string()), "{values:?}");
+    assert!(values.iter().all(|d| d.starts_with("10.0.20.")), "only the scanner's RDP rows: {values:?}");
+    // A column that does not exist is named.
+    let (status, body) = c
+        .post(
+            &format!("/runs/{run}/steps/most_suspicious/rate"),
+            &[("field", "destination"), ("rating", "2"), ("where_col", "prot"), ("where_val", "1")],
+            true,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body.contains("no column `prot`"), "{body}");
+}

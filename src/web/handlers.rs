@@ -457,8 +457,13 @@ pub async fn rate(
     let rows: Vec<u32> = form.iter().filter(|(k, _)| k == "row").filter_map(|(_, v)| v.parse().ok()).collect();
     let rating: i64 = get("rating").parse().unwrap_or(0);
     let search = Some(get("search")).filter(|s| !s.trim().is_empty());
-    match state.engine.rate(&run, &step, &rows, search, get("field"), rating, get("note"), &who(&state, &headers)).await
-    {
+    // `where_col` / `where_val` pairs: rows whose columns equal every given value.
+    let cols = form.iter().filter(|(k, _)| k == "where_col").map(|(_, v)| v.clone());
+    let vals = form.iter().filter(|(k, _)| k == "where_val").map(|(_, v)| v.clone());
+    let conditions: Vec<(String, String)> =
+        cols.zip(vals).filter(|(c, v)| !c.is_empty() && !v.trim().is_empty()).collect();
+    let who = who(&state, &headers);
+    match state.engine.rate(&run, &step, &rows, &conditions, search, get("field"), rating, get("note"), &who).await {
         Ok(values) => Ok(Json(json!({ "rated": values.len(), "values": values, "rating": rating })).into_response()),
         Err(e) => Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "error": format!("{e:#}") }))).into_response()),
     }

@@ -195,7 +195,7 @@
     e.target.closest("table").querySelectorAll("input.row-pick").forEach((b) => { b.checked = e.target.checked; });
   });
   document.addEventListener("click", async (e) => {
-    const b = e.target.closest("button.rate-selected, button.rate-matching");
+    const b = e.target.closest("button.rate-selected, button.rate-matching, button.rate-where-btn");
     if (!b) return;
     const w = b.closest(".table-widget");
     const out = w.querySelector(".rate-result");
@@ -205,6 +205,11 @@
     body.set("note", w.querySelector(".rate-note").value);
     if (b.classList.contains("rate-selected")) {
       w.querySelectorAll("input.row-pick:checked").forEach((c) => body.append("row", c.value));
+    } else if (b.classList.contains("rate-where-btn")) {
+      w.querySelectorAll(".rate-where").forEach((p) => {
+        body.append("where_col", p.querySelector(".where-col").value);
+        body.append("where_val", p.querySelector(".where-val").value);
+      });
     } else {
       body.set("search", w.querySelector(".rate-search").value);
     }
