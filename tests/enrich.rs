@@ -168,3 +168,51 @@ async fn spot_context_files_are_read_as_they_are() {
     assert_eq!(names("ranged").await, ["Internal", "Internal", ""]);
     assert_eq!(names("named").await, ["Exfil box", "", ""]);
 }
+
+#[tokio::test]
+async fn the_rarity_model_ranks_what_the_baseline_never_saw_first() {
+    let yaml = "title: M
+sections:
+  - title: S
+    steps:
+      - id: baseline
+        query:
+          sql: SELECT * FROM (VALUES ('a', 'x'), ('a', 'x'), ('a', 'x'), ('a', 'x'), ('a', 'x'), ('a', 'x'), ('a', 'x'), ('a', 'x'), ('a', 'y'), ('b', 'x')) AS t(host, port)
+      - id: today
+        query:
+          sql: SELECT * FROM (VALUES ('a', 'x'), ('a', 'y'), ('a', 'z'), ('b', 'x')) AS t(host, port)
+      - id: ranked
+        score:
+          from: today
+          model: { features: [host, port], baseline: baseline, points: 10 }
+          rules:
+            - { when: \"port = 'x'\", points: 1, reason: the usual port }
+";
+    let (engine, _data, _pb) = engine_with(yaml).await;
+    let problems: Vec<String> = engine.catalog().problems().map(|p| p.to_string()).collect();
+    assert!(problems.is_empty(), "{problems:?}");
+    let pb = engine.catalog().entry("e").and_then(|e| e.runnable()).unwrap().clone();
+    let out = engine
+        .run(RunRequest {
+            playbook: pb,
+            values: vec![],
+            section: None,
+            who: "t".into(),
+            source: "test".into(),
+            schedule_id: None,
+        })
+        .await
+        .unwrap();
+    assert!(out.steps.iter().all(|s| s.error.is_none()), "{:?}", out.steps);
+    let page =
+        engine.page(&out.run_id, "ranked", &TableQuery { page: 1, size: 10, ..Default::default() }).await.unwrap();
+    let col = |n: &str| page.columns.iter().position(|c| c == n).unwrap();
+    let order: Vec<String> =
+        page.rows.iter().map(|r| format!("{}{}", r[col("host")].text, r[col("port")].text)).collect();
+    // Never seen for `a` (z) before once seen (y) before the usual (x); `b`'s only port is usual for it.
+    assert_eq!(order[0], "az", "{order:?}");
+    assert_eq!(order[1], "ay", "{order:?}");
+    let reasons: Vec<String> = page.rows.iter().map(|r| r[col("reasons")].text.clone()).collect();
+    assert!(reasons[0].starts_with("unusual for this host ("), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.starts_with("the usual port")), "{reasons:?}");
+}
