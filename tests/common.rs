@@ -73,3 +73,40 @@ pub async fn serve(data: &Path) -> (std::net::SocketAddr, tokio::task::JoinHandl
     let addr = listener.local_addr().expect("addr");
     (addr, tokio::spawn(async move { axum::serve(listener, casebook::web::app(state)).await }))
 }
+
+/// A form POST as a page sends it: the CSRF cookie and its token in the header.
+pub fn form_post(uri: &str, body: &str, cookie: &str, token: &str) -> axum::http::Request<axum::body::Body> {
+    axum::http::Request::post(uri)
+        .header(axum::http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(axum::http::header::COOKIE, cookie)
+        .header("x-csrf-token", token)
+        .body(axum::body::Body::from(body.to_string()))
+        .expect("request")
+}
+
+/// A response's body as JSON.
+pub async fn json_of(r: axum::http::Response<axum::body::Body>) -> serde_json::Value {
+    use http_body_util::BodyExt;
+    serde_json::from_slice(&r.into_body().collect().await.expect("body").to_bytes()).expect("json")
+}
+
+/// Runs every section of playbook `id` with `values` (already parsed); panics on a step error.
+pub async fn run_all(
+    engine: &std::sync::Arc<Engine>,
+    id: &str,
+    values: Vec<(String, casebook::playbook::params::Value)>,
+) -> casebook::engine::RunOutcome {
+    let pb =
+        engine.catalog().entry(id).and_then(|e| e.runnable()).unwrap_or_else(|| panic!("{id} is not runnable")).clone();
+    let req = casebook::engine::RunRequest {
+        playbook: pb,
+        values,
+        section: None,
+        who: "test".into(),
+        source: "test".into(),
+        schedule_id: None,
+    };
+    let out = engine.run(req).await.expect("run");
+    assert!(out.steps.iter().all(|s| s.error.is_none()), "{id}: {:?}", out.steps);
+    out
+}

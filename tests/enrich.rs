@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use casebook::catalog::Catalog;
-use casebook::engine::{Engine, RunRequest, TableQuery};
+use casebook::engine::{Engine, TableQuery};
 
 use crate::common;
 
@@ -49,19 +49,7 @@ async fn ips_and_domains_gain_context_place_and_rank() {
     let (engine, _data, _pb) = engine_with(PLAYBOOK).await;
     let problems: Vec<String> = engine.catalog().problems().map(|p| p.to_string()).collect();
     assert!(problems.is_empty(), "{problems:?}");
-    let pb = engine.catalog().entry("e").and_then(|e| e.runnable()).unwrap().clone();
-    let out = engine
-        .run(RunRequest {
-            playbook: pb,
-            values: vec![],
-            section: None,
-            who: "t".into(),
-            source: "test".into(),
-            schedule_id: None,
-        })
-        .await
-        .unwrap();
-    assert!(out.steps.iter().all(|s| s.error.is_none()), "{:?}", out.steps);
+    let out = common::run_all(&engine, "e", vec![]).await;
     let page =
         engine.page(&out.run_id, "looked_up", &TableQuery { page: 1, size: 10, ..Default::default() }).await.unwrap();
     let col = |name: &str| {
@@ -143,19 +131,7 @@ async fn spot_context_files_are_read_as_they_are() {
     let problems: Vec<String> = catalog.problems().map(|p| p.to_string()).collect();
     assert!(problems.is_empty(), "{problems:?}");
     let engine = Arc::new(Engine::new(catalog.clone(), casebook::store::Store::open(&paths.state_db()).unwrap()));
-    let pb = catalog.entry("s").and_then(|e| e.runnable()).unwrap().clone();
-    let out = engine
-        .run(RunRequest {
-            playbook: pb,
-            values: vec![],
-            section: None,
-            who: "t".into(),
-            source: "test".into(),
-            schedule_id: None,
-        })
-        .await
-        .unwrap();
-    assert!(out.steps.iter().all(|s| s.error.is_none()), "{:?}", out.steps);
+    let out = common::run_all(&engine, "s", vec![]).await;
     let names = |step: &'static str| {
         let engine = engine.clone();
         let run = out.run_id.clone();
@@ -191,19 +167,7 @@ sections:
     let (engine, _data, _pb) = engine_with(yaml).await;
     let problems: Vec<String> = engine.catalog().problems().map(|p| p.to_string()).collect();
     assert!(problems.is_empty(), "{problems:?}");
-    let pb = engine.catalog().entry("e").and_then(|e| e.runnable()).unwrap().clone();
-    let out = engine
-        .run(RunRequest {
-            playbook: pb,
-            values: vec![],
-            section: None,
-            who: "t".into(),
-            source: "test".into(),
-            schedule_id: None,
-        })
-        .await
-        .unwrap();
-    assert!(out.steps.iter().all(|s| s.error.is_none()), "{:?}", out.steps);
+    let out = common::run_all(&engine, "e", vec![]).await;
     let page =
         engine.page(&out.run_id, "ranked", &TableQuery { page: 1, size: 10, ..Default::default() }).await.unwrap();
     let col = |n: &str| page.columns.iter().position(|c| c == n).unwrap();

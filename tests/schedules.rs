@@ -222,14 +222,7 @@ async fn an_analyst_schedules_a_filled_form_and_switches_it_off() {
         .await
         .unwrap();
     let (cookie, token) = common::csrf_cookie(&page);
-    let post = |uri: &str, body: String| {
-        axum::http::Request::post(uri.to_string())
-            .header("cookie", cookie.clone())
-            .header("x-csrf-token", token.clone())
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(axum::body::Body::from(body))
-            .unwrap()
-    };
+    let post = |uri: &str, body: String| common::form_post(uri, &body, &cookie, &token);
     let body = |r: axum::response::Response| async move {
         String::from_utf8(http_body_util::BodyExt::collect(r.into_body()).await.unwrap().to_bytes().to_vec()).unwrap()
     };

@@ -425,22 +425,14 @@ async fn ratings_are_saved_survive_a_restart_and_leave_the_suspicious_list() {
         .await
         .expect("resp");
     let (cookie, token) = common::csrf_cookie(&r);
-    let post = |uri: String, body: String| {
-        Request::post(uri)
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(header::COOKIE, &cookie)
-            .header("x-csrf-token", &token)
-            .body(Body::from(body))
-            .expect("req")
-    };
+    let post = |uri: String, body: String| common::form_post(&uri, &body, &cookie, &token);
     let r = a
         .clone()
         .oneshot(post("/p/suspicious_connects/run/0".into(), "window=last%207d&top=20".into()))
         .await
         .expect("resp");
     assert_eq!(r.status(), StatusCode::OK);
-    let v: serde_json::Value =
-        serde_json::from_slice(&r.into_body().collect().await.expect("body").to_bytes()).expect("json");
+    let v = common::json_of(r).await;
     let run = v["run_id"].as_str().expect("run").to_string();
     assert!(v["html"].as_str().unwrap_or("").contains("Rate ticked rows"), "tables offer rating");
     let sources = |engine: std::sync::Arc<casebook::engine::Engine>, run: String| async move {
@@ -470,8 +462,7 @@ async fn ratings_are_saved_survive_a_restart_and_leave_the_suspicious_list() {
         .await
         .expect("resp");
     assert_eq!(r.status(), StatusCode::OK);
-    let v: serde_json::Value =
-        serde_json::from_slice(&r.into_body().collect().await.expect("body").to_bytes()).expect("json");
+    let v = common::json_of(r).await;
     assert_eq!(v["values"], serde_json::json!(["10.0.3.88"]));
     // A ticked row (the first on the page), rated low.
     let r = a
@@ -504,8 +495,7 @@ async fn ratings_are_saved_survive_a_restart_and_leave_the_suspicious_list() {
         .oneshot(post("/p/suspicious_connects/run/0".into(), "window=last%207d&top=20".into()))
         .await
         .expect("resp");
-    let v: serde_json::Value =
-        serde_json::from_slice(&r.into_body().collect().await.expect("body").to_bytes()).expect("json");
+    let v = common::json_of(r).await;
     let next = v["run_id"].as_str().expect("run").to_string();
     let listed = sources(second.clone(), next).await;
     assert!(!listed.contains(&"10.0.3.88".to_string()), "{listed:?}");
@@ -519,21 +509,13 @@ async fn a_saved_threat_keeps_its_evidence_survives_a_restart_and_exports_as_sti
     let a = casebook::web::app(AppState::new(engine.clone(), common::paths_with(data.path())).expect("state"));
     let r = a.clone().oneshot(Request::get("/threats").body(Body::empty()).expect("req")).await.expect("resp");
     let (cookie, token) = common::csrf_cookie(&r);
-    let post = |uri: String, body: String| {
-        Request::post(uri)
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(header::COOKIE, &cookie)
-            .header("x-csrf-token", &token)
-            .body(Body::from(body))
-            .expect("req")
-    };
+    let post = |uri: String, body: String| common::form_post(&uri, &body, &cookie, &token);
     let r = a
         .clone()
         .oneshot(post("/p/threat_investigation/run/0".into(), "ip=10.0.2.57&window=last%207d".into()))
         .await
         .expect("resp");
-    let v: serde_json::Value =
-        serde_json::from_slice(&r.into_body().collect().await.expect("body").to_bytes()).expect("json");
+    let v = common::json_of(r).await;
     let run = v["run_id"].as_str().expect("run").to_string();
     // Bad input: a message per field, nothing saved.
     let r = a
@@ -560,8 +542,7 @@ async fn a_saved_threat_keeps_its_evidence_survives_a_restart_and_exports_as_sti
         .await
         .expect("resp");
     assert_eq!(r.status(), StatusCode::OK);
-    let v: serde_json::Value =
-        serde_json::from_slice(&r.into_body().collect().await.expect("body").to_bytes()).expect("json");
+    let v = common::json_of(r).await;
     let location = v["location"].as_str().expect("location").to_string();
 
     // The run's stored outputs go away (retention); the threat keeps its evidence and story.

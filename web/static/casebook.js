@@ -52,6 +52,18 @@
     const first = document.querySelector(".field.has-error input, .field.has-error select");
     if (first) first.focus();
   }
+  // Posts `body` to `url`; a 422 shows its messages next to the fields, another failure in
+  // `err`, and a success goes to the `location` the server names.
+  async function submitAndGo(url, body, err) {
+    const r = await fetch(url, { method: "POST", body, headers: { "x-csrf-token": csrf() }, credentials: "same-origin" });
+    if (r.status === 422) {
+      showErrors((await r.json()).errors);
+      err.textContent = "Please correct the highlighted fields."; err.hidden = false;
+      return;
+    }
+    if (!r.ok) { err.textContent = "The server answered " + r.status; err.hidden = false; return; }
+    location.href = (await r.json()).location;
+  }
   function formQuery() {
     const data = new FormData(form);
     data.delete("_csrf");
@@ -175,17 +187,8 @@
   if (threatForm) {
     threatForm.addEventListener("submit", async (e) => {
       e.preventDefault();
-      const err = document.getElementById("threat-error");
-      const r = await fetch("/runs/" + threatForm.dataset.run + "/threat", {
-        method: "POST", body: new URLSearchParams(new FormData(threatForm)), headers: { "x-csrf-token": csrf() }, credentials: "same-origin",
-      });
-      if (r.status === 422) {
-        showErrors((await r.json()).errors);
-        err.textContent = "Please correct the highlighted fields."; err.hidden = false;
-        return;
-      }
-      if (!r.ok) { err.textContent = "The server answered " + r.status; err.hidden = false; return; }
-      location.href = (await r.json()).location;
+      await submitAndGo("/runs/" + threatForm.dataset.run + "/threat", new URLSearchParams(new FormData(threatForm)),
+        document.getElementById("threat-error"));
     });
   }
 
@@ -242,19 +245,9 @@
     sched.addEventListener("submit", async (e) => {
       e.preventDefault();
       document.querySelectorAll(".time-range").forEach(syncRange);
-      const err = document.getElementById("schedule-error");
       const body = new URLSearchParams(new FormData(form));
       for (const [k, v] of new FormData(sched).entries()) body.append(k, v);
-      const r = await fetch("/p/" + encodeURIComponent(sched.dataset.playbook) + "/schedule", {
-        method: "POST", body, headers: { "x-csrf-token": csrf() }, credentials: "same-origin",
-      });
-      if (r.status === 422) {
-        showErrors((await r.json()).errors);
-        err.textContent = "Please correct the highlighted fields."; err.hidden = false;
-        return;
-      }
-      if (!r.ok) { err.textContent = "The server answered " + r.status; err.hidden = false; return; }
-      location.href = (await r.json()).location;
+      await submitAndGo("/p/" + encodeURIComponent(sched.dataset.playbook) + "/schedule", body, document.getElementById("schedule-error"));
     });
   }
 
