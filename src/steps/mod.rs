@@ -136,60 +136,38 @@ pub fn validate(
             .push(at, format!("step `{id}` has more than one of `query`, `markdown`, `score` and `enrich`; split it"));
         return None;
     }
-    if let Some(en) = raw.enrich {
+    let (kind, depends_on) = if let Some(en) = raw.enrich {
         let e_at = pos(&en);
         let e = enrich::validate(en.value, e_at, earlier, problems)?;
         let deps = vec![e.from.clone()];
-        return finish(
-            id,
-            raw.title,
-            at,
-            StepKind::Enrich(e),
-            deps,
-            raw.chart,
-            raw.table,
-            raw.export,
-            raw.when,
-            problems,
-        );
-    }
-    if let Some(sc) = raw.score {
+        (StepKind::Enrich(e), deps)
+    } else if let Some(sc) = raw.score {
         let s_at = pos(&sc);
         let score = score::validate(sc.value, s_at, params, earlier, problems)?;
         let deps = score.reads.clone();
-        return finish(
-            id,
-            raw.title,
-            at,
-            StepKind::Score(score),
-            deps,
-            raw.chart,
-            raw.table,
-            raw.export,
-            raw.when,
-            problems,
-        );
-    }
-    let (kind, depends_on) = match (raw.query, raw.markdown) {
-        (Some(q), None) => {
-            let q_at = pos(&q);
-            let query = query::validate(q.value, q_at, text, params, problems)?;
-            let deps = earlier.iter().filter(|e| query.sql.words.contains(e)).cloned().collect();
-            (StepKind::Query(query), deps)
-        }
-        (None, Some(m)) => {
-            let md = markdown::validate(&m.value, pos(&m), problems)?;
-            let deps = earlier.iter().filter(|e| md.mentions(e)).cloned().collect();
-            (StepKind::Markdown(md), deps)
-        }
-        (Some(_), Some(_)) => return None,
-        (None, None) => {
-            problems.push_hint(
-                at,
-                format!("step `{id}` does nothing"),
-                "give it a `query:`, `score:`, `enrich:` or `markdown:`",
-            );
-            return None;
+        (StepKind::Score(score), deps)
+    } else {
+        match (raw.query, raw.markdown) {
+            (Some(q), None) => {
+                let q_at = pos(&q);
+                let query = query::validate(q.value, q_at, text, params, problems)?;
+                let deps = earlier.iter().filter(|e| query.sql.words.contains(e)).cloned().collect();
+                (StepKind::Query(query), deps)
+            }
+            (None, Some(m)) => {
+                let md = markdown::validate(&m.value, pos(&m), problems)?;
+                let deps = earlier.iter().filter(|e| md.mentions(e)).cloned().collect();
+                (StepKind::Markdown(md), deps)
+            }
+            (Some(_), Some(_)) => return None,
+            (None, None) => {
+                problems.push_hint(
+                    at,
+                    format!("step `{id}` does nothing"),
+                    "give it a `query:`, `score:`, `enrich:` or `markdown:`",
+                );
+                return None;
+            }
         }
     };
     finish(id, raw.title, at, kind, depends_on, raw.chart, raw.table, raw.export, raw.when, problems)
