@@ -15,6 +15,17 @@ static DATA: OnceLock<PathBuf> = OnceLock::new();
 /// A data folder with demo data (60,000 flows, seed 42), made once.
 pub fn demo_data() -> &'static Path {
     DATA.get_or_init(|| {
+        // Earlier test processes cannot remove theirs (it lives as long as they do): tidy here.
+        if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if let Some(pid) = name.strip_prefix("casebook-test-") {
+                    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+        }
         let dir = std::env::temp_dir().join(format!("casebook-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let opts = casebook::demo::Options { rows: FLOWS, seed: 42, hours: 48, end: None };
