@@ -13,7 +13,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::handlers::{find_entry, parse_form, who};
+use super::handlers::{check_run, parse_form, runnable, who};
 use super::{AppState, WebError};
 use crate::engine::RunRequest;
 
@@ -38,10 +38,7 @@ pub async fn start_run(
     headers: HeaderMap,
     Json(body): Json<StartRun>,
 ) -> Result<Response> {
-    let entry = find_entry(&state, &body.playbook)?;
-    let Some(pb) = entry.runnable().cloned() else {
-        return Err(WebError::BadRequest("This playbook has problems and cannot run; see its page.".into()));
-    };
+    let pb = runnable(&state, &body.playbook, "run")?;
     if body.section.is_some_and(|s| s >= pb.sections.len()) {
         return Err(WebError::BadRequest(format!(
             "the playbook has {} section(s), numbered from 0",
@@ -93,9 +90,7 @@ pub async fn start_run(
 
 /// A run's state, live progress and steps.
 pub async fn run_status(State(state): State<AppState>, Path(run): Path<String>) -> Result<Response> {
-    if run.len() != 32 || !run.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(WebError::NotFound("There is no such run.".into()));
-    }
+    check_run(&run)?;
     let store = &state.engine.store;
     let rec = store
         .run(&run)
@@ -116,51 +111,4 @@ pub async fn run_status(State(state): State<AppState>, Path(run): Path<String>) 
         "progress": progress, "steps": steps,
     }))
     .into_response())
-}
-
-/// "Run again" on a run's page: the same playbook, section and parameters as entered (a
-/// relative window ends now), as a new run; answers with the new run's permalink.
-pub async fn rerun(
-    State(state): State<AppState>,
-    Path(run): Path<String>,
-    headers: HeaderMap,
-    super::csrf::CheckedForm(_): super::csrf::CheckedForm,
-) -> Result<Response> {
-    if run.len() != 32 || !run.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(WebError::NotFound("There is no such run.".into()));
-    }
-    let rec = state
-        .engine
-        .store
-        .run(&run)
-        .map_err(WebError::Internal)?
-        .ok_or_else(|| WebError::NotFound("There is no such run.".into()))?;
-    let entry = find_entry(&state, &rec.playbook)?;
-    let Some(pb) = entry.runnable().cloned() else {
-        return Err(WebError::BadRequest("This playbook has problems and cannot run; see its page.".into()));
-    };
-    let stored: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&rec.params).unwrap_or_default();
-    let given: HashMap<String, String> =
-        stored.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string()))).collect();
-    let values = parse_form(&pb, &given, &state.engine.catalog().parse_ctx()).map_err(|errors| {
-        let mut list: Vec<String> = errors.into_iter().map(|(k, v)| format!("{k}: {v}")).collect();
-        list.sort();
-        WebError::BadRequest(format!(
-            "These parameters no longer fit the playbook ({}); edit them and run.",
-            list.join("; ")
-        ))
-    })?;
-    let req = RunRequest {
-        playbook: pb,
-        values,
-        section: rec
-            .section
-            .and_then(|s| usize::try_from(s).ok())
-            .filter(|s| *s < entry.runnable().map_or(0, |p| p.sections.len())),
-        who: who(&state, &headers),
-        source: "page".into(),
-        schedule_id: None,
-    };
-    let id = state.engine.submit(req).map_err(WebError::Internal)?;
-    Ok(axum::response::Redirect::to(&format!("/runs/{id}")).into_response())
 }

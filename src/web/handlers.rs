@@ -182,6 +182,15 @@ async fn field(state: &AppState, p: &Param, given: Option<&str>, error: Option<S
     }
 }
 
+/// The runnable version of playbook `id`, or a message that it cannot `what` ("run", "be
+/// scheduled") until its author fixes it.
+pub(super) fn runnable(state: &AppState, id: &str, what: &str) -> Result<std::sync::Arc<Playbook>> {
+    find_entry(state, id)?
+        .runnable()
+        .cloned()
+        .ok_or_else(|| WebError::BadRequest(format!("This playbook has problems and cannot {what}; see its page.")))
+}
+
 pub(super) fn find_entry(state: &AppState, id: &str) -> Result<Entry> {
     state
         .engine
@@ -306,10 +315,7 @@ pub async fn run_section(
     csrf::CheckedForm(form): csrf::CheckedForm,
 ) -> Result<Response> {
     let given = join_multi(&form);
-    let entry = find_entry(&state, &id)?;
-    let Some(pb) = entry.runnable().cloned() else {
-        return Err(WebError::BadRequest("This playbook has problems and cannot run; see its page.".into()));
-    };
+    let pb = runnable(&state, &id, "run")?;
     if section >= pb.sections.len() {
         return Err(WebError::NotFound("No such section.".into()));
     }
@@ -535,7 +541,7 @@ pub async fn not_found() -> WebError {
     WebError::NotFound("There is nothing at this address.".into())
 }
 
-fn check_run(run: &str) -> Result<()> {
+pub(super) fn check_run(run: &str) -> Result<()> {
     if run.len() != 32 || !run.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(WebError::NotFound("No such run.".into()));
     }
@@ -668,4 +674,44 @@ pub async fn run_events(State(state): State<AppState>, Path(run): Path<String>) 
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// "Run again" on a run's page: the same playbook, section and parameters as entered (a
+/// relative window ends now), as a new run; answers with the new run's permalink.
+pub async fn rerun(
+    State(state): State<AppState>,
+    Path(run): Path<String>,
+    headers: HeaderMap,
+    csrf::CheckedForm(_): csrf::CheckedForm,
+) -> Result<Response> {
+    check_run(&run)?;
+    let rec = state
+        .engine
+        .store
+        .run(&run)
+        .map_err(WebError::Internal)?
+        .ok_or_else(|| WebError::NotFound("There is no such run.".into()))?;
+    let pb = runnable(&state, &rec.playbook, "run")?;
+    let stored: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&rec.params).unwrap_or_default();
+    let given: HashMap<String, String> =
+        stored.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string()))).collect();
+    let values = parse_form(&pb, &given, &state.engine.catalog().parse_ctx()).map_err(|errors| {
+        let mut list: Vec<String> = errors.into_iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        list.sort();
+        WebError::BadRequest(format!(
+            "These parameters no longer fit the playbook ({}); edit them and run.",
+            list.join("; ")
+        ))
+    })?;
+    let section = rec.section.and_then(|s| usize::try_from(s).ok()).filter(|s| *s < pb.sections.len());
+    let req = RunRequest {
+        playbook: pb,
+        values,
+        section,
+        who: who(&state, &headers),
+        source: "page".into(),
+        schedule_id: None,
+    };
+    let id = state.engine.submit(req).map_err(WebError::Internal)?;
+    Ok(axum::response::Redirect::to(&format!("/runs/{id}")).into_response())
 }

@@ -59,7 +59,7 @@ pub fn app(state: AppState) -> Router {
         .route("/runs/{run}/steps/{step}/rate", post(handlers::rate))
         .route("/runs/{run}", get(handlers::run_page))
         .route("/runs/{run}/cancel", post(handlers::cancel_run))
-        .route("/runs/{run}/rerun", post(api::rerun))
+        .route("/runs/{run}/rerun", post(handlers::rerun))
         .route("/runs/{run}/events", get(handlers::run_events))
         .route("/runs/{run}/report.html", get(handlers::report_html))
         .route("/runs/{run}/report.pdf", get(handlers::report_pdf))

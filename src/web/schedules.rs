@@ -9,7 +9,7 @@ use axum::Json;
 use indexmap::IndexMap;
 use serde_json::json;
 
-use super::handlers::{find_entry, join_multi, page, parse_form, render, who};
+use super::handlers::{join_multi, page, parse_form, render, runnable, who};
 use super::{csrf, AppState, WebError};
 use crate::schedule::{self, Missed, NotifySpec, NotifyWhen, ScheduleSpec};
 
@@ -75,10 +75,7 @@ pub async fn create(
     csrf::CheckedForm(form): csrf::CheckedForm,
 ) -> Result<Response> {
     let given = join_multi(&form);
-    let entry = find_entry(&state, &id)?;
-    let Some(pb) = entry.runnable().cloned() else {
-        return Err(WebError::BadRequest("This playbook has problems and cannot be scheduled; see its page.".into()));
-    };
+    let pb = runnable(&state, &id, "be scheduled")?;
     let catalog = state.engine.catalog();
     let cx = catalog.parse_ctx();
     let mut fields: HashMap<String, String> = HashMap::new();

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::handlers::{page, render, who};
+use super::handlers::{check_run, page, render, who};
 use super::{csrf, AppState, WebError};
 use crate::threat::{self, NewThreat};
 
@@ -20,9 +20,7 @@ pub async fn save(
     headers: HeaderMap,
     csrf::CheckedForm(form): csrf::CheckedForm,
 ) -> Result<Response> {
-    if run.len() != 32 || !run.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(WebError::NotFound("There is no such run.".into()));
-    }
+    check_run(&run)?;
     let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.trim().to_string()).unwrap_or_default();
     let t = NewThreat {
         run_id: run.clone(),
