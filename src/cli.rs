@@ -280,8 +280,7 @@ async fn serve(opts: ServeOptions, dirs: &Dirs) -> Result<()> {
     }
     let store = Store::open(&paths.state_db())?;
     let mut engine = Engine::with_limits(catalog.clone(), store, limits);
-    let secrets = crate::secrets::Secrets::new(Some(secrets.unwrap_or_else(|| paths.data.join("secrets.yaml"))));
-    engine.secrets = secrets.clone();
+    engine.secrets = crate::secrets::Secrets::new(Some(secrets.unwrap_or_else(|| paths.data.join("secrets.yaml"))));
     let engine = Arc::new(engine);
     let resumed = engine.resume_unfinished()?;
     if resumed > 0 {
@@ -314,7 +313,6 @@ async fn serve(opts: ServeOptions, dirs: &Dirs) -> Result<()> {
     let scheduler = Arc::new(crate::schedule::Scheduler::new(
         engine.clone(),
         public_url.unwrap_or_else(|| format!("http://{addr}")),
-        secrets,
     ));
     let _schedules = scheduler.clone().spawn();
     let mut state = crate::web::AppState::new(engine, paths)?;

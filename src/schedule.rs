@@ -23,7 +23,6 @@ use crate::engine::{Engine, RunRequest};
 use crate::playbook::params::ParseCtx;
 use crate::playbook::{scalar_text, Playbook};
 use crate::problem::Problems;
-use crate::secrets::Secrets;
 use crate::store::ScheduleRecord;
 use crate::yaml::pos;
 
@@ -464,17 +463,16 @@ pub struct Scheduler {
     pub engine: Arc<Engine>,
     /// The address colleagues open, for permalinks in notifications (`http://host:8080`).
     pub public_url: String,
-    pub secrets: Secrets,
     pub webhook: crate::notify::Webhook,
     synced: std::sync::Mutex<Option<Arc<crate::catalog::Catalog>>>,
 }
 
 impl Scheduler {
-    pub fn new(engine: Arc<Engine>, public_url: String, secrets: Secrets) -> Scheduler {
+    /// Webhook URLs are read from the engine's secrets.
+    pub fn new(engine: Arc<Engine>, public_url: String) -> Scheduler {
         Scheduler {
             engine,
             public_url: public_url.trim_end_matches('/').to_string(),
-            secrets,
             webhook: crate::notify::Webhook::default(),
             synced: std::sync::Mutex::new(None),
         }
@@ -681,7 +679,7 @@ impl Scheduler {
         }
         text.push_str(&format!(". {link}"));
         let payload = serde_json::json!({ "username": "casebook", "text": text });
-        let delivery = match self.secrets.get(&notify.webhook) {
+        let delivery = match self.engine.secrets.get(&notify.webhook) {
             Ok(url) => self.webhook.post(&url, &payload).await,
             Err(e) => crate::notify::Delivery { delivered: false, attempts: 0, detail: e },
         };

@@ -10,7 +10,6 @@ use casebook::catalog::Catalog;
 use casebook::engine::Engine;
 use casebook::paths::Paths;
 use casebook::schedule::Scheduler;
-use casebook::secrets::Secrets;
 use casebook::store::Store;
 use chrono::DurationRound;
 
@@ -100,11 +99,7 @@ async fn a_seconds_schedule_fires_diffs_and_posts_to_a_webhook() {
     let catalog = Arc::new(Catalog::load(paths.clone(), chrono_tz::Tz::UTC).await);
     assert_eq!(catalog.problems().count(), 0, "{:?}", catalog.problems().collect::<Vec<_>>());
     let engine = Arc::new(Engine::new(catalog, Store::open(&paths.state_db()).unwrap()));
-    let mut scheduler = Scheduler::new(
-        engine.clone(),
-        "http://casebook.example:8080".into(),
-        Secrets::new(Some(paths.data.join("secrets.yaml"))),
-    );
+    let mut scheduler = Scheduler::new(engine.clone(), "http://casebook.example:8080".into());
     scheduler.webhook = casebook::notify::Webhook::new(3, Duration::from_millis(200));
     let scheduler = Arc::new(scheduler);
     let task = scheduler.clone().spawn();
@@ -173,7 +168,7 @@ async fn missed_fires_follow_the_declared_policy() {
     let catalog = Arc::new(Catalog::load(paths.clone(), chrono_tz::Tz::UTC).await);
     assert_eq!(catalog.problems().count(), 0, "{:?}", catalog.problems().collect::<Vec<_>>());
     let engine = Arc::new(Engine::new(catalog, Store::open(&paths.state_db()).unwrap()));
-    let scheduler = Arc::new(Scheduler::new(engine.clone(), "http://x".into(), Secrets::default()));
+    let scheduler = Arc::new(Scheduler::new(engine.clone(), "http://x".into()));
     // Half past an hour: the last hourly fire is 30 minutes late, so it counts as missed.
     let now = chrono::Utc::now().duration_trunc(chrono::Duration::hours(1)).unwrap() + chrono::Duration::minutes(30);
     scheduler.tick(now).unwrap();

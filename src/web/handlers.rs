@@ -241,7 +241,7 @@ pub async fn playbook_page(
                 .collect()
         })
         .unwrap_or_default();
-    let secret_names = state.scheduler.as_ref().map(|s| s.secrets.names()).unwrap_or_default();
+    let secret_names = state.engine.secrets.names();
     let ratings = state.engine.store.ratings(Some(&id)).map_err(WebError::Internal)?;
     // Opened from another run's table (a pivot): the run it came from, recorded with the new run.
     let from = given.get("_from").filter(|r| r.len() == 32 && r.chars().all(|c| c.is_ascii_hexdigit())).cloned();

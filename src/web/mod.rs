@@ -31,7 +31,7 @@ pub struct AppState {
     pub retention: Option<crate::manage::Retention>,
     /// The header in which a trusted reverse proxy names the user (e.g. `X-Remote-User`).
     pub user_header: Option<axum::http::HeaderName>,
-    /// The schedule loop, when this server runs one (its secrets' names feed the forms).
+    /// The schedule loop, when this server runs one.
     pub scheduler: Option<Arc<crate::schedule::Scheduler>>,
 }
 
