@@ -1595,9 +1595,11 @@ pub fn write_delimited(w: &mut dyn std::io::Write, data: &StepData, tz: Tz) -> R
     Ok(())
 }
 
-fn csv_field(s: &str) -> String {
-    // Quote when needed; neutralise spreadsheet formulas in exported text.
-    let s = if s.starts_with(['=', '+', '@']) { format!("'{s}") } else { s.to_string() };
+/// A CSV cell: quoted when needed, spreadsheet formulas in text neutralised (a leading `=`,
+/// `+`, `@`, or `-` that does not start a number).
+pub(crate) fn csv_field(s: &str) -> String {
+    let formula = s.starts_with(['=', '+', '@']) || (s.starts_with('-') && s.parse::<f64>().is_err());
+    let s = if formula { format!("'{s}") } else { s.to_string() };
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
@@ -1631,7 +1633,7 @@ pub fn write_json_rows(w: &mut dyn std::io::Write, data: &StepData, tz: Tz) -> R
     Ok(())
 }
 
-fn row_json(b: &RecordBatch, r: usize, tz: Tz) -> serde_json::Map<String, serde_json::Value> {
+pub(crate) fn row_json(b: &RecordBatch, r: usize, tz: Tz) -> serde_json::Map<String, serde_json::Value> {
     let mut obj = serde_json::Map::new();
     for (c, f) in b.schema().fields().iter().enumerate() {
         let col = b.column(c);

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use chrono::{DateTime, Duration, Utc};
-use datafusion::arrow::array::RecordBatch;
 use datafusion::common::ScalarValue;
 use serde::Serialize;
 
@@ -226,7 +225,12 @@ pub fn storyboard_json(
     let dir = data_dir.join("threats").join(id.to_string());
     let rows = |file: &str| -> Vec<serde_json::Map<String, serde_json::Value>> {
         crate::engine::read_parquet_file(&dir.join(file))
-            .map(|d| d.batches.iter().flat_map(|b| (0..b.num_rows()).map(move |r| row_map(b, r, tz))).collect())
+            .map(|d| {
+                d.batches
+                    .iter()
+                    .flat_map(|b| (0..b.num_rows()).map(move |r| crate::engine::row_json(b, r, tz)))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     Ok(serde_json::json!({
@@ -235,31 +239,6 @@ pub fn storyboard_json(
         "timeline": rows("story_timeline.parquet"),
     }))
 }
-
-fn row_map(b: &RecordBatch, r: usize, tz: chrono_tz::Tz) -> serde_json::Map<String, serde_json::Value> {
-    b.schema()
-        .fields()
-        .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            let col = b.column(i);
-            let v = if col.is_null(r) {
-                serde_json::Value::Null
-            } else if col.data_type().is_numeric() {
-                cell_text(col, r, tz)
-                    .parse::<f64>()
-                    .ok()
-                    .and_then(serde_json::Number::from_f64)
-                    .map_or(serde_json::Value::Null, serde_json::Value::Number)
-            } else {
-                serde_json::Value::String(cell_text(col, r, tz))
-            };
-            (f.name().clone(), v)
-        })
-        .collect()
-}
-
-use datafusion::arrow::array::Array as _;
 
 /// A threat as one row of the CSV / JSON export.
 #[derive(Debug, Serialize)]
@@ -299,14 +278,6 @@ impl From<ThreatRecord> for Exported {
 
 /// Every threat as CSV (spreadsheet formulas neutralised).
 pub fn csv(threats: Vec<ThreatRecord>) -> String {
-    let cell = |s: &str| {
-        let s = if s.starts_with(['=', '+', '-', '@']) { format!("'{s}") } else { s.to_string() };
-        if s.contains([',', '"', '\n', '\r']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s
-        }
-    };
     let mut out = String::from(
         "id,created_at,severity,title,kind,entity,description,playbook,run_id,window_start,window_end,created_by\n",
     );
@@ -326,7 +297,7 @@ pub fn csv(threats: Vec<ThreatRecord>) -> String {
             e.window_end,
             e.created_by,
         ];
-        out.push_str(&fields.iter().map(|f| cell(f)).collect::<Vec<_>>().join(","));
+        out.push_str(&fields.iter().map(|f| crate::engine::csv_field(f)).collect::<Vec<_>>().join(","));
         out.push('\n');
     }
     out
