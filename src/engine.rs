@@ -1095,56 +1095,29 @@ impl Engine {
         e: &crate::steps::enrich::Enrich,
         from: &StepData,
     ) -> std::result::Result<StepData, StepError> {
-        use crate::enrich::{Context, Geo, Place, Sources, TopDomains};
+        use crate::enrich::{Context, Geo, Sources, TopDomains};
         let other = |m: String| StepError::Other(anyhow!(m));
         let tz = self.tz();
-        // A source connector's rows as text, by column name.
-        let rows = |name: String| async move {
+        // A source connector's table as text, columns in order.
+        let table = |name: String| async move {
             let batches = ctx
                 .sql_with_options(&format!("SELECT * FROM {}", quote_ident(&name)), read_only())
                 .await?
                 .collect()
                 .await?;
-            let mut out: Vec<HashMap<String, String>> = Vec::new();
+            let mut t = crate::enrich::SourceRows::default();
             for b in &batches {
+                t.names = b.schema().fields().iter().map(|f| f.name().to_ascii_lowercase()).collect();
                 for r in 0..b.num_rows() {
-                    out.push(
-                        b.schema()
-                            .fields()
-                            .iter()
-                            .enumerate()
-                            .map(|(i, f)| (f.name().to_ascii_lowercase(), cell_text(b.column(i), r, tz)))
-                            .collect(),
-                    );
+                    t.rows
+                        .push((0..b.num_columns()).map(|c| cell_text(b.column(c), r, tz).trim().to_string()).collect());
                 }
             }
-            Ok::<_, datafusion::error::DataFusionError>(out)
+            Ok::<_, datafusion::error::DataFusionError>(t)
         };
         let mut src = Sources::default();
         if let Some(c) = &e.context {
-            // Spot's files as they are: `ip, name` (networkcontext_1.csv, an address, `a-b`
-            // range or CIDR) or `start, end, name` (ipranges.csv), with or without a header.
-            let ordered = ctx
-                .sql_with_options(&format!("SELECT * FROM {}", quote_ident(c)), read_only())
-                .await?
-                .collect()
-                .await?;
-            let mut pairs: Vec<(String, String)> = Vec::new();
-            for b in &ordered {
-                let names: Vec<String> = b.schema().fields().iter().map(|f| f.name().to_ascii_lowercase()).collect();
-                let at = |n: &str| names.iter().position(|x| x == n);
-                for r in 0..b.num_rows() {
-                    let v = |i: usize| cell_text(b.column(i), r, tz).trim().to_string();
-                    let pair = match (at("ip"), at("name")) {
-                        (Some(i), Some(n)) => (v(i), v(n)),
-                        _ if b.num_columns() >= 3 => (format!("{}-{}", v(0), v(1)), v(2)),
-                        _ if b.num_columns() == 2 => (v(0), v(1)),
-                        _ => continue,
-                    };
-                    pairs.push(pair);
-                }
-            }
-            let (context, bad) = Context::new(pairs);
+            let (context, bad) = Context::from_rows(&table(c.clone()).await?);
             if !bad.is_empty() {
                 tracing::warn!(connector = %c, rows = bad.len(), "network context rows that are not addresses, ranges or CIDRs");
             }
@@ -1152,25 +1125,7 @@ impl Engine {
         }
         match &e.geo {
             Some(crate::steps::enrich::GeoSource::Connector(c)) => {
-                let text = |r: &HashMap<String, String>, k: &str| r.get(k).filter(|v| !v.is_empty()).cloned();
-                let num = |r: &HashMap<String, String>, k: &str| r.get(k).and_then(|v| v.trim().parse::<f64>().ok());
-                let ranges = rows(c.clone())
-                    .await?
-                    .into_iter()
-                    .filter_map(|r| {
-                        let lo = r.get("ip_start")?.trim().parse::<u32>().ok()?;
-                        let hi = r.get("ip_end")?.trim().parse::<u32>().ok()?;
-                        let place = Place {
-                            country: text(&r, "country_code").or_else(|| text(&r, "country")),
-                            city: text(&r, "city"),
-                            lat: num(&r, "latitude"),
-                            lon: num(&r, "longitude"),
-                            owner: text(&r, "owner"),
-                        };
-                        Some((lo, hi, place))
-                    })
-                    .collect();
-                src.geo = Some(Geo::iploc(ranges));
+                src.geo = Some(Geo::from_iploc_rows(&table(c.clone()).await?));
             }
             Some(crate::steps::enrich::GeoSource::Mmdb(file)) => {
                 let path = crate::paths::join_inside(&self.catalog().paths.data, file)
@@ -1181,12 +1136,7 @@ impl Engine {
             None => {}
         }
         if let Some(t) = &e.top_domains {
-            src.top = Some(TopDomains::new(
-                rows(t.clone())
-                    .await?
-                    .into_iter()
-                    .filter_map(|mut r| Some((r.get("rank")?.trim().parse::<i64>().ok()?, r.remove("domain")?))),
-            ));
+            src.top = Some(TopDomains::from_rows(&table(t.clone()).await?));
         }
         if let Some(name) = &e.reputation {
             let catalog = self.catalog();

@@ -17,6 +17,19 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use crate::steps::enrich::Enrich;
 
+/// A source connector's table as text: lower-case column names and rows, in order.
+#[derive(Debug, Default)]
+pub struct SourceRows {
+    pub names: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+impl SourceRows {
+    fn col(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+}
+
 /// Network context: the most specific range that holds an address names it.
 #[derive(Debug, Default)]
 pub struct Context {
@@ -55,6 +68,25 @@ impl Context {
             }
         }
         (Context { ranges }, bad)
+    }
+
+    /// From Spot's files as they are: `ip, name` (networkcontext_1.csv: an address, `a-b`
+    /// range or CIDR) or `start, end, name` (ipranges.csv), with or without a header.
+    pub fn from_rows(t: &SourceRows) -> (Context, Vec<String>) {
+        let cols = match (t.col("ip"), t.col("name")) {
+            (Some(i), Some(n)) => Some((i, None, n)),
+            _ if t.names.len() >= 3 => Some((0, Some(1), 2)),
+            _ if t.names.len() == 2 => Some((0, None, 1)),
+            _ => None,
+        };
+        let Some((a, b, n)) = cols else { return (Context::default(), Vec::new()) };
+        Context::new(t.rows.iter().map(|r| {
+            let ip = match b {
+                Some(b) => format!("{}-{}", r[a], r[b]),
+                None => r[a].clone(),
+            };
+            (ip, r[n].clone())
+        }))
     }
 
     pub fn lookup(&self, ip: IpAddr) -> Option<&str> {
@@ -133,6 +165,29 @@ impl Geo {
         Geo::IpLoc(rows)
     }
 
+    /// From Spot's `iploc.csv` layout (`ip_start, ip_end, country_code, country, region,
+    /// city, latitude, longitude, owner`, by column name).
+    pub fn from_iploc_rows(t: &SourceRows) -> Geo {
+        let text = |r: &[String], k: &str| t.col(k).map(|i| r[i].clone()).filter(|v| !v.is_empty());
+        let num = |r: &[String], k: &str| t.col(k).and_then(|i| r[i].parse::<f64>().ok());
+        let int = |r: &[String], k: &str| t.col(k).and_then(|i| r[i].parse::<u32>().ok());
+        Geo::iploc(
+            t.rows
+                .iter()
+                .filter_map(|r| {
+                    let place = Place {
+                        country: text(r, "country_code").or_else(|| text(r, "country")),
+                        city: text(r, "city"),
+                        lat: num(r, "latitude"),
+                        lon: num(r, "longitude"),
+                        owner: text(r, "owner"),
+                    };
+                    Some((int(r, "ip_start")?, int(r, "ip_end")?, place))
+                })
+                .collect(),
+        )
+    }
+
     pub fn mmdb(bytes: Vec<u8>) -> Result<Geo, String> {
         maxminddb::Reader::from_source(bytes).map(Geo::Mmdb).map_err(|e| format!("not a MaxMind database: {e}"))
     }
@@ -180,6 +235,12 @@ impl TopDomains {
             ranks.entry(d.trim().trim_end_matches('.').to_ascii_lowercase()).or_insert(rank);
         }
         TopDomains { ranks }
+    }
+
+    /// From a `rank, domain` table (Tranco / Alexa layout, by column name).
+    pub fn from_rows(t: &SourceRows) -> TopDomains {
+        let (Some(rank), Some(domain)) = (t.col("rank"), t.col("domain")) else { return TopDomains::default() };
+        TopDomains::new(t.rows.iter().filter_map(|r| Some((r[rank].parse::<i64>().ok()?, r[domain].clone()))))
     }
 
     pub fn rank(&self, domain: &str) -> Option<i64> {
