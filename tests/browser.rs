@@ -234,21 +234,7 @@ async fn the_html_report_opens_offline_with_its_tables_and_charts() {
 
     let data = common::fresh_data();
     let engine = common::engine(data.path()).await;
-    let catalog = engine.catalog();
-    let pb = catalog.entry("rdp_bruteforce").and_then(|e| e.runnable()).expect("runnable").clone();
-    let cx = catalog.parse_ctx();
-    let values = pb.params.iter().map(|p| (p.name.clone(), p.parse(None, &cx).expect("default"))).collect();
-    let run = engine
-        .run(casebook::engine::RunRequest {
-            playbook: pb,
-            values,
-            section: None,
-            who: "ana".into(),
-            source: "test".into(),
-            schedule_id: None,
-        })
-        .await
-        .expect("run");
+    let run = common::run_all(&engine, "rdp_bruteforce", &[]).await;
     let app = casebook::web::app(casebook::web::AppState::new(engine, common::paths_with(data.path())).expect("state"));
     let get = |uri: String| {
         let app = app.clone();

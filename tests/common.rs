@@ -101,14 +101,25 @@ pub async fn json_of(r: axum::http::Response<axum::body::Body>) -> serde_json::V
     serde_json::from_slice(&r.into_body().collect().await.expect("body").to_bytes()).expect("json")
 }
 
-/// Runs every section of playbook `id` with `values` (already parsed); panics on a step error.
+/// Runs every section of playbook `id`, its parameters parsed from `given` (the rest take
+/// their defaults); panics on a parameter or step error.
 pub async fn run_all(
     engine: &std::sync::Arc<Engine>,
     id: &str,
-    values: Vec<(String, casebook::playbook::params::Value)>,
+    given: &[(&str, &str)],
 ) -> casebook::engine::RunOutcome {
-    let pb =
-        engine.catalog().entry(id).and_then(|e| e.runnable()).unwrap_or_else(|| panic!("{id} is not runnable")).clone();
+    let catalog = engine.catalog();
+    let entry = catalog.entry(id).cloned().unwrap_or_else(|| panic!("playbook {id} missing"));
+    let pb = entry.runnable().unwrap_or_else(|| panic!("{id}: {:?}", entry.problems)).clone();
+    let cx = catalog.parse_ctx();
+    let values = pb
+        .params
+        .iter()
+        .map(|p| {
+            let raw = given.iter().find(|(k, _)| *k == p.name).map(|(_, v)| *v);
+            (p.name.clone(), p.parse(raw, &cx).unwrap_or_else(|e| panic!("{}: {e}", p.name)))
+        })
+        .collect();
     let req = casebook::engine::RunRequest {
         playbook: pb,
         values,
@@ -118,6 +129,8 @@ pub async fn run_all(
         schedule_id: None,
     };
     let out = engine.run(req).await.expect("run");
-    assert!(out.steps.iter().all(|s| s.error.is_none()), "{id}: {:?}", out.steps);
+    for s in &out.steps {
+        assert!(s.error.is_none(), "{id}.{}: {:?}", s.id, s.error);
+    }
     out
 }

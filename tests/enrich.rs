@@ -49,7 +49,7 @@ async fn ips_and_domains_gain_context_place_and_rank() {
     let (engine, _data, _pb) = engine_with(PLAYBOOK).await;
     let problems: Vec<String> = engine.catalog().problems().map(|p| p.to_string()).collect();
     assert!(problems.is_empty(), "{problems:?}");
-    let out = common::run_all(&engine, "e", vec![]).await;
+    let out = common::run_all(&engine, "e", &[]).await;
     let page =
         engine.page(&out.run_id, "looked_up", &TableQuery { page: 1, size: 10, ..Default::default() }).await.unwrap();
     let col = |name: &str| {
@@ -131,7 +131,7 @@ async fn spot_context_files_are_read_as_they_are() {
     let problems: Vec<String> = catalog.problems().map(|p| p.to_string()).collect();
     assert!(problems.is_empty(), "{problems:?}");
     let engine = Arc::new(Engine::new(catalog.clone(), casebook::store::Store::open(&paths.state_db()).unwrap()));
-    let out = common::run_all(&engine, "s", vec![]).await;
+    let out = common::run_all(&engine, "s", &[]).await;
     let names = |step: &'static str| {
         let engine = engine.clone();
         let run = out.run_id.clone();
@@ -167,7 +167,7 @@ sections:
     let (engine, _data, _pb) = engine_with(yaml).await;
     let problems: Vec<String> = engine.catalog().problems().map(|p| p.to_string()).collect();
     assert!(problems.is_empty(), "{problems:?}");
-    let out = common::run_all(&engine, "e", vec![]).await;
+    let out = common::run_all(&engine, "e", &[]).await;
     let page =
         engine.page(&out.run_id, "ranked", &TableQuery { page: 1, size: 10, ..Default::default() }).await.unwrap();
     let col = |n: &str| page.columns.iter().position(|c| c == n).unwrap();

@@ -1,43 +1,9 @@
 //! Every shipped playbook loads without problems, runs on the demo data and finds its incident.
 
 use casebook::demo::cast;
-use casebook::engine::{RunRequest, TableQuery};
-use casebook::playbook::params::Value;
+use casebook::engine::TableQuery;
 
 use crate::common;
-
-async fn run(
-    engine: &std::sync::Arc<casebook::engine::Engine>,
-    id: &str,
-    given: &[(&str, &str)],
-) -> casebook::engine::RunOutcome {
-    let entry = engine.catalog().entry(id).cloned().unwrap_or_else(|| panic!("playbook {id} missing"));
-    let pb = entry.runnable().unwrap_or_else(|| panic!("{id}: {:?}", entry.problems)).clone();
-    let cx = engine.catalog().parse_ctx();
-    let values: Vec<(String, Value)> = pb
-        .params
-        .iter()
-        .map(|p| {
-            let raw = given.iter().find(|(k, _)| *k == p.name).map(|(_, v)| *v);
-            (p.name.clone(), p.parse(raw, &cx).unwrap_or_else(|e| panic!("{}: {e}", p.name)))
-        })
-        .collect();
-    let out = engine
-        .run(RunRequest {
-            playbook: pb,
-            values,
-            section: None,
-            who: "test".into(),
-            source: "test".into(),
-            schedule_id: None,
-        })
-        .await
-        .expect("run");
-    for s in &out.steps {
-        assert!(s.error.is_none(), "{id}.{}: {:?}", s.id, s.error);
-    }
-    out
-}
 
 async fn first_row(engine: &casebook::engine::Engine, run: &str, step: &str) -> Vec<String> {
     let page = engine.page(run, step, &TableQuery { page: 1, size: 25, ..Default::default() }).await.expect("page");
@@ -58,7 +24,7 @@ async fn every_shipped_playbook_and_connector_is_valid() {
 async fn rdp_bruteforce_ranks_the_injected_attacker_first() {
     let data = common::fresh_data();
     let engine = common::engine(data.path()).await;
-    let out = run(&engine, "rdp_bruteforce", &[]).await;
+    let out = common::run_all(&engine, "rdp_bruteforce", &[]).await;
     let top = first_row(&engine, &out.run_id, "attempts").await;
     assert_eq!(top[0], cast::SCANNER);
     // The scan reached every address of the /24.
@@ -74,12 +40,12 @@ async fn rdp_bruteforce_ranks_the_injected_attacker_first() {
 async fn event_timeline_finds_the_psexec_burst() {
     let data = common::fresh_data();
     let engine = common::engine(data.path()).await;
-    let out = run(&engine, "event_timeline", &[("window", "last 7d"), ("bucket", "60")]).await;
+    let out = common::run_all(&engine, "event_timeline", &[("window", "last 7d"), ("bucket", "60")]).await;
     let top = first_row(&engine, &out.run_id, "bursts").await;
     // Sysmon image loads (event 7) from the PsExec burst top the ranking.
     assert_eq!(top[1], "7", "{top:?}");
     // Masks: only service installs of PSEXESVC, counted by computer: 12 hosts.
-    let out = run(
+    let out = common::run_all(
         &engine,
         "event_timeline",
         &[
@@ -99,13 +65,17 @@ async fn event_timeline_finds_the_psexec_burst() {
 async fn ip_flows_returns_the_hosts_flows_and_respects_the_limit() {
     let data = common::fresh_data();
     let engine = common::engine(data.path()).await;
-    let out =
-        run(&engine, "ip_flows", &[("src", cast::EXFIL_SRC), ("dst", "198.51.100.0/24"), ("window", "last 7d")]).await;
+    let out = common::run_all(
+        &engine,
+        "ip_flows",
+        &[("src", cast::EXFIL_SRC), ("dst", "198.51.100.0/24"), ("window", "last 7d")],
+    )
+    .await;
     let flows = engine.step_data(&out.run_id, "flows").expect("flows");
     assert_eq!(flows.rows, 30, "the 30 exfiltration flows");
     assert!(out.steps.iter().any(|s| s.id == "flows_basic"));
     assert!(!out.steps.iter().any(|s| s.id == "flows_extended"), "the basic view only");
-    let out = run(
+    let out = common::run_all(
         &engine,
         "ip_flows",
         &[("src", "10.0.0.0/8"), ("window", "last 7d"), ("limit", "1234"), ("view", "extended")],
@@ -122,10 +92,10 @@ async fn injection_strings_are_data() {
     let data = common::fresh_data();
     let engine = common::engine(data.path()).await;
     for evil in ["' OR 1=1 --", "x') OR ('1'='1", "<script>alert(1)</script>", "\"; DROP TABLE events; --"] {
-        let out = run(&engine, "event_timeline", &[("window", "last 7d"), ("contains", evil)]).await;
+        let out = common::run_all(&engine, "event_timeline", &[("window", "last 7d"), ("contains", evil)]).await;
         let rows = engine.step_data(&out.run_id, "matches").expect("matches").rows;
         assert_eq!(rows, 0, "{evil} must match literally, not as SQL");
-        let out = run(&engine, "event_timeline", &[("window", "last 7d"), ("exclude", evil)]).await;
+        let out = common::run_all(&engine, "event_timeline", &[("window", "last 7d"), ("exclude", evil)]).await;
         let all = engine.step_data(&out.run_id, "matches").expect("matches").rows;
         assert!(all > 1000, "{evil}: excluding a string nobody has keeps every event ({all})");
     }
@@ -135,7 +105,8 @@ async fn injection_strings_are_data() {
 async fn results_page_sort_and_search_on_the_server() {
     let data = common::fresh_data();
     let engine = common::engine(data.path()).await;
-    let out = run(&engine, "ip_flows", &[("src", "10.0.0.0/8"), ("window", "last 7d"), ("limit", "5000")]).await;
+    let out =
+        common::run_all(&engine, "ip_flows", &[("src", "10.0.0.0/8"), ("window", "last 7d"), ("limit", "5000")]).await;
     let q = TableQuery { page: 2, size: 25, sort: Some("ibyt".into()), desc: true, search: None };
     let page = engine.page(&out.run_id, "flows_basic", &q).await.expect("page");
     assert_eq!((page.first, page.last, page.filtered, page.total), (26, 50, 5000, 5000));
@@ -161,7 +132,8 @@ async fn results_page_sort_and_search_on_the_server() {
 async fn exports_contain_every_row_in_each_format() {
     let data = common::fresh_data();
     let engine = common::engine(data.path()).await;
-    let out = run(&engine, "ip_flows", &[("src", "10.0.0.0/8"), ("window", "last 7d"), ("limit", "3000")]).await;
+    let out =
+        common::run_all(&engine, "ip_flows", &[("src", "10.0.0.0/8"), ("window", "last 7d"), ("limit", "3000")]).await;
     for format in ["csv", "json", "parquet"] {
         let rec = engine.export(&out.run_id, "flows_basic", format, "test").await.expect("export");
         assert_eq!(rec.rows, 3000);
@@ -184,7 +156,7 @@ async fn stored_results_outlive_the_server() {
     let data = common::fresh_data();
     let run_id = {
         let engine = common::engine(data.path()).await;
-        let out = run(&engine, "rdp_bruteforce", &[]).await;
+        let out = common::run_all(&engine, "rdp_bruteforce", &[]).await;
         engine.export(&out.run_id, "attempts", "csv", "test").await.expect("export");
         out.run_id
     };
@@ -210,7 +182,7 @@ async fn column(engine: &casebook::engine::Engine, run: &str, step: &str, column
 async fn suspicious_connects_has_every_injected_flow_incident_in_its_top_20() {
     let data = common::fresh_data();
     let engine = common::engine(data.path()).await;
-    let out = run(&engine, "suspicious_connects", &[("window", "last 7d"), ("top", "20")]).await;
+    let out = common::run_all(&engine, "suspicious_connects", &[("window", "last 7d"), ("top", "20")]).await;
     let sources = column(&engine, &out.run_id, "suspicious", "source").await;
     assert_eq!(sources.len(), 20);
     for host in [cast::SCANNER, cast::EXFIL_SRC, cast::BEACON_SRC] {
@@ -227,7 +199,7 @@ async fn suspicious_connects_has_every_injected_flow_incident_in_its_top_20() {
 async fn suspicious_dns_has_the_tunnelling_host_in_its_top_10() {
     let data = common::fresh_data();
     let engine = common::engine(data.path()).await;
-    let out = run(&engine, "suspicious_dns", &[("window", "last 7d"), ("top", "10")]).await;
+    let out = common::run_all(&engine, "suspicious_dns", &[("window", "last 7d"), ("top", "10")]).await;
     let clients = column(&engine, &out.run_id, "suspicious", "client").await;
     assert!(clients.len() <= 10);
     assert!(clients.iter().any(|c| c == cast::TUNNEL_CLIENT), "{clients:?}");
@@ -239,7 +211,7 @@ async fn suspicious_dns_has_the_tunnelling_host_in_its_top_10() {
 async fn beaconing_finds_the_beacon_with_its_interval() {
     let data = common::fresh_data();
     let engine = common::engine(data.path()).await;
-    let out = run(&engine, "beaconing", &[("window", "last 7d")]).await;
+    let out = common::run_all(&engine, "beaconing", &[("window", "last 7d")]).await;
     let row = first_row(&engine, &out.run_id, "beacons").await;
     assert_eq!(&row[..3], &[cast::BEACON_SRC.to_string(), cast::BEACON_DST.to_string(), "8080".to_string()], "{row:?}");
 }
