@@ -59,7 +59,8 @@ async fn main() {
     println!("{summary}");
     println!("demo generation: {:.1} s", t.elapsed().as_secs_f64());
 
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")), std::path::PathBuf::from);
     let paths = Paths {
         playbooks: root.join("playbooks"),
         connectors: root.join("connectors"),

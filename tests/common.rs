@@ -34,8 +34,11 @@ pub fn demo_data() -> &'static Path {
     })
 }
 
+/// The checkout under test. Cargo sets `CARGO_MANIFEST_DIR` when it runs a test too; that
+/// value wins over the one compiled in, so a test binary reused from another clone of the
+/// same commit (a shared target folder) still reads this clone's files.
 pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
 }
 
 /// The repository's playbooks and connectors over `data` (state in its own SQLite file).
