@@ -46,7 +46,8 @@ pub struct RawConnector {
     #[serde(default)]
     pub has_header: Option<bool>,
     #[serde(default)]
-    pub delimiter: Option<char>,
+    #[schemars(with = "Option<char>")]
+    pub delimiter: Option<Spanned<char>>,
 }
 
 /// For the schema: the file formats.
@@ -85,6 +86,8 @@ pub struct Connector {
     pub table: Arc<dyn TableProvider>,
     /// The folder or file read (None for a glob), for health checks.
     pub location: Option<std::path::PathBuf>,
+    /// Set when the author declared the schema: how to list the files again to check it.
+    pub declared: Option<Listing>,
 }
 
 impl Connector {
@@ -147,8 +150,19 @@ pub async fn load(
         Format::Parquet => (Arc::new(ParquetFormat::default()), ".parquet"),
         Format::Csv => {
             let mut f = CsvFormat::default().with_has_header(raw.has_header.unwrap_or(true));
-            if let Some(d) = raw.delimiter {
-                f = f.with_delimiter(u8::try_from(u32::from(d)).unwrap_or(b','));
+            if let Some(at) = &raw.delimiter {
+                let d = at.value;
+                match u8::try_from(u32::from(d)) {
+                    Ok(b) if d.is_ascii() => f = f.with_delimiter(b),
+                    _ => {
+                        problems.push_hint(
+                            pos(at),
+                            format!("connector `{name}`: delimiter `{d}` is not a single ASCII character"),
+                            "use e.g. `,`, `;`, `|` or a tab (\"\\t\")",
+                        );
+                        return None;
+                    }
+                }
             }
             (Arc::new(f), ".csv")
         }
@@ -208,6 +222,7 @@ pub async fn load(
             }
         },
     };
+    let declared = raw.schema.is_some().then(|| Listing { options: options.clone(), url: url.clone() });
     let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(schema);
     let table = match ListingTable::try_new(config) {
         Ok(t) => Arc::new(t) as Arc<dyn TableProvider>,
@@ -218,8 +233,16 @@ pub async fn load(
     };
     let time_column = raw.time_column.as_ref().map(|t| t.value.clone());
     if let Some(tc) = &raw.time_column {
-        if table.schema().field_with_name(&tc.value).is_err() {
-            problems.push(pos(tc), format!("connector `{name}`: time column `{}` is not in its schema", tc.value));
+        match table.schema().field_with_name(&tc.value).map(|f| f.data_type().clone()) {
+            Err(_) => {
+                problems.push(pos(tc), format!("connector `{name}`: time column `{}` is not in its schema", tc.value))
+            }
+            Ok(DataType::Timestamp(..) | DataType::Date32 | DataType::Date64) => {}
+            Ok(other) => problems.push_hint(
+                pos(tc),
+                format!("connector `{name}`: time column `{}` holds {}, not times", tc.value, type_name(&other)),
+                "declare it in `schema:` with type timestamp (or date)",
+            ),
         }
     }
     Some(Connector {
@@ -230,7 +253,67 @@ pub async fn load(
         time_column,
         table,
         location: (!is_glob).then_some(full),
+        declared,
     })
+}
+
+/// How a connector with a declared schema lists its files, to compare that schema with what
+/// the files hold now.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    options: ListingOptions,
+    url: ListingTableUrl,
+}
+
+impl Connector {
+    /// Where the files disagree with the declared schema: a declared column the files lack or
+    /// hold with another type. Empty when nothing was declared, or all agrees.
+    pub async fn schema_drift(&self, ctx: &SessionContext) -> Result<Vec<String>, String> {
+        let Some(l) = &self.declared else { return Ok(Vec::new()) };
+        let found = l.options.infer_schema(&ctx.state(), &l.url).await.map_err(|e| first_line(&e.to_string()))?;
+        let partitions: Vec<&str> = l.options.table_partition_cols.iter().map(|(n, _)| n.as_str()).collect();
+        let mut out = Vec::new();
+        for f in self.schema().fields().iter().filter(|f| !partitions.contains(&f.name().as_str())) {
+            match found.field_with_name(f.name()) {
+                Err(_) => out.push(format!("declared column `{}` is not in the files", f.name())),
+                Ok(g) if !compatible(g.data_type(), f.data_type()) => out.push(format!(
+                    "declared column `{}` is {}, the files hold {}",
+                    f.name(),
+                    type_name(f.data_type()),
+                    type_name(g.data_type())
+                )),
+                Ok(_) => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A column type in the words of a connector's `schema:`.
+fn type_name(t: &DataType) -> String {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "text".into(),
+        DataType::Boolean => "boolean".into(),
+        DataType::Timestamp(..) => "timestamp".into(),
+        DataType::Date32 | DataType::Date64 => "date".into(),
+        t if t.is_integer() => "integer".into(),
+        t if t.is_floating() => "float".into(),
+        DataType::Null => "nothing (always empty)".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Whether values stored as `found` read well as `declared` (numbers widen; text and
+/// integers read as timestamps; anything reads as text).
+fn compatible(found: &DataType, declared: &DataType) -> bool {
+    use DataType::*;
+    found == declared
+        || matches!(declared, Utf8 | LargeUtf8 | Utf8View)
+        || (found.is_integer() && (declared.is_integer() || declared.is_floating()))
+        || (found.is_floating() && declared.is_floating())
+        || (matches!(declared, Timestamp(..) | Date32)
+            && matches!(found, Utf8 | LargeUtf8 | Utf8View | Int64 | Timestamp(..)))
+        || matches!(found, Null)
 }
 
 pub fn first_line(s: &str) -> String {

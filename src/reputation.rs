@@ -319,6 +319,24 @@ impl Service {
         Ok((status, body))
     }
 
+    /// Whether the service answers at all: one GET of its base address, without the key
+    /// (any HTTP status counts as reachable). The message names neither key nor values.
+    pub async fn reachable(&self) -> Result<String, String> {
+        let limit = self.timeout.min(Duration::from_secs(5));
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(limit)
+            .build()
+            .map_err(|e| format!("cannot make an HTTP client: {}", e.without_url()))?;
+        let started = Instant::now();
+        match client.get(self.base_url.clone()).send().await {
+            Ok(r) => Ok(format!("reachable: HTTP {} in {} ms", r.status().as_u16(), started.elapsed().as_millis())),
+            Err(e) if e.is_timeout() => Err(format!("no answer within {} s", limit.as_secs_f32())),
+            Err(e) if e.is_connect() => Err(format!("cannot connect: {}", root_cause(&e))),
+            Err(e) => Err(root_cause(&e)),
+        }
+    }
+
     /// Looks every value up (cache first), within the rate limit, budget and lookup limit.
     pub async fn lookup_all(&self, values: &[String], secrets: &Secrets, store: &Store) -> HashMap<String, Lookup> {
         let n = self.fields.len();
@@ -423,6 +441,16 @@ impl Service {
         }
         out
     }
+}
+
+/// The innermost cause of a request error ("Connection refused (os error 111)"), without the
+/// address asked.
+fn root_cause(e: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
 }
 
 #[cfg(test)]

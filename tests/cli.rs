@@ -154,3 +154,26 @@ fn run_threat_investigation_lists_the_scanned_24_as_outbound_peers() {
     assert_eq!(hosts.len(), 254, "every address of 10.0.20.0/24 is an outbound peer:\n{stdout}");
     assert!(!stdout.lines().any(|l| l.starts_with("10.0.20.") && !l.contains(",outbound,")), "{stdout}");
 }
+
+/// README's first command on a fresh clone: `serve` with an empty data folder generates the
+/// demo data (1,000,000 flows), prints the address and serves the shipped playbooks.
+#[tokio::test]
+async fn serve_on_an_empty_data_folder_generates_the_demo_and_lists_the_playbooks() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = common::Server::start(["--data".as_ref(), data.path().as_os_str()]);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.path().join("demo/manifest.json")).expect("demo manifest"))
+            .expect("json");
+    assert!(manifest["flows"].as_u64().unwrap_or(0) >= 1_000_000, "{manifest}");
+
+    let index = reqwest::get(format!("http://{}/", server.addr)).await.expect("index").text().await.expect("body");
+    let cards = index.matches("class=\"card").count();
+    assert!(cards >= 3, "{cards} playbooks listed");
+    for title in ["IP flows between hosts", "RDP brute force and scanning", "Event timeline in time buckets"] {
+        assert!(index.contains(title), "{title} is not listed");
+    }
+    let page = reqwest::get(format!("http://{}/p/rdp_bruteforce", server.addr)).await.expect("page");
+    assert_eq!(page.status(), reqwest::StatusCode::OK);
+    let css = reqwest::get(format!("http://{}/static/casebook.css", server.addr)).await.expect("css");
+    assert_eq!(css.status(), reqwest::StatusCode::OK);
+}

@@ -137,3 +137,44 @@ pub async fn run_all(
     }
     out
 }
+
+/// A real `casebook serve` process on a free port of 127.0.0.1, started in the repository
+/// with `args` after `serve --bind 127.0.0.1:0`; killed (SIGKILL) when dropped.
+pub struct Server {
+    child: std::process::Child,
+    /// `127.0.0.1:<port>`, from the address line the server prints.
+    pub addr: String,
+}
+
+impl Server {
+    pub fn start<I, A>(args: I) -> Server
+    where
+        I: IntoIterator<Item = A>,
+        A: AsRef<std::ffi::OsStr>,
+    {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_casebook"))
+            .current_dir(repo())
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start casebook serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut reader = std::io::BufReader::new(stdout);
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("the address line");
+        // Keep reading, so that the server never writes to a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        let addr = line.split("http://").nth(1).unwrap_or_else(|| panic!("an address in {line:?}"));
+        Server { child, addr: addr.trim().trim_end_matches('/').to_string() }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

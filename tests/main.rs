@@ -8,6 +8,7 @@
 mod browser;
 mod cli;
 mod common;
+mod connectors;
 mod enrich;
 mod jobs;
 mod loader;

@@ -177,23 +177,55 @@ async fn stored_data_and_retention_delete_exactly_what_they_list() {
 }
 
 #[tokio::test]
-async fn health_checks_each_data_source_now() {
+async fn health_checks_each_data_source_and_service_now() {
+    // A live service on 127.0.0.1 (any status counts as an answer) and a port nobody listens on.
+    let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let live_addr = live.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        let app = axum::Router::new().route("/v3", axum::routing::get(|| async { (StatusCode::UNAUTHORIZED, "key?") }));
+        let _ = axum::serve(live, app).await;
+    });
+    let dead_addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+
     let data = common::fresh_data();
     let conns = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(data.path().join("ctx")).expect("dir");
     std::fs::write(data.path().join("ctx/hosts.csv"), "ip,name\n10.0.0.1,gateway\n").expect("csv");
+    std::fs::write(data.path().join("ctx/alerts.ndjson"), "{\"rule\":\"psexec\",\"severity\":4}\n").expect("ndjson");
     std::fs::write(conns.path().join("hosts.yaml"), "format: csv\npath: ctx/hosts.csv\n").expect("yaml");
-    std::fs::write(conns.path().join("flows.yaml"), "format: parquet\npath: demo/flows\npartitions: [date, hour]\n")
+    std::fs::write(
+        conns.path().join("alerts.yaml"),
+        "format: ndjson\npath: ctx/alerts.ndjson\nschema:\n  - { name: rule, type: string }\n  - { name: host, type: string }\n",
+    )
+    .expect("yaml");
+    std::fs::write(
+        conns.path().join("flows.yaml"),
+        "format: parquet\npath: demo/flows\npartitions: [date, hour]\ntime_column: treceived\n",
+    )
+    .expect("yaml");
+    for (name, addr) in [("live", live_addr), ("dead", dead_addr)] {
+        std::fs::write(
+            conns.path().join(format!("{name}.yaml")),
+            format!("kind: http\nbase_url: http://{addr}/v3\npath: /ip/{{value}}\nauth_header: x-apikey\nsecret: HEALTH_KEY\nfields:\n  score: /score\n"),
+        )
         .expect("yaml");
+    }
+    std::fs::write(data.path().join("secrets.yaml"), "HEALTH_KEY: s3cr3t-health-key\n").expect("secrets");
     let mut paths = common::paths_with(data.path());
     paths.connectors = conns.path().to_path_buf();
     paths.playbooks = conns.path().join("none");
     let catalog = Arc::new(Catalog::load(paths.clone(), chrono_tz::Tz::UTC).await);
-    assert_eq!(catalog.connectors.len(), 2);
-    let engine = Arc::new(Engine::new(catalog, casebook::store::Store::open(&paths.state_db()).expect("store")));
-    let app = casebook::web::app(casebook::web::AppState::new(engine, paths).expect("state"));
+    assert_eq!(catalog.connectors.len(), 3, "{:?}", catalog.problems().collect::<Vec<_>>());
+    assert_eq!(catalog.services.len(), 2);
+    let mut engine = Engine::new(catalog, casebook::store::Store::open(&paths.state_db()).expect("store"));
+    engine.secrets = casebook::secrets::Secrets::new(Some(data.path().join("secrets.yaml")));
+    let app = casebook::web::app(casebook::web::AppState::new(Arc::new(engine), paths).expect("state"));
     std::fs::remove_file(data.path().join("ctx/hosts.csv")).expect("remove");
-    let r = app.oneshot(Request::get("/manage").body(Body::empty()).expect("req")).await.expect("resp");
+    let r = app.clone().oneshot(Request::get("/manage").body(Body::empty()).expect("req")).await.expect("resp");
+    let (cookie, token) = common::csrf_cookie(&r);
     let page = String::from_utf8_lossy(&r.into_body().collect().await.expect("body").to_bytes()).to_string();
     let health = page.split("id=\"health\"").nth(1).and_then(|s| s.split("</section>").next()).expect("health section");
     let row = |name: &str| {
@@ -204,7 +236,38 @@ async fn health_checks_each_data_source_now() {
             .unwrap_or_default()
             .to_string()
     };
-    assert!(row("flows").contains("✓") && row("flows").contains("readable"), "{}", row("flows"));
+    let flows = row("flows");
+    assert!(flows.contains("✓") && flows.contains("readable"), "{flows}");
+    // The demo's 48 hours end at the top of the hour this test binary generated them.
+    assert!(flows.contains("data from 20") && flows.contains(" to 20"), "{flows}");
     assert!(row("hosts").contains("✗"), "{}", row("hosts"));
+    let alerts = row("alerts");
+    assert!(alerts.contains("✗") && alerts.contains("declared column `host` is not in the files"), "{alerts}");
     assert!(health.contains("Memory in use"));
+    assert!(row("live").contains("key HEALTH_KEY is set") && !page.contains("s3cr3t"), "{}", row("live"));
+
+    // Reachability only when asked; any HTTP answer counts, a closed port says so.
+    let check = |name: &str| {
+        let app = app.clone();
+        let req = Request::post(format!("/manage/services/{name}/check"))
+            .header(header::COOKIE, &cookie)
+            .header("x-csrf-token", &token)
+            .body(Body::empty())
+            .expect("req");
+        async move { common::json_of(app.oneshot(req).await.expect("resp")).await }
+    };
+    let live = check("live").await;
+    assert_eq!(live["ok"], true, "{live}");
+    assert!(live["note"].as_str().unwrap_or_default().starts_with("reachable: HTTP 401 in "), "{live}");
+    let dead = check("dead").await;
+    assert_eq!(dead["ok"], false, "{dead}");
+    assert!(dead["note"].as_str().unwrap_or_default().starts_with("cannot connect: "), "{dead}");
+    assert!(!dead.to_string().contains("s3cr3t"));
+    // Without the page's token the check is refused.
+    let forged = app
+        .oneshot(Request::post("/manage/services/live/check").body(Body::empty()).expect("req"))
+        .await
+        .expect("resp");
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    server.abort();
 }

@@ -2,9 +2,7 @@
 //! SIGKILL half-way and started again, resumes after its last finished chunk and ends with
 //! exactly the tables of an uninterrupted run.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -65,37 +63,16 @@ fn rows(engine: &Engine, run: &str, step: &str) -> Vec<String> {
     lines
 }
 
-struct Server(Child);
-
-impl Server {
-    fn start(data: &Path, playbooks: &Path) -> (Server, String) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_casebook"))
-            .args(["serve", "--bind", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .arg("--playbooks")
-            .arg(playbooks)
-            .arg("--connectors")
-            .arg(common::repo().join("connectors"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start casebook serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        let mut reader = BufReader::new(stdout);
-        reader.read_line(&mut line).expect("the address line");
-        // Keep reading, so that the server never writes to a closed pipe.
-        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-        let addr = line.split("http://").nth(1).expect("an address").trim().trim_end_matches('/').to_string();
-        (Server(child), addr)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn start(data: &Path, playbooks: &Path) -> common::Server {
+    let connectors = common::repo().join("connectors");
+    common::Server::start([
+        "--data".as_ref(),
+        data.as_os_str(),
+        "--playbooks".as_ref(),
+        playbooks.as_os_str(),
+        "--connectors".as_ref(),
+        connectors.as_os_str(),
+    ])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,7 +97,8 @@ async fn a_chunked_week_killed_half_way_resumes_and_equals_an_uninterrupted_run(
 
     // The same run on a real server, killed half-way.
     let data = common::fresh_data();
-    let (server, addr) = Server::start(data.path(), pb_dir.path());
+    let server = start(data.path(), pb_dir.path());
+    let addr = server.addr.clone();
     let http = reqwest::Client::new();
     let page = http.get(format!("http://{addr}/p/chunked")).send().await.expect("page");
     let cookie = page.headers()["set-cookie"].to_str().expect("cookie").split(';').next().expect("pair").to_string();
@@ -156,7 +134,7 @@ async fn a_chunked_week_killed_half_way_resumes_and_equals_an_uninterrupted_run(
     let before: Vec<SystemTime> = (0..after_kill.len()).map(mtime).collect();
 
     // Restarted, the server resumes the run by itself.
-    let (_server, _) = Server::start(data.path(), pb_dir.path());
+    let _server = start(data.path(), pb_dir.path());
     let started = Instant::now();
     loop {
         let state = store.run(run).expect("read").expect("run").state;

@@ -45,7 +45,8 @@ fn memory_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Each connector's files, checked now (they may have gone since the catalog was loaded).
+/// Each connector's files, checked now (they may have gone since the catalog was loaded):
+/// readable, holding the declared schema, and the time span of the time column.
 async fn connector_health(catalog: &crate::catalog::Catalog) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
     let ctx = catalog.session();
@@ -55,17 +56,76 @@ async fn connector_health(catalog: &crate::catalog::Catalog) -> Vec<serde_json::
             out.push(json!({"name": c.name, "ok": false, "note": format!("{} is gone", loc.display()), "ms": 0}));
             continue;
         }
+        let table = crate::sql::quote_ident(&c.name);
         let probe = async {
-            let df = ctx.sql(&format!("SELECT * FROM {} LIMIT 1", crate::sql::quote_ident(&c.name))).await?;
+            let df = ctx.sql(&format!("SELECT * FROM {table} LIMIT 1")).await?;
             df.collect().await
         }
         .await;
-        out.push(match probe {
-            Ok(b) => json!({"name": c.name, "ok": true, "note": if b.iter().all(|b| b.num_rows() == 0) { "no rows" } else { "readable" }, "ms": started.elapsed().as_millis() as u64}),
-            Err(e) => json!({"name": c.name, "ok": false, "note": crate::catalog::clean_error(&e).0, "ms": started.elapsed().as_millis() as u64}),
-        });
+        let rows = match probe {
+            Ok(b) => b.iter().map(|b| b.num_rows()).sum::<usize>(),
+            Err(e) => {
+                let note = crate::catalog::clean_error(&e).0;
+                out.push(
+                    json!({"name": c.name, "ok": false, "note": note, "ms": started.elapsed().as_millis() as u64}),
+                );
+                continue;
+            }
+        };
+        let mut notes = vec![if rows == 0 { "no rows".to_string() } else { "readable".to_string() }];
+        let mut ok = true;
+        match c.schema_drift(&ctx).await {
+            Ok(drift) if drift.is_empty() => {
+                if c.declared.is_some() {
+                    notes.push("files match the declared schema".into());
+                }
+            }
+            Ok(drift) => {
+                ok = false;
+                notes.extend(drift);
+            }
+            Err(e) => {
+                ok = false;
+                notes.push(format!("cannot read the files' schema: {e}"));
+            }
+        }
+        if let (Some(tc), true) = (&c.time_column, rows > 0) {
+            notes.push(time_span(&ctx, &table, tc, catalog.tz).await);
+        }
+        out.push(
+            json!({"name": c.name, "ok": ok, "note": notes.join(" · "), "ms": started.elapsed().as_millis() as u64}),
+        );
     }
     out
+}
+
+/// "data from … to …" over a connector's time column (a scan when its files keep no
+/// statistics; given 5 s at most).
+async fn time_span(ctx: &datafusion::prelude::SessionContext, table: &str, column: &str, tz: chrono_tz::Tz) -> String {
+    use datafusion::arrow::array::{Array, TimestampMicrosecondArray};
+    let col = crate::sql::quote_ident(column);
+    let sql = format!(
+        "SELECT arrow_cast(min({col}), 'Timestamp(Microsecond, Some(\"UTC\"))') AS a, \
+                arrow_cast(max({col}), 'Timestamp(Microsecond, Some(\"UTC\"))') AS b FROM {table}"
+    );
+    let query = async { ctx.sql(&sql).await?.collect().await };
+    let batches = match tokio::time::timeout(std::time::Duration::from_secs(5), query).await {
+        Err(_) => return format!("time span of `{column}` not computed within 5 s"),
+        Ok(Err(e)) => return format!("time span of `{column}`: {}", crate::catalog::clean_error(&e).0),
+        Ok(Ok(b)) => b,
+    };
+    let at = |i: usize| {
+        let b = batches.first()?;
+        let a = b.column(i).as_any().downcast_ref::<TimestampMicrosecondArray>()?;
+        if a.is_null(0) {
+            return None;
+        }
+        chrono::DateTime::from_timestamp_micros(a.value(0)).map(|t| crate::timeutil::format_display(t, tz))
+    };
+    match (at(0), at(1)) {
+        (Some(a), Some(b)) => format!("data from {a} to {b}"),
+        _ => format!("no times in `{column}`"),
+    }
 }
 
 pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
@@ -172,6 +232,24 @@ pub async fn self_tests(State(state): State<AppState>, _: csrf::Checked) -> Resu
     }
     let html = state.templates.get_template("selftests.html")?.render(json!({ "outcomes": outcomes }))?;
     Ok((StatusCode::OK, axum::response::Html(html)).into_response())
+}
+
+/// Asks a reputation service whether it answers (on demand: analysts' networks are often
+/// closed, so the page never calls out by itself).
+pub async fn service_check(
+    State(state): State<AppState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    _: csrf::Checked,
+) -> Result<Response> {
+    let catalog = state.engine.catalog();
+    let Some(service) = catalog.services.iter().find(|s| s.name == name) else {
+        return Ok((StatusCode::NOT_FOUND, axum::Json(json!({"ok": false, "note": "no such service"}))).into_response());
+    };
+    let body = match service.reachable().await {
+        Ok(note) => json!({"ok": true, "note": note}),
+        Err(note) => json!({"ok": false, "note": note}),
+    };
+    Ok(axum::Json(body).into_response())
 }
 
 /// Fetches and shows the incoming commits and the incoming version's problems.

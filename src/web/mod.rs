@@ -81,6 +81,7 @@ pub fn app(state: AppState) -> Router {
         .route("/manage/stored/delete", post(manage::delete_stored))
         .route("/manage/selftests", post(manage::self_tests))
         .route("/manage/repo/check", post(manage::repo_check))
+        .route("/manage/services/{name}/check", post(manage::service_check))
         .route("/manage/repo/update", post(manage::repo_update))
         .route("/static/{*path}", get(handlers::static_file))
         .route("/health", get(|| async { "ok" }))

@@ -334,6 +334,24 @@
     });
   }
 
+  document.querySelectorAll("button.service-check").forEach((b) => b.addEventListener("click", async () => {
+    const out = b.parentElement.querySelector(".service-result");
+    b.disabled = true;
+    out.className = "service-result muted";
+    out.textContent = "asking…";
+    try {
+      const r = await fetch("/manage/services/" + encodeURIComponent(b.dataset.service) + "/check",
+        { method: "POST", headers: { "x-csrf-token": csrf() }, credentials: "same-origin" });
+      const j = await r.json();
+      out.className = "service-result " + (j.ok ? "good" : "bad");
+      out.textContent = (j.ok ? "✓ " : "✗ ") + j.note;
+    } catch (e) {
+      out.className = "service-result bad";
+      out.textContent = "✗ the check could not run";
+    }
+    b.disabled = false;
+  }));
+
   const repoCheck = document.getElementById("repo-check");
   if (repoCheck) {
     repoCheck.addEventListener("click", async () => {

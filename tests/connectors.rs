@@ -1,0 +1,152 @@
+//! Connectors as an author declares them over their own files: CSV and NDJSON beside the
+//! demo's Parquet; a file, a folder or a glob; hive partitions; a declared schema; a header
+//! or none and a delimiter; the time column. And the messages when one is wrong.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use casebook::catalog::Catalog;
+use casebook::engine::{Engine, TableQuery};
+
+use crate::common;
+
+/// A playbook over the connectors below; its parameter is bound like any analyst's input.
+const PLAYBOOK: &str = r#"title: Own files
+params:
+  window: { type: time_range, default: "2026-01-01 00:00 .. 2026-01-01 12:00" }
+sections:
+  - title: Read
+    steps:
+      - id: per_day
+        query:
+          sql: SELECT date, count(*) AS logons, sum(CASE WHEN ok THEN 1 ELSE 0 END) AS good FROM auth GROUP BY date ORDER BY date
+      - id: morning
+        query:
+          sql: SELECT "user" FROM auth WHERE ts >= $window.start AND ts < $window.end ORDER BY ts
+      - id: firewall
+        query:
+          sql: SELECT count(*) AS n, sum(bytes) AS total FROM fw
+      - id: alerts_high
+        query:
+          sql: SELECT rule, host FROM alerts WHERE severity >= 3 ORDER BY rule
+"#;
+
+fn write(root: &Path, rel: &str, text: &str) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().expect("parent")).expect("dirs");
+    std::fs::write(p, text).expect("write");
+}
+
+/// Data, connectors and playbooks folders under one temporary root; the catalog over them.
+async fn catalog(connectors: &[(&str, &str)], data: &[(&str, &str)]) -> (Arc<Catalog>, tempfile::TempDir) {
+    let root = tempfile::tempdir().expect("tempdir");
+    for (name, yaml) in connectors {
+        write(root.path(), &format!("connectors/{name}.yaml"), yaml);
+    }
+    for (rel, text) in data {
+        write(root.path(), &format!("data/{rel}"), text);
+    }
+    write(root.path(), "playbooks/own.yaml", PLAYBOOK);
+    let mut paths = common::paths_with(&root.path().join("data"));
+    paths.connectors = root.path().join("connectors");
+    paths.playbooks = root.path().join("playbooks");
+    (Arc::new(Catalog::load(paths, chrono_tz::Tz::UTC).await), root)
+}
+
+fn problems(catalog: &Catalog, root: &Path) -> Vec<String> {
+    let prefix = format!("{}/", root.display());
+    catalog.problems().map(|p| p.to_string().replace(&prefix, "")).collect()
+}
+
+const AUTH: &str = "format: csv
+path: auth
+partitions: [date]
+time_column: ts
+schema:
+  - { name: ts, type: timestamp }
+  - { name: user, type: string }
+  - { name: src, type: string }
+  - { name: ok, type: boolean }
+";
+const FW: &str = "format: csv
+path: exports/fw-*.csv
+has_header: false
+delimiter: ';'
+schema:
+  - { name: src, type: string }
+  - { name: dst, type: string }
+  - { name: bytes, type: integer }
+";
+const ALERTS: &str = "format: ndjson\npath: alerts.ndjson\n";
+
+fn files() -> Vec<(&'static str, &'static str)> {
+    vec![
+        (
+            "auth/date=2026-01-01/part-0.csv",
+            "ts,user,src,ok\n2026-01-01T08:00:00Z,alice,10.0.0.5,true\n2026-01-01T13:00:00Z,bob,10.0.0.6,false\n",
+        ),
+        ("auth/date=2026-01-02/part-0.csv", "ts,user,src,ok\n2026-01-02T09:30:00Z,carol,10.0.0.7,true\n"),
+        ("exports/fw-1.csv", "10.0.0.5;198.51.100.7;1200\n10.0.0.6;198.51.100.8;300\n"),
+        ("exports/fw-2.csv", "10.0.0.7;198.51.100.9;4500\n"),
+        // Beside the glob's files, not matched by it.
+        ("exports/notes.csv", "10.0.0.9;198.51.100.1;999999\n"),
+        (
+            "alerts.ndjson",
+            "{\"rule\":\"psexec\",\"host\":\"WS-07\",\"severity\":4}\n{\"rule\":\"dns-long\",\"host\":\"WS-02\",\"severity\":2}\n{\"rule\":\"beacon\",\"host\":\"WS-11\",\"severity\":3}\n",
+        ),
+    ]
+}
+
+async fn table(engine: &Engine, run: &str, step: &str) -> Vec<Vec<String>> {
+    let page = engine.page(run, step, &TableQuery { page: 1, size: 50, ..Default::default() }).await.expect("page");
+    page.rows.iter().map(|r| r.iter().map(|c| c.text.clone()).collect()).collect()
+}
+
+#[tokio::test]
+async fn csv_ndjson_globs_partitions_and_declared_schemas_read_as_tables() {
+    let (catalog, root) = catalog(&[("auth", AUTH), ("fw", FW), ("alerts", ALERTS)], &files()).await;
+    assert_eq!(problems(&catalog, root.path()), Vec::<String>::new());
+    let auth = catalog.connectors.iter().find(|c| c.name == "auth").expect("auth");
+    assert_eq!(auth.time_column.as_deref(), Some("ts"));
+
+    let state = root.path().join("data/casebook.sqlite");
+    let engine = Arc::new(Engine::new(catalog.clone(), casebook::store::Store::open(&state).expect("store")));
+    let out = common::run_all(&engine, "own", &[]).await;
+    let run = &out.run_id;
+    // Hive partitions become a column; the declared boolean reads as one.
+    assert_eq!(table(&engine, run, "per_day").await, [["2026-01-01", "2", "1"], ["2026-01-02", "1", "1"]]);
+    // The declared timestamp compares with the bound window.
+    assert_eq!(table(&engine, run, "morning").await, [["alice"]]);
+    // The glob reads fw-1 and fw-2 (no header, `;`), never notes.csv beside them.
+    assert_eq!(table(&engine, run, "firewall").await, [["3", "6000"]]);
+    // NDJSON with its schema inferred.
+    assert_eq!(table(&engine, run, "alerts_high").await, [["beacon", "WS-11"], ["psexec", "WS-07"]]);
+}
+
+#[tokio::test]
+async fn a_wrong_connector_says_where_and_how_to_fix_it() {
+    let connectors = [
+        ("missing", "format: parquet\npath: nowhere/flows\n"),
+        ("textual", "format: csv\npath: auth\npartitions: [date]\ntime_column: user\n"),
+        ("nocol", "format: ndjson\npath: alerts.ndjson\ntime_column: seen\n"),
+        ("delim", "format: csv\npath: exports/fw-1.csv\ndelimiter: '→'\n"),
+        ("typed", "format: csv\npath: exports/fw-2.csv\nhas_header: false\nschema:\n  - { name: src, type: ipaddr }\n"),
+        ("shape", "format: xlsx\npath: alerts.ndjson\n"),
+    ];
+    let (catalog, root) = catalog(&connectors, &files()).await;
+    let mut got = problems(&catalog, root.path());
+    got.sort();
+    // The playbook over the broken ones also reports (unknown tables); only connectors here.
+    got.retain(|p| p.starts_with("connectors/"));
+    assert_eq!(
+        got,
+        [
+            "connectors/delim.yaml:3:12: connector `delim`: delimiter `→` is not a single ASCII character\n  hint: use e.g. `,`, `;`, `|` or a tab (\"\\t\")".to_string(),
+            "connectors/missing.yaml:2:7: connector `missing`: data/nowhere/flows does not exist\n  hint: paths are relative to the data folder; run `casebook demo` to generate the demo data".to_string(),
+            "connectors/nocol.yaml:3:14: connector `nocol`: time column `seen` is not in its schema".to_string(),
+            "connectors/shape.yaml:1:9: unknown format `xlsx`\n  hint: use parquet, csv or ndjson".to_string(),
+            "connectors/textual.yaml:4:14: connector `textual`: time column `user` holds text, not times\n  hint: declare it in `schema:` with type timestamp (or date)".to_string(),
+            "connectors/typed.yaml:5:3: column `src` has unknown type `ipaddr`\n  hint: use string, integer, int32, float, boolean, timestamp or date".to_string(),
+        ]
+    );
+}
