@@ -91,6 +91,10 @@ pub enum Command {
         /// from environment variables (default: secrets.yaml in the data folder).
         #[arg(long, env = "CASEBOOK_SECRETS")]
         secrets: Option<PathBuf>,
+        /// A git repository of playbooks (URL or path), cloned into the playbooks folder when
+        /// that folder is missing or empty; the management page then checks it for updates.
+        #[arg(long, env = "CASEBOOK_PLAYBOOKS_REPO")]
+        playbooks_repo: Option<String>,
         #[command(flatten)]
         dirs: Dirs,
     },
@@ -195,6 +199,7 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
             run_memory_mb,
             public_url,
             secrets,
+            playbooks_repo,
             dirs,
         } => {
             let limits = crate::engine::Limits {
@@ -213,7 +218,7 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
                 ),
                 None => None,
             };
-            let opts = ServeOptions { bind, retention, user_header, limits, public_url, secrets };
+            let opts = ServeOptions { bind, retention, user_header, limits, public_url, secrets, playbooks_repo };
             serve(opts, &dirs).await.map(|_| ExitCode::SUCCESS)
         }
         Command::Check { dirs } => check(&dirs).await,
@@ -263,11 +268,17 @@ struct ServeOptions {
     limits: crate::engine::Limits,
     public_url: Option<String>,
     secrets: Option<PathBuf>,
+    playbooks_repo: Option<String>,
 }
 
 async fn serve(opts: ServeOptions, dirs: &Dirs) -> Result<()> {
-    let ServeOptions { bind, retention, user_header, limits, public_url, secrets } = opts;
+    let ServeOptions { bind, retention, user_header, limits, public_url, secrets, playbooks_repo } = opts;
     let paths = dirs.paths();
+    if let Some(url) = &playbooks_repo {
+        if crate::repo::clone_if_absent(url, &paths.playbooks).await? {
+            eprintln!("Cloned the playbook repository into {}", paths.playbooks.display());
+        }
+    }
     if !crate::demo::present(&paths.data) {
         eprintln!("No demo data in {} yet: generating it (once)…", paths.data.display());
         let summary = crate::demo::generate(&paths.data, &crate::demo::Options::default())?;

@@ -58,6 +58,9 @@ pub struct Status {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Incoming {
+    /// The full id of the upstream commit that was fetched and validated: the update applies
+    /// exactly this one.
+    pub target: String,
     pub commits: Vec<Commit>,
     /// Problems of the incoming version, found before it is applied.
     pub problems: Vec<Problem>,
@@ -97,14 +100,14 @@ pub async fn status(playbooks: &Path) -> Result<Option<Status>> {
 pub async fn check(catalog: &Catalog) -> Result<Incoming> {
     let dir = &catalog.paths.playbooks;
     git(dir, &["fetch", "--quiet"]).await?;
-    let upstream = git(dir, &["rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{u}"])
+    let target = git(dir, &["rev-parse", "@{u}"])
         .await
         .map_err(|_| anyhow!("the branch tracks no remote branch; nothing to update from"))?;
-    let list = commits(&git(dir, &["log", FORMAT, "--date=short", "HEAD..@{u}"]).await?);
+    let list = commits(&git(dir, &["log", FORMAT, "--date=short", &format!("HEAD..{target}")]).await?);
     let prefix = git(dir, &["rev-parse", "--show-prefix"]).await?;
     let tmp = std::env::temp_dir().join(format!("casebook-incoming-{}", uuid::Uuid::new_v4().simple()));
     let tmp_s = tmp.to_string_lossy().to_string();
-    git(dir, &["worktree", "add", "--detach", "--quiet", &tmp_s, &upstream]).await?;
+    git(dir, &["worktree", "add", "--detach", "--quiet", &tmp_s, &target]).await?;
     let incoming_playbooks: PathBuf = tmp.join(prefix.trim_end_matches('/'));
     let mut paths = catalog.paths.clone();
     paths.playbooks = incoming_playbooks.clone();
@@ -118,19 +121,48 @@ pub async fn check(catalog: &Catalog) -> Result<Incoming> {
         .collect();
     let _ = git(dir, &["worktree", "remove", "--force", &tmp_s]).await;
     let _ = std::fs::remove_dir_all(&tmp);
-    Ok(Incoming { commits: list, problems })
+    Ok(Incoming { target, commits: list, problems })
 }
 
-/// Moves to the fetched upstream commit, discarding local edits to tracked files (new,
-/// untracked files stay). Returns the new head.
-pub async fn update(playbooks: &Path) -> Result<Commit> {
-    git(playbooks, &["rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{u}"])
+/// Moves to `target`, the upstream commit a check fetched and validated, discarding local
+/// edits to tracked files (new, untracked files stay). Refuses when the upstream has moved
+/// since, so that what is applied is always what was validated. Returns the new head.
+pub async fn update(playbooks: &Path, target: &str) -> Result<Commit> {
+    let upstream = git(playbooks, &["rev-parse", "@{u}"])
         .await
         .map_err(|_| anyhow!("the branch tracks no remote branch; nothing to update from"))?;
-    git(playbooks, &["reset", "--hard", "--quiet", "@{u}"]).await?;
+    if upstream != target.trim() {
+        bail!("the remote has moved on since the check; check for updates again and review the new version");
+    }
+    git(playbooks, &["reset", "--hard", "--quiet", &upstream]).await?;
     let head = commits(&git(playbooks, &["log", "-1", FORMAT, "--date=short"]).await?)
         .pop()
         .ok_or_else(|| anyhow!("no commit after the update"))?;
     tracing::info!(commit = %head.id, "playbook repository updated");
     Ok(head)
+}
+
+/// A configured repository (`serve --playbooks-repo URL`): when the playbooks folder does
+/// not exist yet or is empty, clones the repository there. An existing checkout is kept as it
+/// is (updates go through the management page); a non-empty folder that is not a checkout is
+/// an error, so nothing of an author's is overwritten.
+pub async fn clone_if_absent(url: &str, playbooks: &Path) -> Result<bool> {
+    let empty = match std::fs::read_dir(playbooks) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(_) => true,
+    };
+    if !empty {
+        if status(playbooks).await?.is_none() {
+            bail!(
+                "{} holds files but is not a git checkout; move them away or leave out --playbooks-repo",
+                playbooks.display()
+            );
+        }
+        return Ok(false);
+    }
+    let parent = playbooks.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let dest = playbooks.to_string_lossy().to_string();
+    git(parent, &["clone", "--quiet", "--", url, &dest]).await?;
+    Ok(true)
 }

@@ -99,17 +99,36 @@ async fn check_then_update_discards_local_edits_and_reports_broken_incoming_vers
         .expect("resp");
     let html = String::from_utf8_lossy(&r.into_body().collect().await.expect("body").to_bytes()).to_string();
     assert!(html.contains("Rename the RDP playbook") && html.contains("The incoming version is valid"), "{html}");
-    let r = app
-        .clone()
-        .oneshot(
-            Request::post("/manage/repo/update")
-                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                .header(header::COOKIE, &cookie)
-                .body(Body::from(format!("_csrf={token}")))
-                .expect("req"),
-        )
-        .await
-        .expect("resp");
+    let validated = html
+        .split("name=\"commit\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("the validated commit in the form")
+        .to_string();
+    assert_eq!(validated, git(&dev, &["rev-parse", "HEAD"]));
+    let update = |commit: String| {
+        let app = app.clone();
+        let req = common::form_post("/manage/repo/update", &format!("_csrf={token}&commit={commit}"), &cookie, &token);
+        async move { app.oneshot(req).await.expect("resp") }
+    };
+
+    // Meanwhile the remote moves again and the server fetches it: the update applies only what
+    // was validated, so it refuses and asks for a new check.
+    std::fs::write(dev.join("playbooks/notes.md"), "unreviewed\n").expect("write");
+    git(&dev, &["add", "."]);
+    git(&dev, &["commit", "--quiet", "-m", "Unreviewed change"]);
+    git(&dev, &["push", "--quiet", "origin", "main"]);
+    git(&live, &["fetch", "--quiet"]);
+    let r = update(validated.clone()).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body = String::from_utf8_lossy(&r.into_body().collect().await.expect("body").to_bytes()).to_string();
+    assert!(body.contains("the remote has moved on since the check"), "{body}");
+    assert!(std::fs::read_to_string(live.join("playbooks/rdp_bruteforce.yaml")).expect("read").contains("3390"));
+    git(&dev, &["reset", "--quiet", "--hard", "HEAD~1"]);
+    git(&dev, &["push", "--quiet", "--force", "origin", "main"]);
+    git(&live, &["fetch", "--quiet"]);
+
+    let r = update(validated).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(git(&live, &["rev-parse", "--short", "HEAD"]), remote_head, "on the remote commit");
     assert_eq!(git(&live, &["status", "--porcelain"]), "", "local edits discarded");
@@ -137,4 +156,53 @@ async fn check_then_update_discards_local_edits_and_reports_broken_incoming_vers
     );
     assert_eq!(git(&live, &["rev-parse", "--short", "HEAD"]), remote_head, "nothing applied");
     assert_eq!(git(&live, &["worktree", "list"]).lines().count(), 1, "the temporary worktree is gone");
+}
+
+/// `serve --playbooks-repo`: an empty playbooks folder is cloned from the configured
+/// repository and served; a folder of files that is not a checkout is never overwritten.
+#[tokio::test]
+async fn a_configured_repository_is_cloned_into_an_empty_playbooks_folder() {
+    let data = common::fresh_data();
+    let root = tempfile::tempdir().expect("tempdir");
+    let (remote, seed) = (root.path().join("remote.git"), root.path().join("seed"));
+    git(root.path(), &["init", "--bare", "--quiet", remote.to_str().expect("utf8")]);
+    git(root.path(), &["clone", "--quiet", remote.to_str().expect("utf8"), seed.to_str().expect("utf8")]);
+    let original = std::fs::read_to_string(common::repo().join("playbooks/network/rdp_bruteforce.yaml")).expect("read");
+    std::fs::write(seed.join("rdp_bruteforce.yaml"), &original).expect("write");
+    git(&seed, &["add", "."]);
+    git(&seed, &["commit", "--quiet", "-m", "First playbook"]);
+    git(&seed, &["push", "--quiet", "origin", "HEAD:main"]);
+
+    let playbooks = root.path().join("live/playbooks");
+    let server = common::Server::start([
+        "--data".as_ref(),
+        data.path().as_os_str(),
+        "--playbooks".as_ref(),
+        playbooks.as_os_str(),
+        "--playbooks-repo".as_ref(),
+        remote.as_os_str(),
+    ]);
+    let index = reqwest::get(format!("http://{}/", server.addr)).await.expect("index").text().await.expect("body");
+    assert!(index.contains("RDP brute force and scanning") && index.contains("1 playbook"), "{index}");
+    let manage = reqwest::get(format!("http://{}/manage", server.addr)).await.expect("manage").text().await.expect("b");
+    assert!(manage.contains("First playbook") && manage.contains("origin&#x2f;main"), "the checkout is shown");
+    drop(server);
+
+    // Files that are not a checkout stay as they are: serve refuses to start.
+    let own = root.path().join("own");
+    std::fs::create_dir_all(&own).expect("dir");
+    std::fs::write(own.join("mine.yaml"), &original).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_casebook"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--data"])
+        .arg(data.path())
+        .arg("--playbooks")
+        .arg(&own)
+        .arg("--playbooks-repo")
+        .arg(&remote)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("holds files but is not a git checkout"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(own.join("mine.yaml")).expect("kept"), original);
 }

@@ -264,9 +264,17 @@ pub async fn repo_check(State(state): State<AppState>, headers: HeaderMap, _: cs
 }
 
 /// Moves the playbooks to the upstream commit (discarding local edits) and reloads.
-pub async fn repo_update(State(state): State<AppState>, _: csrf::CheckedForm) -> Result<Response> {
+pub async fn repo_update(
+    State(state): State<AppState>,
+    csrf::CheckedForm(form): csrf::CheckedForm,
+) -> Result<Response> {
     let catalog = state.engine.catalog();
-    crate::repo::update(&catalog.paths.playbooks).await.map_err(|e| WebError::BadRequest(format!("{e:#}")))?;
+    let target = form
+        .iter()
+        .find(|(k, _)| k == "commit")
+        .map(|(_, v)| v.as_str())
+        .ok_or_else(|| WebError::BadRequest("no commit given: check for updates first".into()))?;
+    crate::repo::update(&catalog.paths.playbooks, target).await.map_err(|e| WebError::BadRequest(format!("{e:#}")))?;
     state.engine.reload().await;
     Ok(Redirect::to("/manage#repo").into_response())
 }
