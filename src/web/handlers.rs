@@ -213,8 +213,12 @@ pub async fn playbook_page(
     let mut sections = Vec::new();
     let mut pb_json = json!(null);
     if let Some(pb) = entry.shown().map(|p| p.as_ref()) {
+        // A link that fills the form in shows at once what is wrong with what it filled in.
+        let cx = state.engine.catalog().parse_ctx();
         for p in &pb.params {
-            fields.push(field(&state, p, given.get(&p.name).map(String::as_str), None).await);
+            let value = given.get(&p.name).map(String::as_str);
+            let error = value.filter(|v| !v.trim().is_empty()).and_then(|v| p.parse(Some(v), &cx).err());
+            fields.push(field(&state, p, value, error).await);
         }
         for (i, s) in pb.sections.iter().enumerate() {
             sections.push(json!({
