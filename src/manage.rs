@@ -266,9 +266,16 @@ pub fn retention_plan(items: &[Stored], policy: Retention) -> Vec<String> {
 }
 
 /// Applies the retention policy; returns what it deleted.
+/// Also forgets reputation answers past their service's time-to-live.
 pub fn apply_retention(catalog: &Catalog, store: &Store, policy: Retention) -> Result<Vec<String>> {
     let plan = retention_plan(&stored(catalog, store)?, policy);
-    delete_stored(catalog, store, &plan)
+    let deleted = delete_stored(catalog, store, &plan)?;
+    let live: Vec<(String, chrono::Duration)> = catalog.services.iter().map(|s| (s.name.clone(), s.ttl)).collect();
+    let forgotten = store.prune_lookup_cache(&live)?;
+    if forgotten > 0 {
+        tracing::info!(answers = forgotten, "expired reputation answers forgotten");
+    }
+    Ok(deleted)
 }
 
 #[cfg(test)]

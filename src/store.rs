@@ -697,6 +697,30 @@ impl Store {
         })
     }
 
+    /// Forgets reputation answers that can no longer be used: older than their service's
+    /// `ttl`, or of a service no longer configured. Returns how many were deleted.
+    pub fn prune_lookup_cache(&self, live: &[(String, chrono::Duration)]) -> Result<usize> {
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            let mut n = 0;
+            for (service, ttl) in live {
+                let since = (chrono::Utc::now() - *ttl).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+                n += tx.execute(
+                    "DELETE FROM lookup_cache WHERE service = ?1 AND fetched_at < ?2",
+                    params![service, since],
+                )?;
+            }
+            let names: Vec<&str> = live.iter().map(|(s, _)| s.as_str()).collect();
+            let known = serde_json::to_string(&names).unwrap_or_else(|_| "[]".into());
+            n += tx.execute(
+                "DELETE FROM lookup_cache WHERE service NOT IN (SELECT value FROM json_each(?1))",
+                params![known],
+            )?;
+            tx.commit()?;
+            Ok(n)
+        })
+    }
+
     pub fn cache_lookup(&self, service: &str, value: &str, status: &str, body: &str) -> Result<()> {
         self.with(|c| {
             c.execute(

@@ -167,8 +167,39 @@ async fn stored_data_and_retention_delete_exactly_what_they_list() {
     let policy = Retention { max_age_days: 365.0, max_bytes: newest_two };
     let plan = manage::retention_plan(&items, policy);
     assert_eq!(plan, vec![format!("run:{r1}")], "the oldest run");
+    // Reputation answers: a fresh one stays; one past the service's 24 h and one of a service
+    // no longer configured are forgotten by the same daily pass.
+    engine.store.cache_lookup("virustotal", "203.0.113.9", "ok", "{}").expect("cache");
+    {
+        let db = rusqlite::Connection::open(catalog.paths.state_db()).expect("db");
+        let old = (chrono::Utc::now() - chrono::Duration::hours(25)).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+        for (service, value) in [("virustotal", "198.51.100.1"), ("retired", "198.51.100.2")] {
+            db.execute(
+                "INSERT INTO lookup_cache (service, value, status, body, fetched_at) VALUES (?1, ?2, 'ok', '{}', ?3)",
+                rusqlite::params![
+                    service,
+                    value,
+                    if service == "retired" {
+                        chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+                    } else {
+                        old.clone()
+                    }
+                ],
+            )
+            .expect("insert");
+        }
+    }
     let deleted = manage::apply_retention(&catalog, &engine.store, policy).expect("retention");
     assert_eq!(deleted, plan);
+    let cached: Vec<(String, String)> = rusqlite::Connection::open(catalog.paths.state_db())
+        .expect("db")
+        .prepare("SELECT service, value FROM lookup_cache ORDER BY value")
+        .expect("prepare")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(cached, [("virustotal".to_string(), "203.0.113.9".to_string())]);
     let left: Vec<String> =
         manage::stored(&catalog, &engine.store).expect("stored").into_iter().map(|s| s.key).collect();
     assert_eq!(left.len(), 2);

@@ -104,7 +104,9 @@ async fn playbook_page_builds_the_form_and_prefills_from_the_url() {
     let (_, body) = c.get("/p/ip_flows?src=10.0.0.300&window=last%201h").await;
     assert!(body.contains(r#"name="src" value="10.0.0.300""#), "the value is kept to be corrected");
     assert!(
-        body.contains(r#"<p class="field-error" id="err-src" role="alert">not an IP address or CIDR: `10.0.0.300`</p>"#),
+        body.contains(
+            r#"<p class="field-error" id="err-src" role="alert">not an IP address or CIDR: `10.0.0.300`</p>"#
+        ),
         "{body}"
     );
     assert!(body.contains(r#"<p class="field-error" id="err-window" role="alert" hidden>"#), "good values get none");
