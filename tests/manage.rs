@@ -153,10 +153,17 @@ async fn stored_data_and_retention_delete_exactly_what_they_list() {
     assert_eq!(items.len(), 4, "{keys:?}");
     assert!(items.iter().all(|s| s.bytes > 0 && s.owner == "ana"));
 
-    // Select and delete one run (and a key that is not listed): only that run goes.
-    let deleted =
-        manage::delete_stored(&catalog, &engine.store, &[format!("run:{r2}"), "run:../../etc".into()]).expect("delete");
-    assert_eq!(deleted, vec![format!("run:{r2}")]);
+    // On the page, select one run (and send a key that is not listed): only that run goes.
+    let app = casebook::web::app(casebook::web::AppState::new(engine.clone(), catalog.paths.clone()).expect("state"));
+    let r = app.clone().oneshot(Request::get("/manage").body(Body::empty()).expect("req")).await.expect("resp");
+    let (cookie, token) = common::csrf_cookie(&r);
+    let page = String::from_utf8_lossy(&r.into_body().collect().await.expect("body").to_bytes()).to_string();
+    for item in &items {
+        assert!(page.contains(&format!("value=\"{}\"", item.key)), "{} is listed", item.key);
+    }
+    let body = format!("_csrf={token}&key=run%3A{r2}&key=run%3A..%2F..%2Fetc");
+    let r = app.oneshot(common::form_post("/manage/stored/delete", &body, &cookie, &token)).await.expect("resp");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert!(!catalog.paths.run_dir(&r2).exists());
     assert!(engine.store.run(&r2).expect("db").is_none());
     assert!(catalog.paths.run_dir(&r1).exists() && catalog.paths.run_dir(&r3).exists());
@@ -301,4 +308,32 @@ async fn health_checks_each_data_source_and_service_now() {
         .expect("resp");
     assert_eq!(forged.status(), StatusCode::FORBIDDEN);
     server.abort();
+}
+
+/// `serve --retain-days N` applies the policy when it starts and daily after: a run older
+/// than N days goes, a recent one stays.
+#[tokio::test]
+async fn serve_applies_the_retention_policy_on_its_own() {
+    let data = common::fresh_data();
+    let engine = common::engine(data.path()).await;
+    let old = common::run_all(&engine, "rdp_bruteforce", &[]).await.run_id;
+    let recent = common::run_all(&engine, "rdp_bruteforce", &[]).await.run_id;
+    let paths = engine.catalog().paths.clone();
+    drop(engine);
+    let ten_days_ago = (chrono::Utc::now() - chrono::Duration::days(10)).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    rusqlite::Connection::open(paths.state_db())
+        .expect("db")
+        .execute("UPDATE runs SET started_at = ?1 WHERE id = ?2", rusqlite::params![ten_days_ago, old])
+        .expect("age the run");
+
+    let _server =
+        common::Server::start(["--data".as_ref(), data.path().as_os_str(), "--retain-days".as_ref(), "5".as_ref()]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while paths.run_dir(&old).exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!paths.run_dir(&old).exists(), "the 10-day-old run's outputs are deleted");
+    assert!(paths.run_dir(&recent).exists(), "the recent run stays");
+    let store = casebook::store::Store::open(&paths.state_db()).expect("store");
+    assert!(store.run(&old).expect("db").is_none() && store.run(&recent).expect("db").is_some());
 }
