@@ -265,8 +265,8 @@ pub fn retention_plan(items: &[Stored], policy: Retention) -> Vec<String> {
     doomed
 }
 
-/// Applies the retention policy; returns what it deleted.
-/// Also forgets reputation answers past their service's time-to-live.
+/// Applies the retention policy and returns what it deleted; also forgets reputation answers
+/// past their service's time-to-live.
 pub fn apply_retention(catalog: &Catalog, store: &Store, policy: Retention) -> Result<Vec<String>> {
     let plan = retention_plan(&stored(catalog, store)?, policy);
     let deleted = delete_stored(catalog, store, &plan)?;

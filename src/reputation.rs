@@ -153,6 +153,16 @@ pub fn load(stem: &str, text: &str, problems: &mut Problems) -> Option<Service> 
         bad(format!("connector name `{name}` is not usable (lower-case letters, digits and _)"), problems);
     }
     let base_url = match reqwest::Url::parse(&raw.base_url) {
+        // Pages and health show the address; credentials belong in a secret.
+        Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+            bad(
+                "`base_url` carries a user name or password: keep credentials in a secret (`secret:` with \
+                 `auth_header:`), never in the address"
+                    .into(),
+                problems,
+            );
+            None
+        }
         Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Some(u),
         _ => {
             bad(format!("`base_url` `{}` is not an http(s) address", raw.base_url), problems);
@@ -463,6 +473,16 @@ mod tests {
         assert_eq!(parse_rate("2/s"), Some(Duration::from_millis(500)));
         assert_eq!(parse_rate("0/min"), None);
         assert_eq!(parse_rate("fast"), None);
+    }
+
+    #[test]
+    fn credentials_in_the_address_are_refused_without_being_repeated() {
+        let mut p = Problems::new("t.yaml".to_string());
+        let yaml = "kind: http\nbase_url: https://soc:hunter2@api.example/v3\npath: /ip/{value}\nfields: { rep: /r }\n";
+        assert!(load("vt", yaml, &mut p).is_none());
+        let text: Vec<String> = p.list.iter().map(ToString::to_string).collect();
+        assert_eq!(text.len(), 1, "{text:?}");
+        assert!(text[0].contains("carries a user name or password") && !text[0].contains("hunter2"), "{text:?}");
     }
 
     #[test]

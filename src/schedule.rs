@@ -451,7 +451,7 @@ pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 }
 
 pub fn format_time(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    crate::store::stamp(t)
 }
 
 /// How late a fire may start and still count as on time (not missed).

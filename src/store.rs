@@ -256,7 +256,12 @@ const RUN_COLUMNS: &str =
                            finished_at, schedule_id, resolved, pid";
 
 fn now() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    stamp(chrono::Utc::now())
+}
+
+/// A time as the state database stores it (text that sorts as time).
+pub fn stamp(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
 impl Store {
@@ -686,7 +691,7 @@ impl Store {
 
     /// A reputation answer fetched less than `ttl` ago: (status, JSON body).
     pub fn cached_lookup(&self, service: &str, value: &str, ttl: chrono::Duration) -> Result<Option<(String, String)>> {
-        let since = (chrono::Utc::now() - ttl).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+        let since = stamp(chrono::Utc::now() - ttl);
         self.with(|c| {
             c.query_row(
                 "SELECT status, body FROM lookup_cache WHERE service = ?1 AND value = ?2 AND fetched_at >= ?3",
@@ -704,7 +709,7 @@ impl Store {
             let tx = c.unchecked_transaction()?;
             let mut n = 0;
             for (service, ttl) in live {
-                let since = (chrono::Utc::now() - *ttl).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+                let since = stamp(chrono::Utc::now() - *ttl);
                 n += tx.execute(
                     "DELETE FROM lookup_cache WHERE service = ?1 AND fetched_at < ?2",
                     params![service, since],
