@@ -160,9 +160,12 @@ pub async fn clone_if_absent(url: &str, playbooks: &Path) -> Result<bool> {
         }
         return Ok(false);
     }
-    let parent = playbooks.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    if let Some(parent) = playbooks.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    // From the current folder, so that a relative folder or repository path means what it
+    // means on the command line.
     let dest = playbooks.to_string_lossy().to_string();
-    git(parent, &["clone", "--quiet", "--", url, &dest]).await?;
+    git(Path::new("."), &["clone", "--quiet", "--", url, &dest]).await?;
     Ok(true)
 }

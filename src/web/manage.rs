@@ -46,57 +46,52 @@ fn memory_bytes() -> Option<u64> {
 }
 
 /// Each connector's files, checked now (they may have gone since the catalog was loaded):
-/// readable, holding the declared schema, and the time span of the time column.
+/// readable, holding the declared schema, and the time span of the time column. The
+/// connectors are checked at once, so a slow one delays the page by its own time only.
 async fn connector_health(catalog: &crate::catalog::Catalog) -> Vec<serde_json::Value> {
-    let mut out = Vec::new();
     let ctx = catalog.session();
-    for c in &catalog.connectors {
-        let started = std::time::Instant::now();
-        if let Some(loc) = c.location.as_ref().filter(|l| !l.exists()) {
-            out.push(json!({"name": c.name, "ok": false, "note": format!("{} is gone", loc.display()), "ms": 0}));
-            continue;
-        }
-        let table = crate::sql::quote_ident(&c.name);
-        let probe = async {
-            let df = ctx.sql(&format!("SELECT * FROM {table} LIMIT 1")).await?;
-            df.collect().await
-        }
-        .await;
-        let rows = match probe {
-            Ok(b) => b.iter().map(|b| b.num_rows()).sum::<usize>(),
-            Err(e) => {
-                let note = crate::catalog::clean_error(&e).0;
-                out.push(
-                    json!({"name": c.name, "ok": false, "note": note, "ms": started.elapsed().as_millis() as u64}),
-                );
-                continue;
-            }
-        };
-        let mut notes = vec![if rows == 0 { "no rows".to_string() } else { "readable".to_string() }];
-        let mut ok = true;
-        match c.schema_drift(&ctx).await {
-            Ok(drift) if drift.is_empty() => {
-                if c.declared.is_some() {
-                    notes.push("files match the declared schema".into());
-                }
-            }
-            Ok(drift) => {
-                ok = false;
-                notes.extend(drift);
-            }
-            Err(e) => {
-                ok = false;
-                notes.push(format!("cannot read the files' schema: {e}"));
-            }
-        }
-        if let (Some(tc), true) = (&c.time_column, rows > 0) {
-            notes.push(time_span(&ctx, &table, tc, catalog.tz).await);
-        }
-        out.push(
-            json!({"name": c.name, "ok": ok, "note": notes.join(" · "), "ms": started.elapsed().as_millis() as u64}),
-        );
+    futures::future::join_all(catalog.connectors.iter().map(|c| one_connector_health(c, &ctx, catalog.tz))).await
+}
+
+async fn one_connector_health(
+    c: &crate::connector::Connector,
+    ctx: &datafusion::prelude::SessionContext,
+    tz: chrono_tz::Tz,
+) -> serde_json::Value {
+    let started = std::time::Instant::now();
+    if let Some(loc) = c.location.as_ref().filter(|l| !l.exists()) {
+        return json!({"name": c.name, "ok": false, "note": format!("{} is gone", loc.display()), "ms": 0});
     }
-    out
+    let table = crate::sql::quote_ident(&c.name);
+    let probe = async { ctx.sql(&format!("SELECT * FROM {table} LIMIT 1")).await?.collect().await }.await;
+    let rows = match probe {
+        Ok(b) => b.iter().map(|b| b.num_rows()).sum::<usize>(),
+        Err(e) => {
+            let note = crate::catalog::clean_error(&e).0;
+            return json!({"name": c.name, "ok": false, "note": note, "ms": started.elapsed().as_millis() as u64});
+        }
+    };
+    let mut notes = vec![if rows == 0 { "no rows".to_string() } else { "readable".to_string() }];
+    let mut ok = true;
+    match c.schema_drift(ctx).await {
+        Ok(drift) if drift.is_empty() => {
+            if c.declared.is_some() {
+                notes.push("files match the declared schema".into());
+            }
+        }
+        Ok(drift) => {
+            ok = false;
+            notes.extend(drift);
+        }
+        Err(e) => {
+            ok = false;
+            notes.push(format!("cannot read the files' schema: {e}"));
+        }
+    }
+    if let (Some(tc), true) = (&c.time_column, rows > 0) {
+        notes.push(time_span(ctx, &table, tc, tz).await);
+    }
+    json!({"name": c.name, "ok": ok, "note": notes.join(" · "), "ms": started.elapsed().as_millis() as u64})
 }
 
 /// "data from … to …" over a connector's time column (a scan when its files keep no

@@ -3,6 +3,8 @@
 (function () {
   "use strict";
   const csrf = () => (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
+  // Every POST from a page: the CSRF token in its header, the session cookie, an optional body.
+  const post = (url, body) => fetch(url, { method: "POST", body, headers: { "x-csrf-token": csrf() }, credentials: "same-origin" });
 
   // ---- index: filter playbooks -------------------------------------------------------
   const filter = document.getElementById("filter");
@@ -55,7 +57,7 @@
   // Posts `body` to `url`; a 422 shows its messages next to the fields, another failure in
   // `err`, and a success goes to the `location` the server names.
   async function submitAndGo(url, body, err) {
-    const r = await fetch(url, { method: "POST", body, headers: { "x-csrf-token": csrf() }, credentials: "same-origin" });
+    const r = await post(url, body);
     if (r.status === 422) {
       showErrors((await r.json()).errors);
       err.textContent = "Please correct the highlighted fields."; err.hidden = false;
@@ -105,15 +107,13 @@
     events.addEventListener("done", () => events.close());
     out.querySelector("button.cancel").addEventListener("click", (e) => {
       e.target.disabled = true; e.target.textContent = "Cancelling…";
-      fetch("/runs/" + runId + "/cancel", { method: "POST", headers: { "x-csrf-token": csrf() }, credentials: "same-origin" });
+      post("/runs/" + runId + "/cancel");
     });
     formError.hidden = true;
     try {
       const body = new URLSearchParams(new FormData(form));
       body.set("_run", runId);
-      const r = await fetch("/p/" + encodeURIComponent(form.dataset.playbook) + "/run/" + i, {
-        method: "POST", body, headers: { "x-csrf-token": csrf() }, credentials: "same-origin",
-      });
+      const r = await post("/p/" + encodeURIComponent(form.dataset.playbook) + "/run/" + i, body);
       if (r.status === 422) {
         const j = await r.json();
         showErrors(j.errors);
@@ -218,9 +218,7 @@
     }
     b.disabled = true;
     try {
-      const r = await fetch("/runs/" + w.dataset.run + "/steps/" + w.dataset.step + "/rate", {
-        method: "POST", body, headers: { "x-csrf-token": csrf() }, credentials: "same-origin",
-      });
+      const r = await post("/runs/" + w.dataset.run + "/steps/" + w.dataset.step + "/rate", body);
       const j = await r.json();
       const names = { 1: "high", 2: "medium", 3: "low" };
       out.className = "rate-result " + (r.ok ? "good" : "bad");
@@ -283,8 +281,7 @@
     if (ex) {
       ex.disabled = true;
       const body = new URLSearchParams({ format: ex.dataset.format, _csrf: csrf() });
-      const r = await fetch("/runs/" + w.dataset.run + "/steps/" + w.dataset.step + "/export", {
-        method: "POST", body, headers: { "x-csrf-token": csrf() }, credentials: "same-origin" });
+      const r = await post("/runs/" + w.dataset.run + "/steps/" + w.dataset.step + "/export", body);
       ex.disabled = false;
       if (r.ok) {
         const list = document.getElementById("exports");
@@ -322,17 +319,22 @@
   document.querySelectorAll("input.select-all").forEach((box) =>
     box.addEventListener("change", () => box.closest("table").querySelectorAll("tbody input[type=checkbox]")
       .forEach((c) => { c.checked = box.checked; })));
-  const selftests = document.getElementById("run-selftests");
-  if (selftests) {
-    selftests.addEventListener("click", async () => {
-      const out = document.getElementById("selftests");
-      selftests.disabled = true;
-      out.innerHTML = '<div class="running"><span class="spinner"></span> Running self-tests…</div>';
-      const r = await fetch("/manage/selftests", { method: "POST", headers: { "x-csrf-token": csrf() }, credentials: "same-origin" });
-      out.innerHTML = r.ok ? await r.text() : '<div class="step-error">The self-tests could not run.</div>';
-      selftests.disabled = false;
+  // A management button that POSTs and shows the HTML answer in its panel.
+  function postAndShow(buttonId, url, outId, busy, failed) {
+    const button = document.getElementById(buttonId);
+    if (!button) return;
+    button.addEventListener("click", async () => {
+      const out = document.getElementById(outId);
+      button.disabled = true;
+      out.innerHTML = '<div class="running"><span class="spinner"></span> ' + busy + '</div>';
+      const r = await post(url);
+      out.innerHTML = r.ok ? await r.text() : '<div class="step-error">' + failed + '</div>';
+      confirmForms(out);
+      button.disabled = false;
     });
   }
+  postAndShow("run-selftests", "/manage/selftests", "selftests", "Running self-tests…", "The self-tests could not run.");
+  postAndShow("repo-check", "/manage/repo/check", "repo-incoming", "Fetching…", "The check failed.");
 
   document.querySelectorAll("button.service-check").forEach((b) => b.addEventListener("click", async () => {
     const out = b.parentElement.querySelector(".service-result");
@@ -340,8 +342,7 @@
     out.className = "service-result muted";
     out.textContent = "asking…";
     try {
-      const r = await fetch("/manage/services/" + encodeURIComponent(b.dataset.service) + "/check",
-        { method: "POST", headers: { "x-csrf-token": csrf() }, credentials: "same-origin" });
+      const r = await post("/manage/services/" + encodeURIComponent(b.dataset.service) + "/check");
       const j = await r.json();
       out.className = "service-result " + (j.ok ? "good" : "bad");
       out.textContent = (j.ok ? "✓ " : "✗ ") + j.note;
@@ -351,19 +352,6 @@
     }
     b.disabled = false;
   }));
-
-  const repoCheck = document.getElementById("repo-check");
-  if (repoCheck) {
-    repoCheck.addEventListener("click", async () => {
-      const out = document.getElementById("repo-incoming");
-      repoCheck.disabled = true;
-      out.innerHTML = '<div class="running"><span class="spinner"></span> Fetching…</div>';
-      const r = await fetch("/manage/repo/check", { method: "POST", headers: { "x-csrf-token": csrf() }, credentials: "same-origin" });
-      out.innerHTML = r.ok ? await r.text() : '<div class="step-error">The check failed.</div>';
-      confirmForms(out);
-      repoCheck.disabled = false;
-    });
-  }
 
   // ---- charts ---------------------------------------------------------------------
   const palette = ["#2457c5", "#e8590c", "#2f9e44", "#c2255c", "#7048e8", "#0c8599", "#f08c00", "#5c7cfa", "#a61e4d", "#37b24d", "#868e96", "#495057"];
