@@ -17,8 +17,8 @@ use tower::ServiceExt;
 
 use casebook::catalog::Catalog;
 use casebook::engine::{Engine, RunRequest};
-use casebook::paths::Paths;
 use casebook::store::Store;
+use casebook::util::paths::Paths;
 
 fn stats(name: &str, mut d: Vec<Duration>) {
     d.sort();

@@ -11,8 +11,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::catalog::Catalog;
 use crate::engine::{Engine, RunRequest};
-use crate::paths::Paths;
 use crate::store::Store;
+use crate::util::paths::Paths;
 
 #[derive(Debug, Parser)]
 #[command(name = "casebook", version, about = "Playbook server for security analysts")]
@@ -297,7 +297,7 @@ async fn serve(opts: ServeOptions, dirs: &Dirs) -> Result<()> {
     if resumed > 0 {
         tracing::warn!(runs = resumed, "resuming runs left unfinished by the last server");
     }
-    let _watcher = match crate::watch::spawn(engine.clone()) {
+    let _watcher = match crate::jobs::watch::spawn(engine.clone()) {
         Ok(w) => Some(w),
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "hot reload is off");
@@ -321,7 +321,7 @@ async fn serve(opts: ServeOptions, dirs: &Dirs) -> Result<()> {
     }
     let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("binding {bind}"))?;
     let addr = listener.local_addr()?;
-    let scheduler = Arc::new(crate::schedule::Scheduler::new(
+    let scheduler = Arc::new(crate::jobs::scheduler::Scheduler::new(
         engine.clone(),
         public_url.unwrap_or_else(|| format!("http://{addr}")),
     ));
@@ -458,7 +458,7 @@ async fn run(
                 if many {
                     writeln!(out, "# step: {}", s.id)?;
                 }
-                crate::engine::write_delimited(&mut out, &data, tz)?;
+                crate::results::formats::write_delimited(&mut out, &data, tz)?;
                 if many {
                     writeln!(out)?;
                 }
@@ -468,7 +468,7 @@ async fn run(
                     write!(out, ",")?;
                 }
                 write!(out, "\n{}: ", serde_json::Value::String(s.id.clone()))?;
-                crate::engine::write_json_rows(&mut out, &data, tz)?;
+                crate::results::formats::write_json_rows(&mut out, &data, tz)?;
             }
             Format::Table => {
                 writeln!(out, "== {} ({} rows)", s.title.as_deref().unwrap_or(&s.id), data.rows)?;
@@ -485,7 +485,7 @@ async fn run(
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-fn print_table(out: &mut dyn std::io::Write, data: &crate::engine::StepData, tz: Tz, max_rows: usize) -> Result<()> {
+fn print_table(out: &mut dyn std::io::Write, data: &crate::results::StepData, tz: Tz, max_rows: usize) -> Result<()> {
     let cols: Vec<String> = data.schema.fields().iter().map(|f| f.name().clone()).collect();
     let mut rows: Vec<Vec<String>> = Vec::new();
     'b: for b in &data.batches {
@@ -493,7 +493,7 @@ fn print_table(out: &mut dyn std::io::Write, data: &crate::engine::StepData, tz:
             if rows.len() >= max_rows {
                 break 'b;
             }
-            rows.push((0..b.num_columns()).map(|c| crate::engine::cell_text(b.column(c), r, tz)).collect());
+            rows.push((0..b.num_columns()).map(|c| crate::results::cell_text(b.column(c), r, tz)).collect());
         }
     }
     let widths: Vec<usize> = cols
@@ -547,7 +547,7 @@ async fn self_test(playbook: Option<&str>, dirs: &Dirs) -> Result<ExitCode> {
             println!("- {}: no tests", pb.id);
             continue;
         }
-        for o in crate::selftest::run(&engine, pb).await {
+        for o in crate::jobs::selftest::run(&engine, pb).await {
             if o.passed() {
                 passed += 1;
                 println!("✓ {} › {}", o.playbook, o.test);

@@ -10,9 +10,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::catalog::{display_path, yaml_files, Catalog};
-use crate::paths::join_inside;
-use crate::playbook::fnv1a;
 use crate::store::Store;
+use crate::util::paths::join_inside;
+use crate::util::text::fnv1a;
 
 /// A playbook file that copies another.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -190,7 +190,7 @@ pub fn stored(catalog: &Catalog, store: &Store) -> Result<Vec<Stored>> {
         });
     }
     for r in store.all_runs()? {
-        if r.state == "running" {
+        if r.state == crate::store::RunState::Running {
             continue;
         }
         let bytes = dir_size(&catalog.paths.run_dir(&r.id));

@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 
 use crate::catalog::Catalog;
-use crate::problem::Problem;
+use crate::util::problem::Problem;
 
 const GIT_TIMEOUT: Duration = Duration::from_secs(60);
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
 
-use crate::engine::{cell_text, Engine};
+use crate::engine::Engine;
+use crate::results::cell_text;
 
 /// Rows of each table written into a report; the full results stay in exports.
 pub const REPORT_ROWS: usize = 1000;

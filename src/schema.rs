@@ -1,7 +1,7 @@
 //! JSON Schemas for playbook and connector files, generated from the Rust types the loader
 //! reads, so an editor with a YAML language server completes and checks as authors type.
 
-use crate::connector::RawConnector;
+use crate::catalog::connector::RawConnector;
 use crate::playbook::RawPlaybook;
 
 /// The playbook schema, as pretty JSON.
@@ -15,7 +15,7 @@ pub fn playbook() -> String {
 #[allow(dead_code)]
 enum AnyConnector {
     Files(RawConnector),
-    Http(crate::reputation::RawService),
+    Http(crate::model::service::RawService),
 }
 
 /// The connector schema, as pretty JSON.

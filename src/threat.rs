@@ -13,7 +13,8 @@ use chrono::{DateTime, Duration, Utc};
 use datafusion::common::ScalarValue;
 use serde::Serialize;
 
-use crate::engine::{cell_text, Engine, StepData};
+use crate::engine::Engine;
+use crate::results::{cell_text, StepData};
 use crate::store::{Store, ThreatRecord};
 
 pub const SEVERITIES: [&str; 3] = ["high", "medium", "low"];
@@ -50,7 +51,7 @@ impl NewThreat {
                 out.push(("entity", format!("`{}` is not an IP address", short(e))))
             }
             "domain"
-                if crate::enrich::host_of(e).is_none_or(|h| h.contains(char::is_whitespace)) || e.contains('/') =>
+                if crate::lookup::host_of(e).is_none_or(|h| h.contains(char::is_whitespace)) || e.contains('/') =>
             {
                 out.push(("entity", format!("`{}` is not a domain name", short(e))))
             }
@@ -110,7 +111,7 @@ pub async fn save(engine: &Arc<Engine>, t: &NewThreat) -> Result<i64> {
     // Evidence: the run's step tables, copied.
     for s in engine.store.steps(&t.run_id)? {
         let Some(file) = s.file else { continue };
-        if !crate::playbook::is_identifier(&s.step_id) || file != format!("{}.parquet", s.step_id) {
+        if !crate::util::text::is_identifier(&s.step_id) || file != format!("{}.parquet", s.step_id) {
             continue;
         }
         let from = engine.catalog().paths.run_dir(&t.run_id).join(&file);
@@ -126,8 +127,8 @@ pub async fn save(engine: &Arc<Engine>, t: &NewThreat) -> Result<i64> {
     // The storyboard's data, computed now and kept.
     match storyboard_tables(engine, &t.kind, &entity, start, end).await {
         Ok((peers, timeline)) => {
-            crate::engine::write_parquet_file(&dir.join("story_peers.parquet"), &peers)?;
-            crate::engine::write_parquet_file(&dir.join("story_timeline.parquet"), &timeline)?;
+            crate::results::table::write_parquet(&dir.join("story_peers.parquet"), &peers)?;
+            crate::results::table::write_parquet(&dir.join("story_timeline.parquet"), &timeline)?;
         }
         Err(e) => tracing::warn!(threat = id, error = %format!("{e:#}"), "no storyboard data"),
     }
@@ -192,7 +193,7 @@ async fn storyboard_tables(
         let ctx = ctx.clone();
         let params = params.clone();
         async move {
-            let df = ctx.sql_with_options(sql, crate::catalog::read_only()).await?.with_param_values(params)?;
+            let df = ctx.sql_with_options(sql, crate::sql::session::read_only()).await?.with_param_values(params)?;
             let schema = Arc::new(df.schema().as_arrow().clone());
             Ok::<_, datafusion::error::DataFusionError>(StepData::new(schema, df.collect().await?))
         }
@@ -208,7 +209,7 @@ async fn storyboard_tables(
         geo: has("iploc").then(|| crate::steps::enrich::GeoSource::Connector("iploc".into())),
         top_domains: None,
         reputation: None,
-        at: crate::problem::Pos::UNKNOWN,
+        at: crate::util::problem::Pos::UNKNOWN,
     };
     let enriched = engine.enrich_table(&ctx, &e, &peers).await?;
     Ok((enriched, timeline))
@@ -224,11 +225,11 @@ pub fn storyboard_json(
     let t = store.threat(id)?.ok_or_else(|| anyhow!("no such threat"))?;
     let dir = data_dir.join("threats").join(id.to_string());
     let rows = |file: &str| -> Vec<serde_json::Map<String, serde_json::Value>> {
-        crate::engine::read_parquet_file(&dir.join(file))
+        crate::results::table::read_parquet(&dir.join(file))
             .map(|d| {
                 d.batches
                     .iter()
-                    .flat_map(|b| (0..b.num_rows()).map(move |r| crate::engine::row_json(b, r, tz)))
+                    .flat_map(|b| (0..b.num_rows()).map(move |r| crate::results::cells::row_json(b, r, tz)))
                     .collect()
             })
             .unwrap_or_default()
@@ -297,7 +298,7 @@ pub fn csv(threats: Vec<ThreatRecord>) -> String {
             e.window_end,
             e.created_by,
         ];
-        out.push_str(&fields.iter().map(|f| crate::engine::csv_field(f)).collect::<Vec<_>>().join(","));
+        out.push_str(&fields.iter().map(|f| crate::results::cells::csv_field(f)).collect::<Vec<_>>().join(","));
         out.push('\n');
     }
     out
@@ -370,7 +371,7 @@ pub fn sighting_counts(
             let file = data_dir.join("threats").join(t.id.to_string()).join("story_peers.parquet");
             let mut count = 0i64;
             let (mut first, mut last): (Option<String>, Option<String>) = (None, None);
-            if let Ok(d) = crate::engine::read_parquet_file(&file) {
+            if let Ok(d) = crate::results::table::read_parquet(&file) {
                 for b in &d.batches {
                     let col = |n: &str| b.schema().index_of(n).ok().map(|i| b.column(i).clone());
                     for r in 0..b.num_rows() {

@@ -5,8 +5,8 @@ use std::sync::{Arc, OnceLock};
 
 use casebook::catalog::Catalog;
 use casebook::engine::Engine;
-use casebook::paths::Paths;
 use casebook::store::Store;
+use casebook::util::paths::Paths;
 
 pub const FLOWS: usize = 60_000;
 

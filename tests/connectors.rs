@@ -6,7 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use casebook::catalog::Catalog;
-use casebook::engine::{Engine, TableQuery};
+use casebook::engine::Engine;
+use casebook::results::paging::TableQuery;
 
 use crate::common;
 

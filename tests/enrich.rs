@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use casebook::catalog::Catalog;
-use casebook::engine::{Engine, TableQuery};
+use casebook::engine::Engine;
+use casebook::results::paging::TableQuery;
 
 use crate::common;
 

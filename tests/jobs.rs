@@ -43,7 +43,7 @@ fn request(engine: &Engine, id: &str) -> RunRequest {
 
 async fn wait_state(engine: &Engine, run: &str, state: &str) {
     let t = Instant::now();
-    while engine.store.run(run).expect("db").map(|r| r.state) != Some(state.to_string()) {
+    while engine.store.run(run).expect("db").map(|r| r.state.to_string()) != Some(state.to_string()) {
         assert!(t.elapsed() < Duration::from_secs(20), "run never became {state}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -1,7 +1,7 @@
 //! Every shipped playbook loads without problems, runs on the demo data and finds its incident.
 
 use casebook::demo::cast;
-use casebook::engine::TableQuery;
+use casebook::results::paging::TableQuery;
 
 use crate::common;
 

@@ -39,7 +39,7 @@ async fn edits_are_served_within_two_seconds_without_a_restart() {
     let catalog = std::sync::Arc::new(casebook::catalog::Catalog::load(paths.clone(), chrono_tz::Tz::UTC).await);
     let store = casebook::store::Store::open(&paths.state_db()).expect("store");
     let engine = std::sync::Arc::new(casebook::engine::Engine::new(catalog, store));
-    let _watcher = casebook::watch::spawn(engine.clone()).expect("watcher");
+    let _watcher = casebook::jobs::watch::spawn(engine.clone()).expect("watcher");
     let app = casebook::web::app(casebook::web::AppState::new(engine.clone(), paths).expect("state"));
     tokio::time::sleep(Duration::from_millis(200)).await;
 

@@ -10,7 +10,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use casebook::catalog::Catalog;
-use casebook::engine::{Engine, RunRequest, TableQuery};
+use casebook::engine::{Engine, RunRequest};
+use casebook::results::paging::TableQuery;
 
 use crate::common;
 

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use casebook::catalog::Catalog;
 use casebook::engine::Engine;
-use casebook::paths::Paths;
-use casebook::schedule::Scheduler;
+use casebook::jobs::scheduler::Scheduler;
 use casebook::store::Store;
+use casebook::util::paths::Paths;
 use chrono::DurationRound;
 
 use crate::common;
@@ -100,7 +100,7 @@ async fn a_seconds_schedule_fires_diffs_and_posts_to_a_webhook() {
     assert_eq!(catalog.problems().count(), 0, "{:?}", catalog.problems().collect::<Vec<_>>());
     let engine = Arc::new(Engine::new(catalog, Store::open(&paths.state_db()).unwrap()));
     let mut scheduler = Scheduler::new(engine.clone(), "http://casebook.example:8080".into());
-    scheduler.webhook = casebook::notify::Webhook::new(3, Duration::from_millis(200));
+    scheduler.webhook = casebook::jobs::notify::Webhook::new(3, Duration::from_millis(200));
     let scheduler = Arc::new(scheduler);
     let task = scheduler.clone().spawn();
 
@@ -118,7 +118,7 @@ async fn a_seconds_schedule_fires_diffs_and_posts_to_a_webhook() {
     };
     let first_run = runs(&engine)[0].id.clone();
     assert!(text.contains(&format!("http://casebook.example:8080/runs/{first_run}")), "{text}");
-    let listed = casebook::schedule::list(&engine, None).unwrap();
+    let listed = casebook::jobs::scheduler::list(&engine, None).unwrap();
     let note = listed[0].last_notification.clone().unwrap_or_default();
     assert!(note.starts_with("sent to TEST_HOOK") && note.contains("2 attempts"), "{note}");
     assert!(!note.contains("127.0.0.1"), "the webhook URL is a secret: {note}");
@@ -137,7 +137,7 @@ async fn a_seconds_schedule_fires_diffs_and_posts_to_a_webhook() {
     let run = runs(&engine).into_iter().find(|r| text.contains(&format!("/runs/{}", r.id))).expect("the posted run");
     let new = engine.step_data(&run.id, "hot__new").unwrap();
     let mut csv = Vec::new();
-    casebook::engine::write_delimited(&mut csv, &new, chrono_tz::Tz::UTC).unwrap();
+    casebook::results::formats::write_delimited(&mut csv, &new, chrono_tz::Tz::UTC).unwrap();
     assert_eq!(String::from_utf8(csv).unwrap(), "host,score\n10.0.0.9,8\n");
     // Runs with nothing new post nothing: every post so far is about new rows.
     assert!(got.lock().unwrap().iter().all(|p| !p["text"].as_str().unwrap_or("").contains(": 0 new rows")));
@@ -174,7 +174,7 @@ async fn missed_fires_follow_the_declared_policy() {
     scheduler.tick(now).unwrap();
     let s = engine.store.schedules().unwrap().remove(0);
     // As if casebook had been down for five hours since the last fire.
-    let five_ago = casebook::schedule::format_time(now - chrono::Duration::hours(5));
+    let five_ago = casebook::jobs::scheduler::format_time(now - chrono::Duration::hours(5));
     engine.store.schedule_fired(s.id, &five_ago, None, None).unwrap();
     scheduler.tick(now).unwrap();
     let s = engine.store.schedule(s.id).unwrap().unwrap();
@@ -242,7 +242,7 @@ async fn an_analyst_schedules_a_filled_form_and_switches_it_off() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let s = engine.store.schedules().unwrap().into_iter().find(|s| s.name == "Morning").expect("saved");
-    let spec: casebook::schedule::ScheduleSpec = serde_json::from_str(&s.spec).unwrap();
+    let spec: casebook::model::schedule::ScheduleSpec = serde_json::from_str(&s.spec).unwrap();
     assert_eq!((spec.cron.as_str(), spec.timezone.as_str()), ("30 6 * * 1-5", "Europe/Prague"));
     assert_eq!(spec.params.get("window").map(String::as_str), Some("last 24h"), "relative windows stay relative");
     assert_eq!(s.created_by, "analyst");

@@ -1,18 +1,21 @@
-//! The playbook model: raw YAML shapes (`Raw*`, `deny_unknown_fields`, spans kept) and the
-//! validated [`Playbook`] built from them by [`validate`], which collects every problem.
-//! SQL planning against connector schemas happens later, in [`crate::catalog`].
-
-pub mod params;
+//! The playbook: raw YAML shapes (`Raw*`, `deny_unknown_fields`, spans kept) and the validated
+//! [`Playbook`] built from them by [`validate`], which collects every problem. It assembles
+//! parameters and specs (`crate::model`) and steps (`crate::steps`); SQL planning against
+//! connector schemas happens later, in the catalog.
 
 use indexmap::IndexMap;
 use regex::Regex;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::problem::{Pos, Problems};
+use crate::model::params::{self, Choice, Param, ParamKind, ParseCtx};
+use crate::model::{schedule, selftest, Declares};
 use crate::steps::{self, RawStep, Step};
-use crate::yaml::pos;
-use params::{Choice, Param, ParamKind, ParseCtx};
+use crate::util::problem::{Pos, Problems};
+use crate::util::text::fnv1a;
+use crate::util::text::is_identifier;
+use crate::util::yaml::pos;
+use crate::util::yaml::scalar_text;
 
 /// A playbook file (`playbooks/**/*.yaml`).
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -37,12 +40,12 @@ pub struct RawPlaybook {
     pub sections: Vec<Spanned<RawSection>>,
     /// Self-tests run by `casebook test`.
     #[serde(default)]
-    #[schemars(with = "Vec<crate::selftest::RawTest>")]
-    pub tests: Vec<Spanned<crate::selftest::RawTest>>,
+    #[schemars(with = "Vec<selftest::RawTest>")]
+    pub tests: Vec<Spanned<selftest::RawTest>>,
     /// Runs on a cron timetable (listed on the schedules page).
     #[serde(default)]
-    #[schemars(with = "Vec<crate::schedule::RawSchedule>")]
-    pub schedules: Vec<Spanned<crate::schedule::RawSchedule>>,
+    #[schemars(with = "Vec<schedule::RawSchedule>")]
+    pub schedules: Vec<Spanned<schedule::RawSchedule>>,
 }
 
 /// A form parameter.
@@ -134,8 +137,22 @@ pub struct Playbook {
     pub sections: Vec<Section>,
     /// FNV-1a of the file's bytes, recorded with every run.
     pub hash: String,
-    pub tests: Vec<crate::selftest::SelfTest>,
-    pub schedules: Vec<crate::schedule::Declared>,
+    pub tests: Vec<selftest::SelfTest>,
+    pub schedules: Vec<schedule::Declared>,
+}
+
+impl Declares for Playbook {
+    fn params(&self) -> &[Param] {
+        &self.params
+    }
+
+    fn has_step(&self, id: &str) -> bool {
+        self.step(id).is_some()
+    }
+
+    fn makes_table(&self, id: &str) -> bool {
+        self.step(id).is_some_and(Step::is_query)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -177,24 +194,6 @@ impl Playbook {
         }
         self.steps().map(|(_, s)| s).filter(|s| needed.contains(&s.id.as_str())).collect()
     }
-}
-
-/// Text form of a YAML scalar used as a default or option.
-pub fn scalar_text(v: &serde_json::Value) -> Option<String> {
-    match v {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        serde_json::Value::Bool(b) => Some(b.to_string()),
-        serde_json::Value::Null => None,
-        serde_json::Value::Array(a) => Some(a.iter().filter_map(scalar_text).collect::<Vec<_>>().join(",")),
-        serde_json::Value::Object(_) => None,
-    }
-}
-
-pub fn is_identifier(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// Turns the raw shape into a [`Playbook`], collecting structural problems into `problems`.
@@ -261,8 +260,8 @@ pub fn validate(id: &str, raw: RawPlaybook, text: &str, cx: &ParseCtx, problems:
         tests: Vec::new(),
         schedules: Vec::new(),
     };
-    pb.tests = crate::selftest::validate(raw.tests, &pb, problems);
-    pb.schedules = crate::schedule::validate(raw.schedules, &pb, cx, problems);
+    pb.tests = selftest::validate(raw.tests, &pb, problems);
+    pb.schedules = schedule::validate(raw.schedules, &pb, cx, problems);
     pb
 }
 
@@ -354,14 +353,4 @@ fn validate_param(name: &str, rp: RawParam, at: Pos, cx: &ParseCtx, problems: &m
         }
     }
     Some(p)
-}
-
-/// FNV-1a 64-bit, hex: a content fingerprint (not a security hash).
-pub fn fnv1a(bytes: &[u8]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
 }

@@ -1,12 +1,26 @@
 //! The `enrich` step: adds columns to an earlier step's table for its IP and domain columns,
-//! each distinct value looked up once per run. The lookups themselves are in
-//! [`crate::enrich`]; this is the playbook shape and its validation.
+//! each distinct value looked up once per run. The lookup tables themselves (network context,
+//! geolocation, top domains) are in [`crate::lookup`], the reputation client in
+//! [`crate::reputation`]; this is the playbook shape, its validation, the columns it adds and
+//! its execution.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::problem::{Pos, Problems};
-use crate::yaml::pos;
+use super::{Env, StepError};
+use crate::lookup::{host_of, split_domain, Context, Geo, Place, SourceRows, TopDomains};
+use crate::reputation::Lookup;
+use crate::results::{cell_text, StepData};
+use crate::sql::quote_ident;
+use crate::sql::session::read_only;
+use crate::util::problem::{Pos, Problems};
+use crate::util::yaml::pos;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -109,4 +123,237 @@ pub fn validate(raw: RawEnrich, at: Pos, earlier: &[String], problems: &mut Prob
         reputation: raw.reputation,
         at,
     })
+}
+
+impl Enrich {
+    /// Executes the step on the table of the earlier step it names.
+    pub async fn execute(&self, env: &Env<'_>) -> Result<StepData, StepError> {
+        let from =
+            env.done.get(&self.from).ok_or_else(|| StepError::other(format!("step `{}` has no table", self.from)))?;
+        self.enrich(from, env).await
+    }
+
+    /// `from` with the lookup columns added.
+    pub async fn enrich(&self, from: &StepData, env: &Env<'_>) -> Result<StepData, StepError> {
+        let tz = env.tz;
+        let ctx = env.ctx;
+        // A source connector's table as text, columns in order.
+        let table = |name: String| async move {
+            let batches = ctx
+                .sql_with_options(&format!("SELECT * FROM {}", quote_ident(&name)), read_only())
+                .await?
+                .collect()
+                .await?;
+            let mut t = SourceRows::default();
+            for b in &batches {
+                t.names = b.schema().fields().iter().map(|f| f.name().to_ascii_lowercase()).collect();
+                for r in 0..b.num_rows() {
+                    t.rows
+                        .push((0..b.num_columns()).map(|c| cell_text(b.column(c), r, tz).trim().to_string()).collect());
+                }
+            }
+            Ok::<_, datafusion::error::DataFusionError>(t)
+        };
+        let mut src = Sources::default();
+        if let Some(c) = &self.context {
+            let (context, bad) = Context::from_rows(&table(c.clone()).await?);
+            if !bad.is_empty() {
+                tracing::warn!(connector = %c, rows = bad.len(), "network context rows that are not addresses, ranges or CIDRs");
+            }
+            src.context = Some(context);
+        }
+        match &self.geo {
+            Some(GeoSource::Connector(c)) => {
+                src.geo = Some(Geo::from_iploc_rows(&table(c.clone()).await?));
+            }
+            Some(GeoSource::Mmdb(file)) => {
+                let path = crate::util::paths::join_inside(env.data_dir, file)
+                    .ok_or_else(|| StepError::other(format!("`{file}` is not inside the data folder")))?;
+                let bytes =
+                    std::fs::read(&path).map_err(|err| StepError::other(format!("cannot read {file}: {err}")))?;
+                src.geo = Some(Geo::mmdb(bytes).map_err(|m| StepError::other(format!("{file}: {m}")))?);
+            }
+            None => {}
+        }
+        if let Some(t) = &self.top_domains {
+            src.top = Some(TopDomains::from_rows(&table(t.clone()).await?));
+        }
+        if let Some(name) = &self.reputation {
+            let service = env
+                .services
+                .iter()
+                .find(|s| &s.name == name)
+                .ok_or_else(|| StepError::other(format!("no reputation service `{name}`")))?;
+            let mut values: Vec<String> = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            let merged = from.merged().map_err(StepError::Other)?;
+            for c in self.ip.iter().chain(&self.domain) {
+                let Ok(i) = merged.schema().index_of(c) else { continue };
+                for r in 0..merged.num_rows() {
+                    let v = cell_text(merged.column(i), r, tz).trim().to_string();
+                    if !v.is_empty() && seen.insert(v.clone()) {
+                        values.push(v);
+                    }
+                }
+            }
+            let answers = service.lookup_all(&values, env.secrets, env.store).await;
+            src.reputation = Some((service.fields.iter().map(|(f, _)| f.clone()).collect(), answers));
+        }
+        let merged = from.merged().map_err(StepError::Other)?;
+        let out = apply(merged, self, &src, |col, r| cell_text(col, r, tz)).map_err(StepError::Message)?;
+        Ok(StepData::new(out.schema(), vec![out]))
+    }
+}
+
+/// What an IP value looked up to: context name, zone, place.
+type IpFound = (Option<String>, Option<&'static str>, Option<Place>);
+/// What a domain value looked up to: registrable domain, subdomain, the registrable domain's
+/// rank, whether the exact host is listed.
+type DomainFound = (Option<String>, Option<String>, Option<i64>, bool);
+
+/// What one step's lookups use.
+#[derive(Debug, Default)]
+pub struct Sources {
+    pub context: Option<Context>,
+    pub geo: Option<Geo>,
+    pub top: Option<TopDomains>,
+    /// A reputation service's answers by value, and its field names.
+    pub reputation: Option<(Vec<String>, HashMap<String, Lookup>)>,
+}
+
+/// The columns the step adds, in order (also used to plan later steps at load).
+pub fn added_fields(e: &Enrich, reputation: &[String]) -> Vec<Field> {
+    let mut out = Vec::new();
+    for c in &e.ip {
+        out.push(Field::new(format!("{c}_name"), DataType::Utf8, true));
+        out.push(Field::new(format!("{c}_zone"), DataType::Utf8, true));
+        if e.geo.is_some() {
+            out.push(Field::new(format!("{c}_country"), DataType::Utf8, true));
+            out.push(Field::new(format!("{c}_city"), DataType::Utf8, true));
+            out.push(Field::new(format!("{c}_lat"), DataType::Float64, true));
+            out.push(Field::new(format!("{c}_lon"), DataType::Float64, true));
+            out.push(Field::new(format!("{c}_owner"), DataType::Utf8, true));
+        }
+    }
+    if e.reputation.is_some() {
+        for c in e.ip.iter().chain(&e.domain) {
+            for f in reputation {
+                out.push(Field::new(format!("{c}_{f}"), DataType::Utf8, true));
+            }
+            out.push(Field::new(format!("{c}_lookup"), DataType::Utf8, true));
+        }
+    }
+    for d in &e.domain {
+        out.push(Field::new(format!("{d}_registrable"), DataType::Utf8, true));
+        out.push(Field::new(format!("{d}_subdomain"), DataType::Utf8, true));
+        if e.top_domains.is_some() {
+            out.push(Field::new(format!("{d}_rank"), DataType::Int64, true));
+            out.push(Field::new(format!("{d}_top10k"), DataType::Boolean, true));
+            out.push(Field::new(format!("{d}_top1m"), DataType::Boolean, true));
+            out.push(Field::new(format!("{d}_listed"), DataType::Boolean, true));
+        }
+    }
+    out
+}
+
+/// A private, loopback or link-local address (v4 or v6).
+fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v) => v.is_private() || v.is_loopback() || v.is_link_local(),
+        IpAddr::V6(v) => {
+            v.is_loopback() || (v.segments()[0] & 0xfe00) == 0xfc00 || (v.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Adds the lookup columns to `batch`, whose column `values(c)` gives each row's text.
+pub fn apply(
+    batch: &RecordBatch,
+    e: &Enrich,
+    src: &Sources,
+    text: impl Fn(&ArrayRef, usize) -> String,
+) -> Result<RecordBatch, String> {
+    let schema = batch.schema();
+    let rows = batch.num_rows();
+    let column_text = |name: &str| -> Result<Vec<String>, String> {
+        let i = schema.index_of(name).map_err(|_| format!("the table has no column `{name}`"))?;
+        let col = batch.column(i);
+        Ok((0..rows).map(|r| text(col, r)).collect())
+    };
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    for c in &e.ip {
+        let values = column_text(c)?;
+        let mut seen: HashMap<&str, IpFound> = HashMap::new();
+        for v in &values {
+            seen.entry(v.as_str()).or_insert_with(|| match v.trim().parse::<IpAddr>() {
+                Ok(ip) => {
+                    let name = src.context.as_ref().and_then(|ctx| ctx.lookup(ip)).map(String::from);
+                    let zone = if name.is_some() || is_internal(ip) { "internal" } else { "external" };
+                    (name, Some(zone), src.geo.as_ref().and_then(|g| g.lookup(ip)))
+                }
+                Err(_) => (None, None, None),
+            });
+        }
+        let get = |v: &String| seen.get(v.as_str());
+        columns.push(Arc::new(StringArray::from_iter(values.iter().map(|v| get(v).and_then(|s| s.0.clone())))));
+        columns.push(Arc::new(StringArray::from_iter(values.iter().map(|v| get(v).and_then(|s| s.1)))));
+        if e.geo.is_some() {
+            let place = |v: &String| get(v).and_then(|s| s.2.clone()).unwrap_or_default();
+            columns.push(Arc::new(StringArray::from_iter(values.iter().map(|v| place(v).country))));
+            columns.push(Arc::new(StringArray::from_iter(values.iter().map(|v| place(v).city))));
+            columns.push(Arc::new(Float64Array::from_iter(values.iter().map(|v| place(v).lat))));
+            columns.push(Arc::new(Float64Array::from_iter(values.iter().map(|v| place(v).lon))));
+            columns.push(Arc::new(StringArray::from_iter(values.iter().map(|v| place(v).owner))));
+        }
+    }
+    if let Some((names, answers)) = &src.reputation {
+        for c in e.ip.iter().chain(&e.domain) {
+            let values = column_text(c)?;
+            let looked = |v: &String| answers.get(v.trim());
+            for (i, _) in names.iter().enumerate() {
+                columns.push(Arc::new(StringArray::from_iter(
+                    values.iter().map(|v| looked(v).and_then(|l| l.fields.get(i).cloned().flatten())),
+                )));
+            }
+            columns.push(Arc::new(StringArray::from_iter(values.iter().map(|v| {
+                if v.trim().is_empty() {
+                    None
+                } else {
+                    Some(looked(v).map_or_else(|| "not looked up".to_string(), |l| l.status.clone()))
+                }
+            }))));
+        }
+    }
+    for d in &e.domain {
+        let values = column_text(d)?;
+        let mut seen: HashMap<&str, DomainFound> = HashMap::new();
+        for v in &values {
+            seen.entry(v.as_str()).or_insert_with(|| match host_of(v) {
+                Some(host) => {
+                    let (reg, sub) = split_domain(&host);
+                    let rank =
+                        src.top.as_ref().and_then(|t| reg.as_deref().and_then(|r| t.rank(r)).or_else(|| t.rank(&host)));
+                    let listed = src.top.as_ref().is_some_and(|t| t.rank(&host).is_some());
+                    (reg, sub, rank, listed)
+                }
+                None => (None, None, None, false),
+            });
+        }
+        let get = |v: &String| seen.get(v.as_str()).cloned().unwrap_or_default();
+        columns.push(Arc::new(StringArray::from_iter(values.iter().map(|v| get(v).0))));
+        columns.push(Arc::new(StringArray::from_iter(values.iter().map(|v| get(v).1))));
+        if e.top_domains.is_some() {
+            let rank: Vec<Option<i64>> = values.iter().map(|v| get(v).2).collect();
+            columns.push(Arc::new(Int64Array::from(rank.clone())));
+            columns.push(Arc::new(BooleanArray::from_iter(rank.iter().map(|r| Some(r.is_some_and(|r| r <= 10_000))))));
+            columns
+                .push(Arc::new(BooleanArray::from_iter(rank.iter().map(|r| Some(r.is_some_and(|r| r <= 1_000_000))))));
+            columns.push(Arc::new(BooleanArray::from_iter(values.iter().map(|v| Some(get(v).3)))));
+        }
+    }
+    let names: Vec<String> = src.reputation.as_ref().map(|(n, _)| n.clone()).unwrap_or_default();
+    fields.extend(added_fields(e, &names));
+    let out: SchemaRef = Arc::new(Schema::new(fields));
+    RecordBatch::try_new(out, columns).map_err(|e| e.to_string())
 }

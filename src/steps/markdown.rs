@@ -1,8 +1,11 @@
 //! The `markdown` step: Markdown text that can show values from parameters and earlier
 //! results through a minijinja template (`{{ steps.top.first.sip }}`). The rendered
-//! Markdown is turned into HTML with raw HTML escaped (see [`crate::markdown`]).
+//! Markdown is turned into HTML with raw HTML escaped (see [`crate::util::markdown`]).
 
-use crate::problem::{Pos, Problems};
+use super::{Env, StepError};
+use crate::results::cells::row_json;
+use crate::util::markdown::to_html;
+use crate::util::problem::{Pos, Problems};
 
 #[derive(Debug, Clone)]
 pub struct Markdown {
@@ -14,6 +17,41 @@ impl Markdown {
     /// Whether the template mentions step `id` (as `steps.id`).
     pub fn mentions(&self, id: &str) -> bool {
         self.template.contains(&format!("steps.{id}")) || self.template.contains(&format!("steps[\"{id}\"]"))
+    }
+
+    /// Renders a markdown step: the template sees `params` and `steps.<id>` (`rows`, `columns`,
+    /// `first`, `data` — the first 100 rows).
+    pub fn render(&self, env: &Env<'_>) -> Result<String, StepError> {
+        let (template, values, done, tz) = (&self.template, env.values, env.done, env.tz);
+        let mut steps = serde_json::Map::new();
+        for (id, d) in done {
+            let mut rows = Vec::new();
+            'b: for b in &d.batches {
+                for r in 0..b.num_rows() {
+                    if rows.len() >= 100 {
+                        break 'b;
+                    }
+                    rows.push(serde_json::Value::Object(row_json(b, r, tz)));
+                }
+            }
+            let first = rows.first().cloned().unwrap_or(serde_json::Value::Null);
+            steps.insert(
+                id.clone(),
+                serde_json::json!({
+                    "rows": d.rows,
+                    "columns": d.schema.fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>(),
+                    "first": first,
+                    "data": rows,
+                }),
+            );
+        }
+        let params: serde_json::Map<String, serde_json::Value> =
+            values.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.to_text(tz)))).collect();
+        let env = minijinja::Environment::new();
+        let text = env.render_str(template, serde_json::json!({"params": params, "steps": steps})).map_err(|e| {
+            StepError::other(format!("could not fill in the text: {}", e.detail().unwrap_or("template error")))
+        })?;
+        Ok(to_html(&text))
     }
 }
 

@@ -1,5 +1,6 @@
-//! Step kinds. One file per kind (`query`, `markdown`) plus the `chart` a query step may
-//! draw; this enum is the one list of what steps exist.
+//! Step kinds. One file per kind (`query`, `markdown`, `score`, `enrich`) with its YAML shape,
+//! validation and execution, plus the `chart` a step with a table may draw. [`StepKind`] is
+//! the one list of what steps exist: a new kind is a new file and an arm in each match here.
 
 pub mod chart;
 pub mod enrich;
@@ -7,13 +8,25 @@ pub mod markdown;
 pub mod query;
 pub mod score;
 
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono_tz::Tz;
+use datafusion::prelude::SessionContext;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::playbook::is_identifier;
-use crate::playbook::params::Param;
-use crate::problem::{Pos, Problems};
-use crate::yaml::pos;
+use crate::model::params::{Param, Value};
+use crate::model::service::Service;
+use crate::results::StepData;
+use crate::secrets::Secrets;
+use crate::sql::session::clean_error;
+use crate::store::Store;
+use crate::util::problem::{Pos, Problems};
+use crate::util::text::is_identifier;
+use crate::util::timeutil;
+use crate::util::yaml::pos;
 
 /// A step: exactly one of `query` or `markdown`.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -226,4 +239,96 @@ fn finish(
         when,
         id,
     })
+}
+
+/// What executing a step may use: the run's session (connectors, ratings and earlier steps'
+/// tables registered), its parameters, the tables made so far, and the services and state it
+/// may ask.
+pub struct Env<'a> {
+    pub ctx: &'a SessionContext,
+    pub run_id: &'a str,
+    /// `data/runs/<id>/`, where a chunked step keeps its chunks.
+    pub run_dir: &'a Path,
+    /// The data folder (`.mmdb` files are named relative to it).
+    pub data_dir: &'a Path,
+    pub params: &'a [Param],
+    pub values: &'a [(String, Value)],
+    pub done: &'a HashMap<String, Arc<StepData>>,
+    pub tz: Tz,
+    pub services: &'a [Service],
+    pub secrets: &'a Secrets,
+    pub store: &'a Store,
+    pub progress: &'a dyn ProgressSink,
+}
+
+/// Where a step reports how far it got (the run's progress bar).
+pub trait ProgressSink: Send + Sync {
+    /// Rows the step has produced so far.
+    fn rows(&self, rows: u64);
+    /// Chunk `done` of `of` is next (chunked steps).
+    fn chunk(&self, done: usize, of: usize);
+}
+
+/// What a step made: a table, or the HTML of a text.
+#[derive(Debug)]
+pub enum Made {
+    Table(StepData),
+    Html(String),
+}
+
+/// Why a step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Query(#[from] datafusion::error::DataFusionError),
+    #[error("chunk {chunk} of {of}: {source}")]
+    Chunk { chunk: usize, of: usize, window: timeutil::Window, source: datafusion::error::DataFusionError },
+    #[error(transparent)]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+    #[error("{0:#}")]
+    Other(anyhow::Error),
+    /// A message already written for the analyst.
+    #[error("{0}")]
+    Message(String),
+}
+
+impl StepError {
+    pub fn other(message: impl Into<String>) -> StepError {
+        StepError::Message(message.into())
+    }
+
+    /// The message the analyst reads.
+    pub fn message(&self) -> String {
+        match self {
+            StepError::Query(e) => clean_error(e).0,
+            StepError::Chunk { chunk, of, window, source } => format!(
+                "chunk {chunk} of {of} ({} – {}): {}",
+                window.start.format("%Y-%m-%d %H:%M"),
+                window.end.format("%Y-%m-%d %H:%M"),
+                clean_error(source).0
+            ),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl StepKind {
+    /// Executes the step: the one dispatch over kinds.
+    pub async fn execute(&self, step_id: &str, env: &Env<'_>) -> Result<Made, StepError> {
+        match self {
+            StepKind::Query(q) => q.execute(step_id, env).await.map(Made::Table),
+            StepKind::Score(s) => s.query.execute(step_id, env).await.map(Made::Table),
+            StepKind::Enrich(e) => e.execute(env).await.map(Made::Table),
+            StepKind::Markdown(m) => m.render(env).map(Made::Html),
+        }
+    }
+}
+
+/// Evaluates a step's `when` expression against the parameters' text forms.
+pub fn condition_holds(expr: &str, values: &[(String, Value)], tz: Tz) -> bool {
+    let params: serde_json::Map<String, serde_json::Value> =
+        values.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.to_text(tz)))).collect();
+    let env = minijinja::Environment::new();
+    let ctx = serde_json::json!({ "params": params });
+    env.compile_expression(expr).and_then(|e| e.eval(&ctx)).map(|v| v.is_true()).unwrap_or(false)
 }

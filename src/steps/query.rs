@@ -1,13 +1,24 @@
 //! The `query` step: SQL over connector tables and earlier steps' tables, with parameters
-//! bound as typed values. Planning against schemas is done by [`crate::catalog`].
+//! bound as typed values. Planning against schemas is done by the catalog.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::error::DataFusionError;
+use futures::StreamExt;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::playbook::params::{Param, ParamKind};
-use crate::problem::{Pos, Problems};
+use super::{Env, StepError};
+use crate::model::params::{bind_all, with_window, Param, ParamKind, Value};
+use crate::results::table::{read_parquet, write_parquet};
+use crate::results::StepData;
+use crate::sql::session::read_only;
 use crate::sql::{self, PreparedSql, SqlOrigin};
-use crate::yaml::pos;
+use crate::util::problem::{Pos, Problems};
+use crate::util::yaml::pos;
 
 /// SQL over connectors and earlier steps; parameters as `$name`, `$range.start`.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -45,12 +56,12 @@ pub struct Chunks {
 
 impl Chunks {
     /// The chunks of `window`, in order; the last one may be shorter.
-    pub fn split(&self, window: crate::timeutil::Window) -> Vec<crate::timeutil::Window> {
+    pub fn split(&self, window: crate::util::timeutil::Window) -> Vec<crate::util::timeutil::Window> {
         let mut out = Vec::new();
         let mut start = window.start;
         while start < window.end {
             let end = (start + self.by).min(window.end);
-            out.push(crate::timeutil::Window { start, end });
+            out.push(crate::util::timeutil::Window { start, end });
             start = end;
         }
         out
@@ -70,6 +81,100 @@ impl Query {
     /// File position of a position inside the SQL.
     pub fn file_pos(&self, at: (u64, u64)) -> Pos {
         self.origin.map(at)
+    }
+
+    /// Executes the step's SQL with the run's parameters bound (chunk by chunk when chunked).
+    pub async fn execute(&self, step_id: &str, env: &Env<'_>) -> Result<StepData, StepError> {
+        match &self.chunks {
+            None => {
+                let (schema, batches) = collect(env, &self.sql.text, bind_all(env.params, env.values)).await?;
+                Ok(StepData::new(schema, batches))
+            }
+            Some(chunks) => chunks.execute(step_id, &self.sql.text, env).await,
+        }
+    }
+}
+
+/// Executes one query, counting its rows into the run's progress as they arrive.
+pub async fn collect(
+    env: &Env<'_>,
+    sql: &str,
+    params: Vec<(String, datafusion::common::ScalarValue)>,
+) -> Result<(SchemaRef, Vec<RecordBatch>), DataFusionError> {
+    let df = env.ctx.sql_with_options(sql, read_only()).await?.with_param_values(params)?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let mut stream = df.execute_stream().await?;
+    let mut batches = Vec::new();
+    let mut rows = 0u64;
+    while let Some(b) = stream.next().await {
+        let b = b?;
+        rows += b.num_rows() as u64;
+        batches.push(b);
+        env.progress.rows(rows);
+    }
+    Ok((schema, batches))
+}
+
+impl Chunks {
+    /// The window of time range `over` is split into chunks; each is executed with that
+    /// parameter narrowed to the chunk, stored as Parquet and recorded, so that a resumed run
+    /// reads finished chunks back instead of executing them again.
+    async fn execute(&self, step_id: &str, sql: &str, env: &Env<'_>) -> Result<StepData, StepError> {
+        let window = match env.values.iter().find(|(k, _)| k == &self.over) {
+            Some((_, Value::Range { window, .. })) => *window,
+            _ => return Err(StepError::other(format!("fill in `{}`: this step splits its time range", self.over))),
+        };
+        let parts = self.split(window);
+        let bind = |w: crate::util::timeutil::Window| bind_all(env.params, &with_window(env.values, &self.over, w));
+        let first = parts.first().copied().unwrap_or(window);
+        let schema: SchemaRef = {
+            let df = env.ctx.sql_with_options(sql, read_only()).await?.with_param_values(bind(first))?;
+            Arc::new(df.schema().as_arrow().clone())
+        };
+        let folder = env.run_dir.join(format!("{step_id}.chunks"));
+        std::fs::create_dir_all(&folder)
+            .map_err(|e| StepError::other(format!("creating {}: {e}", folder.display())))?;
+        let stored: HashMap<usize, String> = env
+            .store
+            .chunks(env.run_id, step_id)
+            .map_err(StepError::Other)?
+            .into_iter()
+            .map(|(i, _, f)| (i, f))
+            .collect();
+        let total = parts.len();
+        let mut batches = Vec::new();
+        let mut rows = 0u64;
+        for (i, w) in parts.iter().enumerate() {
+            env.progress.chunk(i, total);
+            env.progress.rows(rows);
+            let name = format!("{i:06}.parquet");
+            let path = folder.join(&name);
+            if stored.get(&i) == Some(&name) {
+                if let Ok(data) = read_parquet(&path) {
+                    for b in data.batches {
+                        rows += b.num_rows() as u64;
+                        batches.push(RecordBatch::try_new(schema.clone(), b.columns().to_vec())?);
+                    }
+                    continue;
+                }
+            }
+            let (_, got) = collect(env, sql, bind(*w)).await.map_err(|e| StepError::Chunk {
+                chunk: i + 1,
+                of: total,
+                window: *w,
+                source: e,
+            })?;
+            let data = StepData::new(schema.clone(), got);
+            // Written aside and renamed, so a kill mid-write never leaves a half chunk.
+            let partial = folder.join(format!("{i:06}.partial"));
+            write_parquet(&partial, &data).map_err(StepError::Other)?;
+            std::fs::rename(&partial, &path).map_err(|e| StepError::other(format!("storing chunk {}: {e}", i + 1)))?;
+            env.store.record_chunk(env.run_id, step_id, i, data.rows, &name).map_err(StepError::Other)?;
+            rows += data.rows as u64;
+            batches.extend(data.batches);
+        }
+        env.progress.chunk(total, total);
+        Ok(StepData::new(schema, batches))
     }
 }
 
@@ -117,7 +222,7 @@ pub fn validate(raw: RawQuery, at: Pos, text: &str, params: &[Param], problems: 
     let chunks = raw.chunks.and_then(|c| {
         let at = pos(&c);
         let c = c.value;
-        let by = match crate::timeutil::parse_duration(&c.by) {
+        let by = match crate::util::timeutil::parse_duration(&c.by) {
             Ok(d) if d >= chrono::Duration::seconds(1) => d,
             Ok(_) => {
                 problems.push(at, "`chunks.by` must be at least 1s");

@@ -16,11 +16,11 @@
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::playbook::params::Param;
-use crate::problem::{Pos, Problems};
+use crate::model::params::Param;
 use crate::sql::{self, quote_ident, SqlOrigin};
 use crate::steps::query::Query;
-use crate::yaml::pos;
+use crate::util::problem::{Pos, Problems};
+use crate::util::yaml::pos;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -178,7 +178,7 @@ pub fn validate(
     let limit = match &raw.top {
         None => String::new(),
         Some(serde_json::Value::Number(n)) if n.as_u64().is_some() => format!(" LIMIT {n}"),
-        Some(serde_json::Value::String(p)) if p.strip_prefix('$').is_some_and(crate::playbook::is_identifier) => {
+        Some(serde_json::Value::String(p)) if p.strip_prefix('$').is_some_and(crate::util::text::is_identifier) => {
             format!(" LIMIT {p}")
         }
         Some(other) => {

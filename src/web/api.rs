@@ -51,9 +51,9 @@ pub async fn start_run(
         .map(|(k, v)| {
             let text = match v {
                 serde_json::Value::Array(a) => {
-                    a.iter().filter_map(crate::playbook::scalar_text).collect::<Vec<_>>().join(",")
+                    a.iter().filter_map(crate::util::yaml::scalar_text).collect::<Vec<_>>().join(",")
                 }
-                other => crate::playbook::scalar_text(other).unwrap_or_default(),
+                other => crate::util::yaml::scalar_text(other).unwrap_or_default(),
             };
             (k.clone(), text)
         })

@@ -13,13 +13,14 @@ use serde_json::json;
 
 use super::{csrf, AppState, WebError};
 use crate::catalog::Entry;
-use crate::engine::{RunRequest, TablePage, TableQuery};
-use crate::markdown;
-use crate::paths::join_inside;
-use crate::playbook::is_identifier;
-use crate::playbook::params::{Param, ParamKind, Value};
+use crate::engine::RunRequest;
+use crate::model::params::{Param, ParamKind, Value};
 use crate::playbook::Playbook;
-use crate::timeutil;
+use crate::results::paging::{TablePage, TableQuery};
+use crate::util::markdown;
+use crate::util::paths::join_inside;
+use crate::util::text::is_identifier;
+use crate::util::timeutil;
 
 type Result<T> = std::result::Result<T, WebError>;
 
@@ -122,7 +123,7 @@ struct Field {
     min: Option<f64>,
     max: Option<f64>,
     step: Option<&'static str>,
-    options: Vec<crate::playbook::params::Choice>,
+    options: Vec<crate::model::params::Choice>,
     multiple: bool,
     selected: Vec<String>,
     presets: Vec<&'static str>,
@@ -137,8 +138,9 @@ async fn field(state: &AppState, p: &Param, given: Option<&str>, error: Option<S
         ParamKind::Select { options, options_query: Some(q), multiple } => {
             let mut opts = options.clone();
             match state.engine.options(q).await {
-                Ok(vals) => opts
-                    .extend(vals.into_iter().map(|v| crate::playbook::params::Choice { label: v.clone(), value: v })),
+                Ok(vals) => {
+                    opts.extend(vals.into_iter().map(|v| crate::model::params::Choice { label: v.clone(), value: v }))
+                }
                 Err(e) => tracing::warn!(param = %p.name, error = %e, "options query failed"),
             }
             (opts, *multiple)
@@ -235,7 +237,7 @@ pub async fn playbook_page(
     }
     let exports = state.engine.store.exports(&id).map_err(WebError::Internal)?;
     let runs = state.engine.store.recent_runs(&id, 10).map_err(WebError::Internal)?;
-    let schedules = crate::schedule::list(&state.engine, Some(&id)).map_err(WebError::Internal)?;
+    let schedules = crate::jobs::scheduler::list(&state.engine, Some(&id)).map_err(WebError::Internal)?;
     let query_steps: Vec<serde_json::Value> = entry
         .runnable()
         .map(|pb| {
@@ -293,7 +295,7 @@ pub(super) fn join_multi(pairs: &[(String, String)]) -> HashMap<String, String> 
 pub fn parse_form(
     pb: &Playbook,
     given: &HashMap<String, String>,
-    cx: &crate::playbook::params::ParseCtx,
+    cx: &crate::model::params::ParseCtx,
 ) -> std::result::Result<Vec<(String, Value)>, HashMap<String, String>> {
     let mut values = Vec::new();
     let mut errors = HashMap::new();
@@ -666,7 +668,7 @@ pub async fn run_events(State(state): State<AppState>, Path(run): Path<String>) 
             }
             let p = engine.progress(&run).ok().flatten();
             let event = match p {
-                Some(p) if p.state == "queued" || p.state == "running" => {
+                Some(p) if p.state.is_active() => {
                     (Event::default().event("progress").json_data(&p).unwrap_or_default(), false)
                 }
                 Some(p) => (Event::default().event("done").json_data(&p).unwrap_or_default(), true),

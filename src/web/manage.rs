@@ -14,7 +14,7 @@ use crate::manage;
 
 type Result<T> = std::result::Result<T, WebError>;
 
-fn disk(paths: &crate::paths::Paths) -> serde_json::Value {
+fn disk(paths: &crate::util::paths::Paths) -> serde_json::Value {
     fn size(p: &std::path::Path) -> u64 {
         let Ok(rd) = std::fs::read_dir(p) else { return 0 };
         rd.flatten()
@@ -54,7 +54,7 @@ async fn connector_health(catalog: &crate::catalog::Catalog) -> Vec<serde_json::
 }
 
 async fn one_connector_health(
-    c: &crate::connector::Connector,
+    c: &crate::catalog::connector::Connector,
     ctx: &datafusion::prelude::SessionContext,
     tz: chrono_tz::Tz,
 ) -> serde_json::Value {
@@ -67,7 +67,7 @@ async fn one_connector_health(
     let rows = match probe {
         Ok(b) => b.iter().map(|b| b.num_rows()).sum::<usize>(),
         Err(e) => {
-            let note = crate::catalog::clean_error(&e).0;
+            let note = crate::sql::session::clean_error(&e).0;
             return json!({"name": c.name, "ok": false, "note": note, "ms": started.elapsed().as_millis() as u64});
         }
     };
@@ -106,7 +106,7 @@ async fn time_span(ctx: &datafusion::prelude::SessionContext, table: &str, colum
     let query = async { ctx.sql(&sql).await?.collect().await };
     let batches = match tokio::time::timeout(std::time::Duration::from_secs(5), query).await {
         Err(_) => return format!("time span of `{column}` not computed within 5 s"),
-        Ok(Err(e)) => return format!("time span of `{column}`: {}", crate::catalog::clean_error(&e).0),
+        Ok(Err(e)) => return format!("time span of `{column}`: {}", crate::sql::session::clean_error(&e).0),
         Ok(Ok(b)) => b,
     };
     let at = |i: usize| {
@@ -115,7 +115,7 @@ async fn time_span(ctx: &datafusion::prelude::SessionContext, table: &str, colum
         if a.is_null(0) {
             return None;
         }
-        chrono::DateTime::from_timestamp_micros(a.value(0)).map(|t| crate::timeutil::format_display(t, tz))
+        chrono::DateTime::from_timestamp_micros(a.value(0)).map(|t| crate::util::timeutil::format_display(t, tz))
     };
     match (at(0), at(1)) {
         (Some(a), Some(b)) => format!("data from {a} to {b}"),
@@ -178,7 +178,7 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Result<R
 
 /// One line on the scheduler: running or not, how many schedules, the next fire.
 fn scheduler_state(state: &AppState) -> String {
-    let list = crate::schedule::list(&state.engine, None).unwrap_or_default();
+    let list = crate::jobs::scheduler::list(&state.engine, None).unwrap_or_default();
     let on = list.iter().filter(|s| s.enabled).count();
     let problems = list.iter().filter(|s| s.problem.is_some()).count();
     let next = list.iter().filter_map(|s| s.next.clone()).min();
@@ -222,7 +222,7 @@ pub async fn self_tests(State(state): State<AppState>, _: csrf::Checked) -> Resu
     let mut outcomes = Vec::new();
     for e in &catalog.playbooks {
         if let Some(pb) = e.runnable().filter(|_| e.problems.is_empty()) {
-            outcomes.extend(crate::selftest::run(&state.engine, pb).await);
+            outcomes.extend(crate::jobs::selftest::run(&state.engine, pb).await);
         }
     }
     let html = state.templates.get_template("selftests.html")?.render(json!({ "outcomes": outcomes }))?;

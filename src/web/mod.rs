@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::engine::Engine;
-use crate::paths::Paths;
+use crate::util::paths::Paths;
 
 pub use error::WebError;
 
@@ -32,7 +32,7 @@ pub struct AppState {
     /// The header in which a trusted reverse proxy names the user (e.g. `X-Remote-User`).
     pub user_header: Option<axum::http::HeaderName>,
     /// The schedule loop, when this server runs one.
-    pub scheduler: Option<Arc<crate::schedule::Scheduler>>,
+    pub scheduler: Option<Arc<crate::jobs::scheduler::Scheduler>>,
 }
 
 impl std::fmt::Debug for AppState {

@@ -11,13 +11,14 @@ use serde_json::json;
 
 use super::handlers::{join_multi, page, parse_form, render, runnable, who};
 use super::{csrf, AppState, WebError};
-use crate::schedule::{self, Missed, NotifySpec, NotifyWhen, ScheduleSpec};
+use crate::jobs::scheduler;
+use crate::model::schedule::{self, Missed, NotifySpec, NotifyWhen, ScheduleSpec};
 
 type Result<T> = std::result::Result<T, WebError>;
 
 pub async fn page_all(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
     let (token, cookie) = csrf::ensure(&headers);
-    let list = schedule::list(&state.engine, None).map_err(WebError::Internal)?;
+    let list = scheduler::list(&state.engine, None).map_err(WebError::Internal)?;
     let html = render(
         &state,
         "schedules.html",
@@ -128,7 +129,7 @@ pub async fn create(
         notify,
     };
     if fields.is_empty() {
-        let problems = spec.check(&pb, &cx);
+        let problems = spec.check(pb.as_ref(), &cx);
         if !problems.is_empty() {
             fields.insert("_sched_when".into(), problems.join("; "));
         }
@@ -175,7 +176,7 @@ pub async fn set_enabled(
     state.engine.store.set_schedule_enabled(rec.id, enabled).map_err(WebError::Internal)?;
     // Switching on starts from now: fires missed while it was off are not "missed".
     if enabled {
-        let now = schedule::format_time(chrono::Utc::now());
+        let now = scheduler::format_time(chrono::Utc::now());
         state.engine.store.schedule_fired(rec.id, &now, None, None).map_err(WebError::Internal)?;
     }
     Ok(Redirect::to(&format!("/schedules#schedule-{sid}")).into_response())

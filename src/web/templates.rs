@@ -3,7 +3,7 @@
 
 use minijinja::{AutoEscape, Environment};
 
-use crate::paths::{join_inside, Paths};
+use crate::util::paths::{join_inside, Paths};
 
 pub fn environment(paths: &Paths) -> anyhow::Result<Environment<'static>> {
     let mut env = Environment::new();

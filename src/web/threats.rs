@@ -63,7 +63,7 @@ pub async fn storyboard(State(state): State<AppState>, Path(id): Path<i64>, head
     let dir = state.engine.catalog().paths.data.join("threats").join(id.to_string());
     let mut evidence = Vec::new();
     for (step, title, rows) in store.evidence(id).map_err(WebError::Internal)? {
-        let Ok(data) = crate::engine::read_parquet_file(&dir.join(format!("evidence_{step}.parquet"))) else {
+        let Ok(data) = crate::results::table::read_parquet(&dir.join(format!("evidence_{step}.parquet"))) else {
             continue;
         };
         let columns: Vec<String> = data.schema.fields().iter().map(|f| f.name().clone()).collect();
@@ -73,7 +73,7 @@ pub async fn storyboard(State(state): State<AppState>, Path(id): Path<i64>, head
                 if shown.len() >= 20 {
                     break 'outer;
                 }
-                shown.push((0..b.num_columns()).map(|c| crate::engine::cell_text(b.column(c), r, tz)).collect());
+                shown.push((0..b.num_columns()).map(|c| crate::results::cell_text(b.column(c), r, tz)).collect());
             }
         }
         evidence.push(json!({ "step": step, "title": title, "rows": rows, "columns": columns, "shown": shown }));

@@ -11,17 +11,19 @@ use chrono_tz::Tz;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::DataFusionError;
 use datafusion::datasource::MemTable;
-use datafusion::execution::context::SQLOptions;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::SessionContext;
 use serde::Serialize;
 
-use crate::connector::{self, Connector};
-use crate::paths::Paths;
-use crate::playbook::params::{ParseCtx, Value};
+pub mod connector;
+
+use crate::model::params::{ParseCtx, Value};
 use crate::playbook::{self, Playbook, RawPlaybook};
-use crate::problem::{Pos, Problem, Problems};
 use crate::sql::find_identifier;
+use crate::sql::session::{clean_error, limited_session, new_session, ratings_schema, read_only};
 use crate::steps::query::Query;
+use crate::util::paths::Paths;
+use crate::util::problem::{Pos, Problem, Problems};
+use connector::Connector;
 
 /// A playbook file and what became of it.
 #[derive(Debug, Clone)]
@@ -66,30 +68,9 @@ pub struct Catalog {
     pub tz: Tz,
     pub connectors: Vec<Connector>,
     /// Reputation services (`kind: http` connector files).
-    pub services: Vec<crate::reputation::Service>,
+    pub services: Vec<crate::model::service::Service>,
     pub connector_problems: Vec<Problem>,
     pub playbooks: Vec<Entry>,
-}
-
-/// A DataFusion session configured as casebook runs queries: spans kept for error
-/// positions, plain UTF-8 strings, casebook's functions registered.
-pub fn new_session() -> SessionContext {
-    let ctx = SessionContext::new_with_config(session_config());
-    crate::sqlfn::register(&ctx);
-    ctx
-}
-
-fn session_config() -> SessionConfig {
-    let mut config = SessionConfig::new().with_information_schema(false);
-    config.options_mut().sql_parser.collect_spans = true;
-    config.options_mut().execution.parquet.schema_force_view_types = false;
-    config.options_mut().execution.time_zone = Some("UTC".into());
-    config
-}
-
-/// Only queries: no DDL, no DML (`COPY`, `INSERT`), no `SET`.
-pub fn read_only() -> SQLOptions {
-    SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
 }
 
 impl Catalog {
@@ -121,10 +102,10 @@ impl Catalog {
                     continue;
                 }
             };
-            if crate::reputation::is_service(&text) {
+            if crate::model::service::is_service(&text) {
                 let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
-                if let Some(s) = crate::reputation::load(&stem, &text, &mut problems) {
-                    if services.iter().any(|o: &crate::reputation::Service| o.name == s.name) {
+                if let Some(s) = crate::model::service::load(&stem, &text, &mut problems) {
+                    if services.iter().any(|o: &crate::model::service::Service| o.name == s.name) {
                         problems.push(Pos::new(1, 1), format!("connector name `{}` is used by another file", s.name));
                     } else {
                         services.push(s);
@@ -189,16 +170,7 @@ impl Catalog {
     /// [`Catalog::session`] whose queries may use at most `memory` bytes (then they fail with
     /// "Resources exhausted" instead of taking the server down).
     pub fn session_limited(&self, memory: Option<usize>) -> SessionContext {
-        let ctx = match memory
-            .map(|m| datafusion::execution::runtime_env::RuntimeEnvBuilder::new().with_memory_limit(m, 1.0).build_arc())
-        {
-            Some(Ok(rt)) => {
-                let ctx = SessionContext::new_with_config_rt(session_config(), rt);
-                crate::sqlfn::register(&ctx);
-                ctx
-            }
-            _ => new_session(),
-        };
+        let ctx = limited_session(memory);
         for c in &self.connectors {
             if let Err(e) = ctx.register_table(c.name.as_str(), c.table.clone()) {
                 tracing::warn!(connector = %c.name, error = %e, "could not register connector");
@@ -235,7 +207,7 @@ impl Catalog {
                 return Entry { id, path: shown, playbook: None, problems: problems.list, last_good: None };
             }
         };
-        let raw: RawPlaybook = match crate::yaml::parse(&shown, &text) {
+        let raw: RawPlaybook = match crate::util::yaml::parse(&shown, &text) {
             Ok(r) => r,
             Err(p) => return Entry { id, path: shown, playbook: None, problems: vec![p], last_good: None },
         };
@@ -255,7 +227,7 @@ impl Catalog {
             values.extend(p.bind(&v));
         }
         for p in &pb.params {
-            if let crate::playbook::params::ParamKind::Select { options_query: Some(q), .. } = &p.kind {
+            if let crate::model::params::ParamKind::Select { options_query: Some(q), .. } = &p.kind {
                 if let Err(e) = ctx.sql_with_options(q, read_only()).await {
                     problems.push(Pos::UNKNOWN, format!("options_query of `{}`: {}", p.name, clean_error(&e).0));
                 }
@@ -295,7 +267,7 @@ impl Catalog {
             // Placeholder problems are already reported; planning would only repeat them.
             let bad_placeholder = q.sql.placeholders.iter().any(|ph| match pb.param(&ph.param) {
                 None => true,
-                Some(p) => matches!(p.kind, crate::playbook::params::ParamKind::TimeRange) != ph.field.is_some(),
+                Some(p) => matches!(p.kind, crate::model::params::ParamKind::TimeRange) != ph.field.is_some(),
             });
             if bad_placeholder {
                 failed.push(&step.id);
@@ -391,7 +363,7 @@ impl Catalog {
             }
         }
         if let Some(crate::steps::enrich::GeoSource::Mmdb(file)) = &e.geo {
-            match crate::paths::join_inside(&self.paths.data, file) {
+            match crate::util::paths::join_inside(&self.paths.data, file) {
                 Some(p) if p.is_file() => {}
                 _ => {
                     problems.push_hint(
@@ -406,7 +378,7 @@ impl Catalog {
         let rep_fields = self.reputation_fields(e);
         let mut fields: Vec<datafusion::arrow::datatypes::Field> =
             from.fields().iter().map(|f| f.as_ref().clone()).collect();
-        for f in crate::enrich::added_fields(e, &rep_fields) {
+        for f in crate::steps::enrich::added_fields(e, &rep_fields) {
             if fields.iter().any(|g| g.name() == f.name()) {
                 problems.push(
                     e.at,
@@ -418,101 +390,6 @@ impl Catalog {
         }
         ok.then(|| Arc::new(datafusion::arrow::datatypes::Schema::new(fields)))
     }
-}
-
-/// The `ratings` table playbooks can query: analysts' ratings (1 high … 3 low) of values.
-pub fn ratings_schema() -> SchemaRef {
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    let text = |n: &str| Field::new(n, DataType::Utf8, false);
-    Arc::new(Schema::new(vec![
-        text("playbook"),
-        text("run_id"),
-        text("step"),
-        text("field"),
-        text("value"),
-        Field::new("rating", DataType::Int64, false),
-        text("note"),
-        text("rated_by"),
-        text("rated_at"),
-    ]))
-}
-
-/// Strips DataFusion's prefixes and keeps the first line.
-pub fn clean_error(e: &DataFusionError) -> (String, Option<String>) {
-    let inner = e.iter().last().unwrap_or(e);
-    let inner_text = inner.to_string();
-    let text = match e.diagnostic() {
-        Some(_) if inner_text.contains("No field named ") => inner_text.clone(),
-        Some(d) => d.message.clone(),
-        None => inner_text.clone(),
-    };
-    let mut msg = connector::first_line(&text);
-    if let Some(i) = msg.find("No field named ") {
-        msg = msg[i..].to_string();
-    }
-    for prefix in [
-        "Error during planning: ",
-        "Schema error: ",
-        "Execution error: ",
-        "SQL error: ",
-        "ParserError(",
-        "Arrow error: ",
-    ] {
-        if let Some(rest) = msg.strip_prefix(prefix) {
-            msg = rest.trim_end_matches(')').to_string();
-        }
-    }
-    if msg.starts_with("Resources exhausted") {
-        return (
-            "the query needed more memory than one run may use; narrow the time window or lower the row limit".into(),
-            None,
-        );
-    }
-    if let Some(rest) = msg.strip_prefix("No field named ") {
-        let (name, tail) = match rest.split_once(". ") {
-            Some((n, t)) => (n.to_string(), t.to_string()),
-            None => (rest.trim_end_matches('.').to_string(), String::new()),
-        };
-        let name = name.trim_matches('"').to_string();
-        let hint = if let Some(v) = tail.strip_prefix("Valid fields are ") {
-            Some(suggest(&name, v.trim_end_matches('.')))
-        } else if let Some(d) = tail.strip_prefix("Did you mean '") {
-            let d = d.trim_end_matches("'?");
-            Some(format!("did you mean `{}`?", d.rsplit('.').next().unwrap_or(d)))
-        } else {
-            None
-        };
-        return (format!("unknown column `{name}`"), hint);
-    }
-    (msg, None)
-}
-
-fn suggest(name: &str, valid: &str) -> String {
-    let bare = name.rsplit('.').next().unwrap_or(name).to_lowercase();
-    let fields: Vec<String> =
-        valid.split(", ").map(|f| f.rsplit('.').next().unwrap_or(f).trim_matches('"').to_string()).collect();
-    let best = fields.iter().min_by_key(|f| edit_distance(&bare, &f.to_lowercase()));
-    match best {
-        Some(b) if edit_distance(&bare, &b.to_lowercase()) <= 2 => format!("did you mean `{b}`?"),
-        _ => {
-            let shown: Vec<&str> = fields.iter().take(30).map(String::as_str).collect();
-            format!("columns: {}", shown.join(", "))
-        }
-    }
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 fn locate_error(e: &DataFusionError, q: &Query, ctx: &SessionContext) -> (Pos, String, Option<String>) {

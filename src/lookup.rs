@@ -6,16 +6,10 @@
 //! The columns added, per IP column `c`: `c_name`, `c_zone` (internal / external), and with
 //! geolocation `c_country`, `c_city`, `c_lat`, `c_lon`, `c_owner`; per domain column `d`:
 //! `d_registrable`, `d_subdomain`, and with a top-domains list `d_rank` (the registrable
-//! domain's), `d_top10k`, `d_top1m` and `d_listed` (the exact host is in the list). With a reputation service, see [`crate::reputation`].
+//! domain's), `d_top10k`, `d_top1m` and `d_listed` (the exact host is in the list). A reputation service is asked by the `enrich` step itself (`reputation.rs`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
-
-use datafusion::arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-
-use crate::steps::enrich::Enrich;
 
 /// A source connector's table as text: lower-case column names and rows, in order.
 #[derive(Debug, Default)]
@@ -269,159 +263,6 @@ pub fn split_domain(host: &str) -> (Option<String>, Option<String>) {
         }
         None => (None, None),
     }
-}
-
-/// What an IP value looked up to: context name, zone, place.
-type IpFound = (Option<String>, Option<&'static str>, Option<Place>);
-/// What a domain value looked up to: registrable domain, subdomain, the registrable domain's
-/// rank, whether the exact host is listed.
-type DomainFound = (Option<String>, Option<String>, Option<i64>, bool);
-
-/// What one step's lookups use.
-#[derive(Debug, Default)]
-pub struct Sources {
-    pub context: Option<Context>,
-    pub geo: Option<Geo>,
-    pub top: Option<TopDomains>,
-    /// A reputation service's answers by value, and its field names.
-    pub reputation: Option<(Vec<String>, HashMap<String, crate::reputation::Lookup>)>,
-}
-
-/// The columns the step adds, in order (also used to plan later steps at load).
-pub fn added_fields(e: &Enrich, reputation: &[String]) -> Vec<Field> {
-    let mut out = Vec::new();
-    for c in &e.ip {
-        out.push(Field::new(format!("{c}_name"), DataType::Utf8, true));
-        out.push(Field::new(format!("{c}_zone"), DataType::Utf8, true));
-        if e.geo.is_some() {
-            out.push(Field::new(format!("{c}_country"), DataType::Utf8, true));
-            out.push(Field::new(format!("{c}_city"), DataType::Utf8, true));
-            out.push(Field::new(format!("{c}_lat"), DataType::Float64, true));
-            out.push(Field::new(format!("{c}_lon"), DataType::Float64, true));
-            out.push(Field::new(format!("{c}_owner"), DataType::Utf8, true));
-        }
-    }
-    if e.reputation.is_some() {
-        for c in e.ip.iter().chain(&e.domain) {
-            for f in reputation {
-                out.push(Field::new(format!("{c}_{f}"), DataType::Utf8, true));
-            }
-            out.push(Field::new(format!("{c}_lookup"), DataType::Utf8, true));
-        }
-    }
-    for d in &e.domain {
-        out.push(Field::new(format!("{d}_registrable"), DataType::Utf8, true));
-        out.push(Field::new(format!("{d}_subdomain"), DataType::Utf8, true));
-        if e.top_domains.is_some() {
-            out.push(Field::new(format!("{d}_rank"), DataType::Int64, true));
-            out.push(Field::new(format!("{d}_top10k"), DataType::Boolean, true));
-            out.push(Field::new(format!("{d}_top1m"), DataType::Boolean, true));
-            out.push(Field::new(format!("{d}_listed"), DataType::Boolean, true));
-        }
-    }
-    out
-}
-
-/// A private, loopback or link-local address (v4 or v6).
-fn is_internal(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v) => v.is_private() || v.is_loopback() || v.is_link_local(),
-        IpAddr::V6(v) => {
-            v.is_loopback() || (v.segments()[0] & 0xfe00) == 0xfc00 || (v.segments()[0] & 0xffc0) == 0xfe80
-        }
-    }
-}
-
-/// Adds the lookup columns to `batch`, whose column `values(c)` gives each row's text.
-pub fn apply(
-    batch: &RecordBatch,
-    e: &Enrich,
-    src: &Sources,
-    text: impl Fn(&ArrayRef, usize) -> String,
-) -> Result<RecordBatch, String> {
-    let schema = batch.schema();
-    let rows = batch.num_rows();
-    let column_text = |name: &str| -> Result<Vec<String>, String> {
-        let i = schema.index_of(name).map_err(|_| format!("the table has no column `{name}`"))?;
-        let col = batch.column(i);
-        Ok((0..rows).map(|r| text(col, r)).collect())
-    };
-    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-    for c in &e.ip {
-        let values = column_text(c)?;
-        let mut seen: HashMap<&str, IpFound> = HashMap::new();
-        for v in &values {
-            seen.entry(v.as_str()).or_insert_with(|| match v.trim().parse::<IpAddr>() {
-                Ok(ip) => {
-                    let name = src.context.as_ref().and_then(|ctx| ctx.lookup(ip)).map(String::from);
-                    let zone = if name.is_some() || is_internal(ip) { "internal" } else { "external" };
-                    (name, Some(zone), src.geo.as_ref().and_then(|g| g.lookup(ip)))
-                }
-                Err(_) => (None, None, None),
-            });
-        }
-        let get = |v: &String| seen.get(v.as_str());
-        columns.push(Arc::new(StringArray::from_iter(values.iter().map(|v| get(v).and_then(|s| s.0.clone())))));
-        columns.push(Arc::new(StringArray::from_iter(values.iter().map(|v| get(v).and_then(|s| s.1)))));
-        if e.geo.is_some() {
-            let place = |v: &String| get(v).and_then(|s| s.2.clone()).unwrap_or_default();
-            columns.push(Arc::new(StringArray::from_iter(values.iter().map(|v| place(v).country))));
-            columns.push(Arc::new(StringArray::from_iter(values.iter().map(|v| place(v).city))));
-            columns.push(Arc::new(Float64Array::from_iter(values.iter().map(|v| place(v).lat))));
-            columns.push(Arc::new(Float64Array::from_iter(values.iter().map(|v| place(v).lon))));
-            columns.push(Arc::new(StringArray::from_iter(values.iter().map(|v| place(v).owner))));
-        }
-    }
-    if let Some((names, answers)) = &src.reputation {
-        for c in e.ip.iter().chain(&e.domain) {
-            let values = column_text(c)?;
-            let looked = |v: &String| answers.get(v.trim());
-            for (i, _) in names.iter().enumerate() {
-                columns.push(Arc::new(StringArray::from_iter(
-                    values.iter().map(|v| looked(v).and_then(|l| l.fields.get(i).cloned().flatten())),
-                )));
-            }
-            columns.push(Arc::new(StringArray::from_iter(values.iter().map(|v| {
-                if v.trim().is_empty() {
-                    None
-                } else {
-                    Some(looked(v).map_or_else(|| "not looked up".to_string(), |l| l.status.clone()))
-                }
-            }))));
-        }
-    }
-    for d in &e.domain {
-        let values = column_text(d)?;
-        let mut seen: HashMap<&str, DomainFound> = HashMap::new();
-        for v in &values {
-            seen.entry(v.as_str()).or_insert_with(|| match host_of(v) {
-                Some(host) => {
-                    let (reg, sub) = split_domain(&host);
-                    let rank =
-                        src.top.as_ref().and_then(|t| reg.as_deref().and_then(|r| t.rank(r)).or_else(|| t.rank(&host)));
-                    let listed = src.top.as_ref().is_some_and(|t| t.rank(&host).is_some());
-                    (reg, sub, rank, listed)
-                }
-                None => (None, None, None, false),
-            });
-        }
-        let get = |v: &String| seen.get(v.as_str()).cloned().unwrap_or_default();
-        columns.push(Arc::new(StringArray::from_iter(values.iter().map(|v| get(v).0))));
-        columns.push(Arc::new(StringArray::from_iter(values.iter().map(|v| get(v).1))));
-        if e.top_domains.is_some() {
-            let rank: Vec<Option<i64>> = values.iter().map(|v| get(v).2).collect();
-            columns.push(Arc::new(Int64Array::from(rank.clone())));
-            columns.push(Arc::new(BooleanArray::from_iter(rank.iter().map(|r| Some(r.is_some_and(|r| r <= 10_000))))));
-            columns
-                .push(Arc::new(BooleanArray::from_iter(rank.iter().map(|r| Some(r.is_some_and(|r| r <= 1_000_000))))));
-            columns.push(Arc::new(BooleanArray::from_iter(values.iter().map(|v| Some(get(v).3)))));
-        }
-    }
-    let names: Vec<String> = src.reputation.as_ref().map(|(n, _)| n.clone()).unwrap_or_default();
-    fields.extend(added_fields(e, &names));
-    let out: SchemaRef = Arc::new(Schema::new(fields));
-    RecordBatch::try_new(out, columns).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

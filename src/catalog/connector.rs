@@ -15,9 +15,10 @@ use datafusion::prelude::SessionContext;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::playbook::is_identifier;
-use crate::problem::{Pos, Problems};
-use crate::yaml::pos;
+use crate::util::problem::{Pos, Problems};
+use crate::util::text::first_line;
+use crate::util::text::is_identifier;
+use crate::util::yaml::pos;
 
 /// A connector file (`connectors/*.yaml`): files registered as a table.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -117,7 +118,7 @@ pub async fn load(
     ctx: &SessionContext,
     problems: &mut Problems,
 ) -> Option<Connector> {
-    let raw: RawConnector = match crate::yaml::parse(&problems.path, text) {
+    let raw: RawConnector = match crate::util::yaml::parse(&problems.path, text) {
         Ok(r) => r,
         Err(p) => {
             problems.list.push(p);
@@ -314,8 +315,4 @@ fn compatible(found: &DataType, declared: &DataType) -> bool {
         || (matches!(declared, Timestamp(..) | Date32)
             && matches!(found, Utf8 | LargeUtf8 | Utf8View | Int64 | Timestamp(..)))
         || matches!(found, Null)
-}
-
-pub fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or(s).to_string()
 }

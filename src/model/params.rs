@@ -7,8 +7,8 @@ use datafusion::common::ScalarValue;
 use regex::Regex;
 use serde::Serialize;
 
-use crate::sqlfn::IpList;
-use crate::timeutil::{self, Window};
+use crate::sql::functions::IpList;
+use crate::util::timeutil::{self, Window};
 
 /// What an analyst may enter.
 #[derive(Debug, Clone)]
@@ -298,6 +298,57 @@ impl Value {
             other => other.to_text(tz),
         }
     }
+}
+
+/// Values of a playbook's parameters, by name, in declaration order.
+pub type Values = Vec<(String, Value)>;
+
+/// A field's error: the parameter's name and the message shown next to it.
+pub type FieldError = (String, String);
+
+/// The one way in for parameters. What a form, a URL, the API, a schedule, the CLI, a
+/// self-test or a stored run gives (`given(name)`: the text entered for `name`, None when
+/// absent) becomes typed values, one per declared parameter, or every field's error.
+pub fn parse_all<'a>(
+    params: &[Param],
+    given: impl Fn(&str) -> Option<&'a str>,
+    cx: &ParseCtx,
+) -> Result<Values, Vec<FieldError>> {
+    let mut values = Vec::with_capacity(params.len());
+    let mut errors = Vec::new();
+    for p in params {
+        match p.parse(given(&p.name), cx) {
+            Ok(v) => values.push((p.name.clone(), v)),
+            Err(e) => errors.push((p.name.clone(), e)),
+        }
+    }
+    if errors.is_empty() {
+        Ok(values)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The one way out to SQL: every declared parameter bound as a typed scalar (`$name`, or
+/// `$name.start` and `$name.end` of a time range); a parameter without a value binds NULL.
+pub fn bind_all(params: &[Param], values: &[(String, Value)]) -> Vec<(String, ScalarValue)> {
+    let mut bound = Vec::new();
+    for p in params {
+        let v = values.iter().find(|(k, _)| k == &p.name).map(|(_, v)| v.clone()).unwrap_or(Value::Null);
+        bound.extend(p.bind(&v));
+    }
+    bound
+}
+
+/// `values` with time range `over` narrowed to `window` (one chunk of a chunked step).
+pub fn with_window(values: &[(String, Value)], over: &str, window: Window) -> Values {
+    values
+        .iter()
+        .map(|(k, v)| match v {
+            Value::Range { spec, .. } if k == over => (k.clone(), Value::Range { spec: spec.clone(), window }),
+            other => (k.clone(), other.clone()),
+        })
+        .collect()
 }
 
 fn short(s: &str) -> String {

@@ -5,10 +5,13 @@
 //! Values never enter SQL text here: placeholders are only *renamed* (`$w.start` becomes
 //! `$w_start`, same length, so positions stay true) and bound later as typed scalars.
 
+pub mod functions;
+pub mod session;
+
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
-use crate::problem::Pos;
+use crate::util::problem::Pos;
 
 /// A placeholder found in a query.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,11 +3,23 @@
 use serde::de::DeserializeOwned;
 use serde_saphyr::Spanned;
 
-use crate::problem::{Pos, Problem};
+use crate::util::problem::{Pos, Problem};
 
 /// The position a spanned value came from.
 pub fn pos<T>(s: &Spanned<T>) -> Pos {
     Pos::new(s.referenced.line(), s.referenced.column())
+}
+
+/// Text form of a YAML scalar used as a default or option.
+pub fn scalar_text(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        serde_json::Value::Null => None,
+        serde_json::Value::Array(a) => Some(a.iter().filter_map(scalar_text).collect::<Vec<_>>().join(",")),
+        serde_json::Value::Object(_) => None,
+    }
 }
 
 /// Parses `text` (the contents of `path`) into `T`, or one problem with its position.

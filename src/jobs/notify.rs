@@ -4,15 +4,7 @@
 use std::time::Duration;
 
 use crate::secrets::Secret;
-
-/// How a delivery went, for the state database and the schedules page.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivery {
-    pub delivered: bool,
-    pub attempts: u32,
-    /// What happened, without the URL: `HTTP 200`, `HTTP 502 three times`, …
-    pub detail: String,
-}
+use crate::store::Delivery;
 
 /// Posts JSON to webhooks.
 #[derive(Debug, Clone)]
@@ -93,6 +85,6 @@ fn describe(e: &reqwest::Error) -> String {
         "could not connect".into()
     } else {
         let text = e.to_string();
-        crate::connector::first_line(&text)
+        crate::util::text::first_line(&text)
     }
 }

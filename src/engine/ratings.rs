@@ -1,0 +1,110 @@
+//! Analysts' ratings (Spot's Score): rating the values of a column in a stored table, and the
+//! ratings given to every run's session as its `ratings` table.
+
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Result};
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::datasource::MemTable;
+
+use super::Engine;
+use crate::results::cell_text;
+use crate::results::paging::search_rows;
+
+impl Engine {
+    /// Makes the analysts' ratings the `ratings` table of a run's session.
+    pub(super) fn register_ratings(&self, ctx: &datafusion::prelude::SessionContext) -> Result<()> {
+        use datafusion::arrow::array::{Int64Array, StringArray};
+        let all = self.store.ratings(None)?;
+        let text = |f: &dyn Fn(&crate::store::Rating) -> &str| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(all.iter().map(|r| f(r).to_string())))
+        };
+        let batch = RecordBatch::try_new(
+            crate::sql::session::ratings_schema(),
+            vec![
+                text(&|r| &r.playbook),
+                text(&|r| &r.run_id),
+                text(&|r| &r.step_id),
+                text(&|r| &r.field),
+                text(&|r| &r.value),
+                Arc::new(Int64Array::from_iter_values(all.iter().map(|r| r.rating))),
+                text(&|r| &r.note),
+                text(&|r| &r.rated_by),
+                text(&|r| &r.rated_at),
+            ],
+        )?;
+        let _ = ctx.deregister_table("ratings");
+        ctx.register_table("ratings", Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?))?;
+        Ok(())
+    }
+
+    /// Rates the values of `field` in rows of a stored table: the rows given by position, or
+    /// else the rows whose columns equal all of `conditions`, or else every row matching
+    /// `search`. Returns the distinct values rated.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn rate(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        rows: &[u32],
+        conditions: &[(String, String)],
+        search: Option<&str>,
+        field: &str,
+        rating: i64,
+        note: &str,
+        who: &str,
+    ) -> Result<Vec<String>> {
+        if !(1..=3).contains(&rating) {
+            bail!("a rating is 1 (high), 2 (medium) or 3 (low)");
+        }
+        let run = self.store.run(run_id)?.ok_or_else(|| anyhow!("no such run"))?;
+        let data = self.step_data(run_id, step_id)?;
+        let merged = data.merged()?;
+        let col = merged.schema().index_of(field).map_err(|_| anyhow!("the table has no column `{field}`"))?;
+        let tz = self.tz();
+        let picked: Vec<u32> = if !rows.is_empty() {
+            rows.iter().copied().filter(|r| (*r as usize) < merged.num_rows()).collect()
+        } else if !conditions.is_empty() {
+            let mut cols = Vec::new();
+            for (c, v) in conditions {
+                let i = merged.schema().index_of(c).map_err(|_| anyhow!("the table has no column `{c}`"))?;
+                cols.push((merged.column(i).clone(), v.trim().to_string()));
+            }
+            (0..merged.num_rows() as u32)
+                .filter(|r| cols.iter().all(|(col, v)| cell_text(col, *r as usize, tz) == *v))
+                .collect()
+        } else {
+            match search.map(str::trim).filter(|s| !s.is_empty()) {
+                Some(s) => search_rows(&data, &s.to_lowercase()).await?,
+                None => {
+                    bail!("tick rows, give column values, or type an address or keyword to rate every row that has it")
+                }
+            }
+        };
+        let mut values: Vec<String> = Vec::new();
+        for r in picked {
+            let v = cell_text(merged.column(col), r as usize, tz);
+            if !v.is_empty() && !values.contains(&v) {
+                values.push(v);
+            }
+        }
+        if values.is_empty() {
+            bail!("no row matched, so nothing was rated");
+        }
+        let base = crate::store::Rating {
+            id: 0,
+            playbook: run.playbook,
+            run_id: run_id.to_string(),
+            step_id: step_id.to_string(),
+            field: field.to_string(),
+            value: String::new(),
+            rating,
+            note: note.chars().take(500).collect(),
+            rated_by: who.to_string(),
+            rated_at: String::new(),
+        };
+        self.store.add_ratings(&base, &values)?;
+        tracing::info!(run = %run_id, step = %step_id, field, rating, values = values.len(), who, "rated");
+        Ok(values)
+    }
+}

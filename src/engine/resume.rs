@@ -1,0 +1,80 @@
+//! Runs a restart left unfinished: steps and chunks that finished are read back from their
+//! stored files, the rest executes with the parameters as they were resolved when the run
+//! first started. A run whose playbook has changed since is marked interrupted instead.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+
+use super::run::{RunOutcome, RunRequest};
+use super::{process_alive, Engine};
+use crate::store::RunRecord;
+
+impl Engine {
+    /// Resumes a run that an earlier process left unfinished: steps and chunks that finished
+    /// are read back from their stored files, the rest executes with the parameters as they
+    /// were resolved when the run first started. A run whose playbook has changed since is
+    /// marked interrupted instead (its steps would no longer match).
+    pub async fn resume(self: &Arc<Self>, run: RunRecord) -> Result<RunOutcome> {
+        let catalog = self.catalog();
+        let pb = match catalog.entry(&run.playbook).and_then(|e| e.runnable()) {
+            Some(pb) if pb.hash == run.playbook_hash => pb.clone(),
+            Some(_) => {
+                self.store.interrupt(
+                    &run.id,
+                    "interrupted by a restart; the playbook has changed since, so it was not resumed",
+                )?;
+                bail!("playbook `{}` changed since run {} started", run.playbook, run.id);
+            }
+            None => {
+                self.store.interrupt(&run.id, "interrupted by a restart; the playbook is no longer available")?;
+                bail!("playbook `{}` of run {} is not available", run.playbook, run.id);
+            }
+        };
+        let stored: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(run.resolved.as_deref().unwrap_or(&run.params)).unwrap_or_default();
+        let cx = catalog.parse_ctx();
+        let mut values = Vec::new();
+        for p in &pb.params {
+            let raw = stored.get(&p.name).and_then(|v| v.as_str());
+            match p.parse(raw, &cx) {
+                Ok(v) => values.push((p.name.clone(), v)),
+                Err(e) => {
+                    self.store.interrupt(&run.id, &format!("interrupted by a restart; parameter `{}`: {e}", p.name))?;
+                    bail!("run {}: parameter `{}`: {e}", run.id, p.name);
+                }
+            }
+        }
+        let req = RunRequest {
+            playbook: pb,
+            values,
+            section: run.section.and_then(|s| usize::try_from(s).ok()),
+            who: run.started_by.clone(),
+            source: run.source.clone(),
+            schedule_id: run.schedule_id,
+        };
+        self.store.adopt(&run.id)?;
+        tracing::info!(run = %run.id, playbook = %run.playbook, "resuming a run left unfinished by a restart");
+        self.drive(req, run.id).await
+    }
+
+    /// At server start: resumes every run left queued or running by a process that is gone
+    /// (in the background, through the same queue as new runs). Returns how many.
+    pub fn resume_unfinished(self: &Arc<Self>) -> Result<usize> {
+        let mut n = 0;
+        for run in self.store.unfinished_runs()? {
+            if run.pid.is_some_and(|pid| pid != i64::from(std::process::id()) && process_alive(pid)) {
+                continue;
+            }
+            n += 1;
+            let me = self.clone();
+            tokio::spawn(async move {
+                let id = run.id.clone();
+                if let Err(e) = me.resume(run).await {
+                    tracing::warn!(run = %id, error = %format!("{e:#}"), "not resumed");
+                }
+            });
+        }
+        Ok(n)
+    }
+}

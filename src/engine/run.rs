@@ -1,0 +1,276 @@
+//! The steps of one run: each executed in order on the run's session, its table stored as
+//! Parquet and registered for the steps after it, its outcome recorded as it finishes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use serde::Serialize;
+
+use super::queue::Progress;
+use super::Engine;
+use crate::model::params::Value;
+use crate::playbook::Playbook;
+use crate::results::table::write_parquet;
+use crate::results::StepData;
+use crate::steps::{condition_holds, Env, Made, ProgressSink, Step};
+use crate::store::{RunState, StepRecord};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub playbook: Arc<Playbook>,
+    /// Parsed values, one per declared parameter.
+    pub values: Vec<(String, Value)>,
+    /// Only this section (and the earlier steps it reads); None = every section.
+    pub section: Option<usize>,
+    pub who: String,
+    pub source: String,
+    /// The schedule that fired this run, if one did.
+    pub schedule_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct StepOutcome {
+    pub id: String,
+    pub title: Option<String>,
+    pub section: usize,
+    pub rows: Option<usize>,
+    pub elapsed_ms: u128,
+    pub error: Option<String>,
+    /// Rendered HTML of a markdown step.
+    pub html: Option<String>,
+    pub chart: Option<serde_json::Value>,
+    pub show_table: bool,
+    pub export: bool,
+    pub page_size: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunOutcome {
+    pub run_id: String,
+    pub steps: Vec<StepOutcome>,
+}
+
+/// A run's progress as its steps report it.
+struct RunProgress<'a> {
+    engine: &'a Engine,
+    run_id: &'a str,
+}
+
+impl ProgressSink for RunProgress<'_> {
+    fn rows(&self, rows: u64) {
+        self.engine.update_progress(self.run_id, |p| p.rows = rows);
+    }
+
+    fn chunk(&self, done: usize, of: usize) {
+        self.engine.update_progress(self.run_id, |p| {
+            p.chunk = done;
+            p.chunks = of;
+        });
+    }
+}
+
+/// Makes `data` the table `id` for the steps after it (shadowing a connector of that name).
+fn register(ctx: &SessionContext, id: &str, data: &StepData) -> datafusion::error::Result<()> {
+    let _ = ctx.deregister_table(id);
+    let table = MemTable::try_new(data.schema.clone(), vec![data.batches.clone()])?;
+    ctx.register_table(id, Arc::new(table)).map(|_| ())
+}
+
+impl Engine {
+    /// What a run's steps showed, read back from the state database.
+    pub fn stored_outcomes(&self, run_id: &str) -> Result<Vec<StepOutcome>> {
+        Ok(self
+            .store
+            .steps(run_id)?
+            .iter()
+            .filter_map(|s| s.outcome.as_deref().and_then(|o| serde_json::from_str(o).ok()))
+            .collect())
+    }
+
+    /// Executes the steps of a recorded run; each step's outcome is stored as it finishes.
+    pub(super) async fn execute(&self, run_id: &str, req: &RunRequest) -> Result<Vec<StepOutcome>> {
+        let pb = &req.playbook;
+        // One snapshot of the catalog for the whole run.
+        let catalog = self.catalog();
+        let tz = catalog.tz;
+        let dir = catalog.paths.run_dir(run_id);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let steps: Vec<(usize, &Step)> = match req.section {
+            Some(n) => {
+                let planned = pb.plan_section(n);
+                pb.steps().filter(|(_, s)| planned.iter().any(|p| p.id == s.id)).collect()
+            }
+            None => pb.steps().collect(),
+        };
+        let ctx = catalog.session_limited(Some(self.limits.memory_bytes));
+        if let Err(e) = self.register_ratings(&ctx) {
+            tracing::warn!(error = %format!("{e:#}"), "ratings are not available to this run");
+        }
+        let progress = RunProgress { engine: self, run_id };
+        let mut outcomes: Vec<StepOutcome> = Vec::new();
+        let mut done: HashMap<String, Arc<StepData>> = HashMap::new();
+        let mut failed: Vec<String> = Vec::new();
+        let total = steps.len();
+        let run_started = Instant::now();
+        // Steps that finished before a restart (a resumed run): read back, not run again.
+        let mut finished: HashMap<String, StepRecord> =
+            self.store.steps(run_id)?.into_iter().map(|s| (s.step_id.clone(), s)).collect();
+        for (index, (section, step)) in steps.into_iter().enumerate() {
+            self.set_progress(
+                run_id,
+                Progress {
+                    state: RunState::Running,
+                    step: index + 1,
+                    of: total,
+                    current: step.title.clone().unwrap_or_else(|| step.id.clone()),
+                    elapsed_ms: run_started.elapsed().as_millis() as u64,
+                    ..Progress::default()
+                },
+            );
+            if let Some(rec) = finished.remove(&step.id) {
+                if let Some(out) = self.restore_step(run_id, &rec, &ctx, &mut done, &mut failed) {
+                    outcomes.push(out);
+                    continue;
+                }
+            }
+            let started = Instant::now();
+            let mut out = StepOutcome {
+                id: step.id.clone(),
+                title: step.title.clone(),
+                section,
+                rows: None,
+                elapsed_ms: 0,
+                error: None,
+                html: None,
+                chart: None,
+                show_table: step.show_table,
+                export: step.export,
+                page_size: step.page_size,
+            };
+            if let Some(cond) = &step.when {
+                if !condition_holds(cond, &req.values, tz) {
+                    continue;
+                }
+            }
+            if let Some(d) = step.depends_on.iter().find(|d| failed.contains(d)) {
+                out.error = Some(format!("skipped: step `{d}` failed"));
+                failed.push(step.id.clone());
+                outcomes.push(out);
+                continue;
+            }
+            let env = Env {
+                ctx: &ctx,
+                run_id,
+                run_dir: &dir,
+                data_dir: &catalog.paths.data,
+                params: &pb.params,
+                values: &req.values,
+                done: &done,
+                tz,
+                services: &catalog.services,
+                secrets: &self.secrets,
+                store: &self.store,
+                progress: &progress,
+            };
+            match step.kind.execute(&step.id, &env).await {
+                Ok(Made::Table(data)) => {
+                    let data = Arc::new(data);
+                    if let Err(e) = register(&ctx, &step.id, &data) {
+                        tracing::warn!(error = %e, "registering step table");
+                    }
+                    let file = dir.join(format!("{}.parquet", step.id));
+                    if let Err(e) = write_parquet(&file, &data) {
+                        tracing::error!(run = %run_id, step = %step.id, error = %e, "storing step output");
+                    }
+                    if let Some(chart) = &step.chart {
+                        out.chart = Some(crate::steps::chart::chart_data(&step.id, chart, &data, tz));
+                    }
+                    out.rows = Some(data.rows);
+                    self.results.keep(run_id, &step.id, data.clone());
+                    done.insert(step.id.clone(), data);
+                }
+                Ok(Made::Html(html)) => out.html = Some(html),
+                Err(e) => {
+                    if step.is_query() {
+                        tracing::warn!(run = %run_id, step = %step.id, error = %e, "step failed");
+                    }
+                    out.error = Some(e.message());
+                    failed.push(step.id.clone());
+                }
+            }
+            out.elapsed_ms = started.elapsed().as_millis();
+            self.store.record_step(
+                run_id,
+                &StepRecord {
+                    step_id: step.id.clone(),
+                    rows: out.rows.map(|r| r as i64),
+                    elapsed_ms: out.elapsed_ms as i64,
+                    file: out.rows.map(|_| format!("{}.parquet", step.id)),
+                    error: out.error.clone(),
+                    outcome: serde_json::to_string(&out).ok(),
+                },
+            )?;
+            outcomes.push(out);
+        }
+        Ok(outcomes)
+    }
+
+    /// `from` with the lookup columns of `e` added, outside a run (a threat's storyboard).
+    pub async fn enrich_table(
+        &self,
+        ctx: &SessionContext,
+        e: &crate::steps::enrich::Enrich,
+        from: &StepData,
+    ) -> std::result::Result<StepData, crate::steps::StepError> {
+        struct Silent;
+        impl ProgressSink for Silent {
+            fn rows(&self, _: u64) {}
+            fn chunk(&self, _: usize, _: usize) {}
+        }
+        let catalog = self.catalog();
+        let done = HashMap::new();
+        let env = Env {
+            ctx,
+            run_id: "",
+            run_dir: &catalog.paths.data.join("runs"),
+            data_dir: &catalog.paths.data,
+            params: &[],
+            values: &[],
+            done: &done,
+            tz: catalog.tz,
+            services: &catalog.services,
+            secrets: &self.secrets,
+            store: &self.store,
+            progress: &Silent,
+        };
+        e.enrich(from, &env).await
+    }
+
+    /// A step that finished before a restart: its stored outcome, its table registered for
+    /// later steps. None when its stored table cannot be read (the step then runs again).
+    fn restore_step(
+        &self,
+        run_id: &str,
+        rec: &StepRecord,
+        ctx: &SessionContext,
+        done: &mut HashMap<String, Arc<StepData>>,
+        failed: &mut Vec<String>,
+    ) -> Option<StepOutcome> {
+        let out: StepOutcome = serde_json::from_str(rec.outcome.as_deref()?).ok()?;
+        if out.error.is_some() {
+            failed.push(out.id.clone());
+            return Some(out);
+        }
+        if rec.file.is_some() {
+            let data = self.step_data(run_id, &out.id).ok()?;
+            register(ctx, &out.id, &data).ok()?;
+            done.insert(out.id.clone(), data);
+        }
+        Some(out)
+    }
+}

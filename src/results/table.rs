@@ -1,0 +1,63 @@
+//! A step's result table in memory ([`StepData`]) and its Parquet file on disk.
+
+use std::fs::File;
+use std::sync::OnceLock;
+
+use anyhow::{Context, Result};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::arrow::ArrowWriter;
+
+/// One step's result table, held in memory for paging.
+#[derive(Debug)]
+pub struct StepData {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    pub rows: usize,
+    /// All batches as one, made on first paging.
+    merged: OnceLock<RecordBatch>,
+}
+
+impl StepData {
+    pub fn new(schema: SchemaRef, batches: Vec<RecordBatch>) -> StepData {
+        let rows = batches.iter().map(RecordBatch::num_rows).sum();
+        StepData { schema, batches, rows, merged: OnceLock::new() }
+    }
+
+    /// Memory held, counted twice over (the batches and their merged copy).
+    pub fn bytes(&self) -> usize {
+        self.batches.iter().map(RecordBatch::get_array_memory_size).sum::<usize>() * 2
+    }
+
+    /// All batches as one.
+    pub fn merged(&self) -> Result<&RecordBatch> {
+        if let Some(m) = self.merged.get() {
+            return Ok(m);
+        }
+        let m = concat_batches(&self.schema, &self.batches)?;
+        Ok(self.merged.get_or_init(|| m))
+    }
+}
+
+/// Writes a table as Parquet.
+pub fn write_parquet(path: &std::path::Path, data: &StepData) -> Result<()> {
+    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = ArrowWriter::try_new(file, data.schema.clone(), None)?;
+    for b in &data.batches {
+        w.write(b)?;
+    }
+    w.close()?;
+    Ok(())
+}
+
+/// Reads a Parquet table written by casebook.
+pub fn read_parquet(path: &std::path::Path) -> Result<StepData> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+    let schema = builder.schema().clone();
+    let reader = builder.with_batch_size(65536).build()?;
+    let batches: Vec<RecordBatch> = reader.collect::<std::result::Result<_, _>>()?;
+    Ok(StepData::new(schema, batches))
+}

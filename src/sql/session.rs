@@ -1,0 +1,143 @@
+//! DataFusion sessions as casebook runs queries (spans kept for error positions, plain UTF-8
+//! strings, UTC, casebook's functions registered), the read-only SQL options, the tables every
+//! session has, and DataFusion errors turned into messages an author or analyst reads.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::DataFusionError;
+use datafusion::execution::context::SQLOptions;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::util::text::first_line;
+
+/// A DataFusion session configured as casebook runs queries: spans kept for error
+/// positions, plain UTF-8 strings, casebook's functions registered.
+pub fn new_session() -> SessionContext {
+    let ctx = SessionContext::new_with_config(session_config());
+    crate::sql::functions::register(&ctx);
+    ctx
+}
+
+fn session_config() -> SessionConfig {
+    let mut config = SessionConfig::new().with_information_schema(false);
+    config.options_mut().sql_parser.collect_spans = true;
+    config.options_mut().execution.parquet.schema_force_view_types = false;
+    config.options_mut().execution.time_zone = Some("UTC".into());
+    config
+}
+
+/// Only queries: no DDL, no DML (`COPY`, `INSERT`), no `SET`.
+pub fn read_only() -> SQLOptions {
+    SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
+}
+
+/// A session whose queries may use at most `memory` bytes (then they fail with "Resources
+/// exhausted" instead of taking the server down); without a limit, [`new_session`].
+pub fn limited_session(memory: Option<usize>) -> SessionContext {
+    match memory
+        .map(|m| datafusion::execution::runtime_env::RuntimeEnvBuilder::new().with_memory_limit(m, 1.0).build_arc())
+    {
+        Some(Ok(rt)) => {
+            let ctx = SessionContext::new_with_config_rt(session_config(), rt);
+            crate::sql::functions::register(&ctx);
+            ctx
+        }
+        _ => new_session(),
+    }
+}
+
+/// The `ratings` table playbooks can query: analysts' ratings (1 high … 3 low) of values.
+pub fn ratings_schema() -> SchemaRef {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let text = |n: &str| Field::new(n, DataType::Utf8, false);
+    Arc::new(Schema::new(vec![
+        text("playbook"),
+        text("run_id"),
+        text("step"),
+        text("field"),
+        text("value"),
+        Field::new("rating", DataType::Int64, false),
+        text("note"),
+        text("rated_by"),
+        text("rated_at"),
+    ]))
+}
+
+/// Strips DataFusion's prefixes and keeps the first line.
+pub fn clean_error(e: &DataFusionError) -> (String, Option<String>) {
+    let inner = e.iter().last().unwrap_or(e);
+    let inner_text = inner.to_string();
+    let text = match e.diagnostic() {
+        Some(_) if inner_text.contains("No field named ") => inner_text.clone(),
+        Some(d) => d.message.clone(),
+        None => inner_text.clone(),
+    };
+    let mut msg = first_line(&text);
+    if let Some(i) = msg.find("No field named ") {
+        msg = msg[i..].to_string();
+    }
+    for prefix in [
+        "Error during planning: ",
+        "Schema error: ",
+        "Execution error: ",
+        "SQL error: ",
+        "ParserError(",
+        "Arrow error: ",
+    ] {
+        if let Some(rest) = msg.strip_prefix(prefix) {
+            msg = rest.trim_end_matches(')').to_string();
+        }
+    }
+    if msg.starts_with("Resources exhausted") {
+        return (
+            "the query needed more memory than one run may use; narrow the time window or lower the row limit".into(),
+            None,
+        );
+    }
+    if let Some(rest) = msg.strip_prefix("No field named ") {
+        let (name, tail) = match rest.split_once(". ") {
+            Some((n, t)) => (n.to_string(), t.to_string()),
+            None => (rest.trim_end_matches('.').to_string(), String::new()),
+        };
+        let name = name.trim_matches('"').to_string();
+        let hint = if let Some(v) = tail.strip_prefix("Valid fields are ") {
+            Some(suggest(&name, v.trim_end_matches('.')))
+        } else if let Some(d) = tail.strip_prefix("Did you mean '") {
+            let d = d.trim_end_matches("'?");
+            Some(format!("did you mean `{}`?", d.rsplit('.').next().unwrap_or(d)))
+        } else {
+            None
+        };
+        return (format!("unknown column `{name}`"), hint);
+    }
+    (msg, None)
+}
+
+fn suggest(name: &str, valid: &str) -> String {
+    let bare = name.rsplit('.').next().unwrap_or(name).to_lowercase();
+    let fields: Vec<String> =
+        valid.split(", ").map(|f| f.rsplit('.').next().unwrap_or(f).trim_matches('"').to_string()).collect();
+    let best = fields.iter().min_by_key(|f| edit_distance(&bare, &f.to_lowercase()));
+    match best {
+        Some(b) if edit_distance(&bare, &b.to_lowercase()) <= 2 => format!("did you mean `{b}`?"),
+        _ => {
+            let shown: Vec<&str> = fields.iter().take(30).map(String::as_str).collect();
+            format!("columns: {}", shown.join(", "))
+        }
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
