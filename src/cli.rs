@@ -407,21 +407,16 @@ async fn run(
         }
     }
     let cx = catalog.parse_ctx();
-    let mut values = Vec::new();
-    let mut bad = false;
-    for p in &pb.params {
-        let raw = given.iter().find(|(k, _)| k == &p.name).map(|(_, v)| v.as_str());
-        match p.parse(raw, &cx) {
-            Ok(v) => values.push((p.name.clone(), v)),
-            Err(e) => {
-                eprintln!("--param {}: {e}", p.name);
-                bad = true;
+    let raw = |name: &str| given.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let values = match crate::model::params::parse_all(&pb.params, raw, &cx) {
+        Ok(values) => values,
+        Err(errors) => {
+            for (name, e) in errors {
+                eprintln!("--param {name}: {e}");
             }
+            return Ok(ExitCode::from(2));
         }
-    }
-    if bad {
-        return Ok(ExitCode::from(2));
-    }
+    };
     let store = Store::open(&paths.state_db())?;
     let engine = Arc::new(Engine::new(catalog.clone(), store));
     let who = std::env::var("USER").unwrap_or_else(|_| "cli".into());

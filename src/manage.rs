@@ -190,7 +190,7 @@ pub fn stored(catalog: &Catalog, store: &Store) -> Result<Vec<Stored>> {
         });
     }
     for r in store.all_runs()? {
-        if r.state == crate::store::RunState::Running {
+        if r.state == crate::store::runs::RunState::Running {
             continue;
         }
         let bytes = dir_size(&catalog.paths.run_dir(&r.id));

@@ -33,8 +33,7 @@ pub fn html(engine: &Engine, env: &minijinja::Environment<'_>, web: &Path, run_i
     let tz = engine.tz();
     let mut steps = Vec::new();
     for rec in engine.store.steps(run_id)? {
-        let outcome: serde_json::Value =
-            rec.outcome.as_deref().and_then(|o| serde_json::from_str(o).ok()).unwrap_or(serde_json::Value::Null);
+        let outcome: serde_json::Value = rec.outcome_as().unwrap_or(serde_json::Value::Null);
         let show_table = outcome["show_table"].as_bool().unwrap_or(true);
         let mut table = serde_json::Value::Null;
         if rec.rows.is_some() && show_table {

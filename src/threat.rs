@@ -15,7 +15,8 @@ use serde::Serialize;
 
 use crate::engine::Engine;
 use crate::results::{cell_text, StepData};
-use crate::store::{Store, ThreatRecord};
+use crate::store::threats::ThreatRecord;
+use crate::store::Store;
 
 pub const SEVERITIES: [&str; 3] = ["high", "medium", "low"];
 pub const KINDS: [&str; 3] = ["ip", "domain", "uri"];
@@ -71,7 +72,7 @@ fn short(s: &str) -> String {
 
 /// The time window of a run: its first time range parameter as resolved, else the 7 days
 /// before it started.
-fn run_window(rec: &crate::store::RunRecord) -> (DateTime<Utc>, DateTime<Utc>) {
+fn run_window(rec: &crate::store::runs::RunRecord) -> (DateTime<Utc>, DateTime<Utc>) {
     let resolved: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(rec.resolved.as_deref().unwrap_or("{}")).unwrap_or_default();
     for v in resolved.values() {
@@ -110,17 +111,13 @@ pub async fn save(engine: &Arc<Engine>, t: &NewThreat) -> Result<i64> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     // Evidence: the run's step tables, copied.
     for s in engine.store.steps(&t.run_id)? {
-        let Some(file) = s.file else { continue };
+        let Some(file) = s.file.clone() else { continue };
         if !crate::util::text::is_identifier(&s.step_id) || file != format!("{}.parquet", s.step_id) {
             continue;
         }
         let from = engine.catalog().paths.run_dir(&t.run_id).join(&file);
         if std::fs::copy(&from, dir.join(format!("evidence_{}", file))).is_ok() {
-            let title = s
-                .outcome
-                .as_deref()
-                .and_then(|o| serde_json::from_str::<serde_json::Value>(o).ok())
-                .and_then(|o| o["title"].as_str().map(String::from));
+            let title = s.outcome_as::<serde_json::Value>().and_then(|o| o["title"].as_str().map(String::from));
             engine.store.add_evidence(id, &s.step_id, title.as_deref().unwrap_or(&s.step_id), s.rows.unwrap_or(0))?;
         }
     }

@@ -110,7 +110,7 @@ async fn a_seconds_schedule_fires_diffs_and_posts_to_a_webhook() {
     assert!(text.contains("Hot hosts") && text.contains("hot: 2 new rows (2 in all)"), "{text}");
     let schedule = engine.store.schedules().unwrap().remove(0);
     assert_eq!(schedule.name, "every two seconds");
-    let runs = |engine: &Engine| -> Vec<casebook::store::RunRecord> {
+    let runs = |engine: &Engine| -> Vec<casebook::store::runs::RunRecord> {
         let mut r: Vec<_> =
             engine.store.all_runs().unwrap().into_iter().filter(|r| r.schedule_id == Some(schedule.id)).collect();
         r.sort_by(|a, b| a.started_at.cmp(&b.started_at));

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use anyhow::{anyhow, Result};
 use datafusion::arrow::datatypes::SchemaRef;
 
-use super::run::StepOutcome;
+use super::request::StepOutcome;
 use super::Engine;
 use crate::results::table::write_parquet;
 use crate::results::StepData;
 use crate::sql::session::new_session;
-use crate::store::StepRecord;
+use crate::store::runs::StepRecord;
 
 impl Engine {
     /// Stores the rows of step `step_id` of run `run_id` that are not in run `prev`'s table
@@ -23,7 +23,7 @@ impl Engine {
             .store
             .step(run_id, step_id)?
             .ok_or_else(|| anyhow!("step `{step_id}` has no table in run {run_id}"))?;
-        let base: Option<StepOutcome> = rec.outcome.as_deref().and_then(|o| serde_json::from_str(o).ok());
+        let base: Option<StepOutcome> = rec.outcome_as();
         let file = self.run_dir(run_id).join(format!("{step_id}.parquet"));
         let ctx = new_session();
         let opts = datafusion::prelude::ParquetReadOptions::default();

@@ -8,8 +8,10 @@
 pub mod diff;
 pub mod queue;
 pub mod ratings;
+pub mod request;
 pub mod resume;
 pub mod run;
+mod runtime;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,16 +20,19 @@ use std::time::Instant;
 
 use anyhow::Result;
 use chrono_tz::Tz;
+use serde::Serialize;
 
 use crate::catalog::Catalog;
 use crate::results::paging::{TablePage, TableQuery};
 use crate::results::stored::Results;
 use crate::results::{cell_text, StepData};
 use crate::sql::session::read_only;
-use crate::store::{ExportRecord, Store};
+use crate::store::exports::ExportRecord;
+use crate::store::runs::RunState;
+use crate::store::Store;
 
-pub use queue::Progress;
-pub use run::{RunOutcome, RunRequest, StepOutcome};
+pub use request::{RunOutcome, RunRequest, StepOutcome};
+use runtime::QueryRuntime;
 
 /// How much a run may take.
 #[derive(Debug, Clone, Copy)]
@@ -46,12 +51,34 @@ impl Default for Limits {
     }
 }
 
+/// Where a running run is, for the progress bar.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Progress {
+    pub state: RunState,
+    /// The step being executed (1-based) of `of`.
+    pub step: usize,
+    pub of: usize,
+    pub current: String,
+    /// Since the run started executing.
+    pub elapsed_ms: u64,
+    /// Rows the current step has produced so far.
+    pub rows: u64,
+    /// Chunks of the current step finished, of `chunks` (0 when it is not chunked).
+    pub chunk: usize,
+    pub chunks: usize,
+}
+
 #[derive(Debug)]
 pub struct Engine {
     /// The current catalog; replaced whole when files change (see `jobs::watch`).
     catalog: std::sync::RwLock<Arc<Catalog>>,
     pub limits: Limits,
-    queue: queue::Queue,
+    slots: Arc<tokio::sync::Semaphore>,
+    jobs: Mutex<HashMap<String, tokio::sync::watch::Sender<bool>>>,
+    running: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
+    progress: Mutex<HashMap<String, (Progress, Instant)>>,
+    queries: QueryRuntime,
     options_cache: Mutex<HashMap<String, (Instant, Vec<String>)>>,
     pub store: Store,
     /// Named secrets (API keys of reputation services); `serve --secrets` sets the file.
@@ -69,7 +96,12 @@ impl Engine {
         Engine {
             results: Results::new(store.clone(), catalog.paths.clone()),
             catalog: std::sync::RwLock::new(catalog),
-            queue: queue::Queue::new(limits.concurrent),
+            slots: Arc::new(tokio::sync::Semaphore::new(limits.concurrent.max(1))),
+            jobs: Mutex::new(HashMap::new()),
+            running: std::sync::atomic::AtomicUsize::new(0),
+            peak: std::sync::atomic::AtomicUsize::new(0),
+            progress: Mutex::new(HashMap::new()),
+            queries: QueryRuntime::new(),
             limits,
             options_cache: Mutex::new(HashMap::new()),
             secrets,
@@ -103,6 +135,49 @@ impl Engine {
 
     fn run_dir(&self, id: &str) -> PathBuf {
         self.catalog().paths.run_dir(id)
+    }
+
+    /// Where run `run_id` is: live while it goes on, else from the state database.
+    pub fn progress(&self, run_id: &str) -> Result<Option<Progress>> {
+        if let Some((mut p, at)) = self.progress.lock().ok().and_then(|m| m.get(run_id).cloned()) {
+            if p.state == RunState::Running {
+                p.elapsed_ms += at.elapsed().as_millis() as u64;
+            }
+            return Ok(Some(p));
+        }
+        Ok(self.store.run(run_id)?.map(|r| Progress { state: r.state, ..Progress::default() }))
+    }
+
+    /// True while run `run_id` is queued or executing in this process.
+    pub fn is_active(&self, run_id: &str) -> bool {
+        self.jobs.lock().map(|j| j.contains_key(run_id)).unwrap_or(false)
+    }
+
+    /// Asks a queued or running run to stop. False when it is not going on.
+    pub fn cancel(&self, run_id: &str) -> bool {
+        match self.jobs.lock().ok().and_then(|j| j.get(run_id).cloned()) {
+            Some(tx) => tx.send(true).is_ok(),
+            None => false,
+        }
+    }
+
+    /// The most runs that were executing at the same moment since the engine started.
+    pub fn peak_running(&self) -> usize {
+        self.peak.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn update_progress(&self, run_id: &str, f: impl FnOnce(&mut Progress)) {
+        if let Ok(mut m) = self.progress.lock() {
+            if let Some((p, _)) = m.get_mut(run_id) {
+                f(p);
+            }
+        }
+    }
+
+    fn set_progress(&self, run_id: &str, p: Progress) {
+        if let Ok(mut m) = self.progress.lock() {
+            m.insert(run_id.to_string(), (p, Instant::now()));
+        }
     }
 
     /// A stored step table, from memory or from its Parquet file.

@@ -1,125 +1,23 @@
 //! The run queue: a run is recorded (`queued`), waits for one of `limits.concurrent` slots
 //! (first come, first served), executes on the query runtime, and ends succeeded, failed or
 //! cancelled; cancel and the run time limit drop its execution, which stops its DataFusion
-//! streams. Also where a running run is, for the progress bar.
+//! streams.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Result};
-use serde::Serialize;
 
-use super::run::{RunOutcome, RunRequest, StepOutcome};
-use super::Engine;
-use crate::store::{RunRecord, RunState};
-
-/// Where a running run is, for the progress bar.
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct Progress {
-    pub state: RunState,
-    /// The step being executed (1-based) of `of`.
-    pub step: usize,
-    pub of: usize,
-    pub current: String,
-    /// Since the run started executing.
-    pub elapsed_ms: u64,
-    /// Rows the current step has produced so far.
-    pub rows: u64,
-    /// Chunks of the current step finished, of `chunks` (0 when it is not chunked).
-    pub chunk: usize,
-    pub chunks: usize,
-}
-
-/// The runtime that executes queries, apart from the one serving pages: CPU-bound query
-/// work cannot starve the web server, and cancel and time limits are answered at once.
-struct QueryRuntime(Option<tokio::runtime::Runtime>);
-
-impl QueryRuntime {
-    fn new() -> QueryRuntime {
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name("casebook-query")
-            .enable_all()
-            .build();
-        if let Err(e) = &rt {
-            tracing::warn!(error = %e, "no separate query runtime; queries share the server's");
-        }
-        QueryRuntime(rt.ok())
-    }
-
-    fn spawn<F>(&self, f: F) -> tokio::task::JoinHandle<F::Output>
-    where
-        F: std::future::Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        match &self.0 {
-            Some(rt) => rt.spawn(f),
-            None => tokio::spawn(f),
-        }
-    }
-}
-
-impl std::fmt::Debug for QueryRuntime {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("QueryRuntime")
-    }
-}
-
-impl Drop for QueryRuntime {
-    fn drop(&mut self) {
-        // May be dropped from async code, where a blocking shutdown is not allowed.
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-/// Aborts the task when dropped (a cancelled or timed-out run's steps).
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> AbortOnDrop<T> {
-    fn handle(&mut self) -> &mut tokio::task::JoinHandle<T> {
-        &mut self.0
-    }
-}
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
+use super::request::{RunOutcome, RunRequest, StepOutcome};
+use super::runtime::AbortOnDrop;
+use super::{Engine, Progress};
+use crate::store::runs::RunRecord;
+use crate::store::runs::RunState;
 
 /// Why a run ended early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stop {
     Cancelled,
     TimedOut,
-}
-
-/// The queue's state: slots, the runs going on and where each is.
-#[derive(Debug)]
-pub(super) struct Queue {
-    slots: Arc<tokio::sync::Semaphore>,
-    jobs: Mutex<HashMap<String, tokio::sync::watch::Sender<bool>>>,
-    running: std::sync::atomic::AtomicUsize,
-    peak: std::sync::atomic::AtomicUsize,
-    progress: Mutex<HashMap<String, (Progress, Instant)>>,
-    queries: QueryRuntime,
-}
-
-impl Queue {
-    pub(super) fn new(concurrent: usize) -> Queue {
-        Queue {
-            slots: Arc::new(tokio::sync::Semaphore::new(concurrent.max(1))),
-            jobs: Mutex::new(HashMap::new()),
-            running: std::sync::atomic::AtomicUsize::new(0),
-            peak: std::sync::atomic::AtomicUsize::new(0),
-            progress: Mutex::new(HashMap::new()),
-            queries: QueryRuntime::new(),
-        }
-    }
 }
 
 impl Engine {
@@ -194,11 +92,11 @@ impl Engine {
         let pb = &req.playbook;
         self.set_progress(&run_id, Progress { state: RunState::Queued, ..Progress::default() });
         let (cancel_tx, mut cancel_rx) = tokio::sync::watch::channel(false);
-        if let Ok(mut jobs) = self.queue.jobs.lock() {
+        if let Ok(mut jobs) = self.jobs.lock() {
             jobs.insert(run_id.clone(), cancel_tx);
         }
         let result = self.run_guarded(&run_id, &req, &mut cancel_rx).await;
-        if let Ok(mut jobs) = self.queue.jobs.lock() {
+        if let Ok(mut jobs) = self.jobs.lock() {
             jobs.remove(&run_id);
         }
         let (state, error) = match &result {
@@ -214,7 +112,7 @@ impl Engine {
             Err(e) => (RunState::Failed, Some(format!("{e:#}"))),
         };
         self.store.finish_run_as(&run_id, state, error.as_deref())?;
-        if let Ok(mut m) = self.queue.progress.lock() {
+        if let Ok(mut m) = self.progress.lock() {
             m.remove(&run_id);
         }
         tracing::info!(run = %run_id, playbook = %pb.id, state = %state, "run finished");
@@ -224,11 +122,6 @@ impl Engine {
             Err(e) => return Err(e),
         };
         Ok(RunOutcome { run_id, steps })
-    }
-
-    /// True while run `run_id` is queued or executing in this process.
-    pub fn is_active(&self, run_id: &str) -> bool {
-        self.queue.jobs.lock().map(|j| j.contains_key(run_id)).unwrap_or(false)
     }
 
     /// Waits for a slot, then executes, stopping early on cancel or at the time limit.
@@ -246,13 +139,13 @@ impl Engine {
             }
         };
         let permit = tokio::select! {
-            p = self.queue.slots.clone().acquire_owned() => p.map_err(|_| anyhow!("the run queue is closed"))?,
+            p = self.slots.clone().acquire_owned() => p.map_err(|_| anyhow!("the run queue is closed"))?,
             _ = cancelled(cancel) => return Ok(Err(Stop::Cancelled)),
         };
         self.store.set_state(run_id, RunState::Running)?;
         self.set_progress(run_id, Progress { state: RunState::Running, ..Progress::default() });
-        let now = self.queue.running.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-        self.queue.peak.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+        let now = self.running.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
         tracing::info!(run = %run_id, playbook = %req.playbook.id, who = %req.who, section = ?req.section, "run started");
         // The steps run in their own task, so that a cancel or the time limit is answered at
         // once even while a query is busy; aborting the task drops its DataFusion streams.
@@ -260,7 +153,7 @@ impl Engine {
             let me = self.clone();
             let req = req.clone();
             let id = run_id.to_string();
-            AbortOnDrop(self.queue.queries.spawn(async move { me.execute(&id, &req).await }))
+            AbortOnDrop(self.queries.spawn(async move { me.execute(&id, &req).await }))
         };
         let mut task = task;
         let result = tokio::select! {
@@ -272,46 +165,8 @@ impl Engine {
             _ = tokio::time::sleep(self.limits.timeout) => Ok(Err(Stop::TimedOut)),
         };
         drop(task);
-        self.queue.running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         drop(permit);
         result
-    }
-
-    pub(super) fn set_progress(&self, run_id: &str, p: Progress) {
-        if let Ok(mut m) = self.queue.progress.lock() {
-            m.insert(run_id.to_string(), (p, Instant::now()));
-        }
-    }
-
-    /// Where run `run_id` is: live while it goes on, else from the state database.
-    pub fn progress(&self, run_id: &str) -> Result<Option<Progress>> {
-        if let Some((mut p, at)) = self.queue.progress.lock().ok().and_then(|m| m.get(run_id).cloned()) {
-            if p.state == RunState::Running {
-                p.elapsed_ms += at.elapsed().as_millis() as u64;
-            }
-            return Ok(Some(p));
-        }
-        Ok(self.store.run(run_id)?.map(|r| Progress { state: r.state, ..Progress::default() }))
-    }
-
-    /// Asks a queued or running run to stop. False when it is not going on.
-    pub fn cancel(&self, run_id: &str) -> bool {
-        match self.queue.jobs.lock().ok().and_then(|j| j.get(run_id).cloned()) {
-            Some(tx) => tx.send(true).is_ok(),
-            None => false,
-        }
-    }
-
-    /// The most runs that were executing at the same moment since the engine started.
-    pub fn peak_running(&self) -> usize {
-        self.queue.peak.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    pub(super) fn update_progress(&self, run_id: &str, f: impl FnOnce(&mut Progress)) {
-        if let Ok(mut m) = self.queue.progress.lock() {
-            if let Some((p, _)) = m.get_mut(run_id) {
-                f(p);
-            }
-        }
     }
 }

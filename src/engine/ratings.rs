@@ -16,7 +16,7 @@ impl Engine {
     pub(super) fn register_ratings(&self, ctx: &datafusion::prelude::SessionContext) -> Result<()> {
         use datafusion::arrow::array::{Int64Array, StringArray};
         let all = self.store.ratings(None)?;
-        let text = |f: &dyn Fn(&crate::store::Rating) -> &str| -> ArrayRef {
+        let text = |f: &dyn Fn(&crate::store::ratings::Rating) -> &str| -> ArrayRef {
             Arc::new(StringArray::from_iter_values(all.iter().map(|r| f(r).to_string())))
         };
         let batch = RecordBatch::try_new(
@@ -91,7 +91,7 @@ impl Engine {
         if values.is_empty() {
             bail!("no row matched, so nothing was rated");
         }
-        let base = crate::store::Rating {
+        let base = crate::store::ratings::Rating {
             id: 0,
             playbook: run.playbook,
             run_id: run_id.to_string(),

@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 
-use super::run::{RunOutcome, RunRequest};
+use super::request::{RunOutcome, RunRequest};
 use super::{process_alive, Engine};
-use crate::store::RunRecord;
+use crate::model::params::parse_all;
+use crate::store::runs::RunRecord;
 
 impl Engine {
     /// Resumes a run that an earlier process left unfinished: steps and chunks that finished
@@ -31,20 +32,15 @@ impl Engine {
                 bail!("playbook `{}` of run {} is not available", run.playbook, run.id);
             }
         };
-        let stored: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(run.resolved.as_deref().unwrap_or(&run.params)).unwrap_or_default();
-        let cx = catalog.parse_ctx();
-        let mut values = Vec::new();
-        for p in &pb.params {
-            let raw = stored.get(&p.name).and_then(|v| v.as_str());
-            match p.parse(raw, &cx) {
-                Ok(v) => values.push((p.name.clone(), v)),
-                Err(e) => {
-                    self.store.interrupt(&run.id, &format!("interrupted by a restart; parameter `{}`: {e}", p.name))?;
-                    bail!("run {}: parameter `{}`: {e}", run.id, p.name);
-                }
+        let stored = run.resolved_params();
+        let values = match parse_all(&pb.params, |name| stored.get(name).map(String::as_str), &catalog.parse_ctx()) {
+            Ok(values) => values,
+            Err(errors) => {
+                let (name, e) = errors.first().cloned().unwrap_or_default();
+                self.store.interrupt(&run.id, &format!("interrupted by a restart; parameter `{name}`: {e}"))?;
+                bail!("run {}: parameter `{name}`: {e}", run.id);
             }
-        }
+        };
         let req = RunRequest {
             playbook: pb,
             values,

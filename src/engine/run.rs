@@ -8,52 +8,15 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use serde::Serialize;
 
-use super::queue::Progress;
-use super::Engine;
-use crate::model::params::Value;
-use crate::playbook::Playbook;
+use super::request::{RunRequest, StepOutcome};
+use super::{Engine, Progress};
 use crate::results::table::write_parquet;
 use crate::results::StepData;
-use crate::steps::{condition_holds, Env, Made, ProgressSink, Step};
-use crate::store::{RunState, StepRecord};
-
-/// What to run.
-#[derive(Debug, Clone)]
-pub struct RunRequest {
-    pub playbook: Arc<Playbook>,
-    /// Parsed values, one per declared parameter.
-    pub values: Vec<(String, Value)>,
-    /// Only this section (and the earlier steps it reads); None = every section.
-    pub section: Option<usize>,
-    pub who: String,
-    pub source: String,
-    /// The schedule that fired this run, if one did.
-    pub schedule_id: Option<i64>,
-}
-
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct StepOutcome {
-    pub id: String,
-    pub title: Option<String>,
-    pub section: usize,
-    pub rows: Option<usize>,
-    pub elapsed_ms: u128,
-    pub error: Option<String>,
-    /// Rendered HTML of a markdown step.
-    pub html: Option<String>,
-    pub chart: Option<serde_json::Value>,
-    pub show_table: bool,
-    pub export: bool,
-    pub page_size: u32,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct RunOutcome {
-    pub run_id: String,
-    pub steps: Vec<StepOutcome>,
-}
+use crate::steps::env::{Env, Made, ProgressSink, StepError};
+use crate::steps::{condition_holds, Step};
+use crate::store::runs::RunState;
+use crate::store::runs::StepRecord;
 
 /// A run's progress as its steps report it.
 struct RunProgress<'a> {
@@ -84,12 +47,7 @@ fn register(ctx: &SessionContext, id: &str, data: &StepData) -> datafusion::erro
 impl Engine {
     /// What a run's steps showed, read back from the state database.
     pub fn stored_outcomes(&self, run_id: &str) -> Result<Vec<StepOutcome>> {
-        Ok(self
-            .store
-            .steps(run_id)?
-            .iter()
-            .filter_map(|s| s.outcome.as_deref().and_then(|o| serde_json::from_str(o).ok()))
-            .collect())
+        Ok(self.store.steps(run_id)?.iter().filter_map(|s| s.outcome_as()).collect())
     }
 
     /// Executes the steps of a recorded run; each step's outcome is stored as it finishes.
@@ -226,7 +184,7 @@ impl Engine {
         ctx: &SessionContext,
         e: &crate::steps::enrich::Enrich,
         from: &StepData,
-    ) -> std::result::Result<StepData, crate::steps::StepError> {
+    ) -> std::result::Result<StepData, StepError> {
         struct Silent;
         impl ProgressSink for Silent {
             fn rows(&self, _: u64) {}
@@ -261,7 +219,7 @@ impl Engine {
         done: &mut HashMap<String, Arc<StepData>>,
         failed: &mut Vec<String>,
     ) -> Option<StepOutcome> {
-        let out: StepOutcome = serde_json::from_str(rec.outcome.as_deref()?).ok()?;
+        let out: StepOutcome = rec.outcome_as()?;
         if out.error.is_some() {
             failed.push(out.id.clone());
             return Some(out);

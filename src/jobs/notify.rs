@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::secrets::Secret;
-use crate::store::Delivery;
+use crate::store::schedules::Delivery;
 
 /// Posts JSON to webhooks.
 #[derive(Debug, Clone)]

@@ -17,10 +17,12 @@ use chrono_tz::Tz;
 use serde::Serialize;
 
 use crate::engine::{Engine, RunRequest};
-use crate::model::params::ParseCtx;
+use crate::model::params::{parse_all, ParseCtx};
 use crate::model::schedule::{describe, CronSpec, Missed, ScheduleSpec};
 use crate::playbook::Playbook;
-use crate::store::{Delivery, RunState, ScheduleRecord};
+use crate::store::runs::RunState;
+use crate::store::schedules::Delivery;
+use crate::store::schedules::ScheduleRecord;
 
 /// A schedule as the pages list it.
 #[derive(Debug, Clone, Serialize)]
@@ -58,7 +60,7 @@ pub fn list(engine: &Engine, only: Option<&str>) -> Result<Vec<Listed>> {
         if only.is_some_and(|p| p != rec.playbook) {
             continue;
         }
-        let spec: Option<ScheduleSpec> = serde_json::from_str(&rec.spec).ok();
+        let spec: Option<ScheduleSpec> = rec.spec_as();
         let pb = catalog.entry(&rec.playbook).and_then(|e| e.runnable());
         let problem = match (&spec, pb) {
             (None, _) => Some("the stored schedule cannot be read".to_string()),
@@ -184,7 +186,7 @@ impl Scheduler {
             if !rec.enabled {
                 continue;
             }
-            let Ok(spec) = serde_json::from_str::<ScheduleSpec>(&rec.spec) else { continue };
+            let Some(spec) = rec.spec_as::<ScheduleSpec>() else { continue };
             let Ok(cron) = CronSpec::parse(&spec.cron) else { continue };
             let tz = spec.tz();
             let base = rec.last_fire.as_deref().or(Some(rec.created_at.as_str())).and_then(parse_time).unwrap_or(now);
@@ -239,7 +241,7 @@ impl Scheduler {
     pub fn run_now(self: &Arc<Self>, id: i64) -> Result<String> {
         let store = &self.engine.store;
         let rec = store.schedule(id)?.ok_or_else(|| anyhow::anyhow!("no such schedule"))?;
-        let spec: ScheduleSpec = serde_json::from_str(&rec.spec)?;
+        let spec: ScheduleSpec = rec.spec_as().ok_or_else(|| anyhow::anyhow!("the stored schedule cannot be read"))?;
         let pb = self
             .engine
             .catalog()
@@ -275,17 +277,15 @@ impl Scheduler {
     ) -> Result<()> {
         let catalog = self.engine.catalog();
         let cx = ParseCtx { tz: catalog.tz, now: at };
-        let mut values = Vec::new();
-        for p in &pb.params {
-            match p.parse(spec.params.get(&p.name).map(String::as_str), &cx) {
-                Ok(v) => values.push((p.name.clone(), v)),
-                Err(e) => {
-                    let msg = format!("not run: parameter `{}`: {e}", p.name);
-                    self.engine.store.schedule_fired(rec.id, &format_time(at), None, Some(&msg))?;
-                    return Ok(());
-                }
+        let values = match parse_all(&pb.params, |name| spec.params.get(name).map(String::as_str), &cx) {
+            Ok(values) => values,
+            Err(errors) => {
+                let (name, e) = errors.first().cloned().unwrap_or_default();
+                let msg = format!("not run: parameter `{name}`: {e}");
+                self.engine.store.schedule_fired(rec.id, &format_time(at), None, Some(&msg))?;
+                return Ok(());
             }
-        }
+        };
         tracing::info!(schedule = %rec.name, playbook = %pb.id, run = %run_id, "schedule fired");
         let req = RunRequest {
             playbook: pb.clone(),

@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use crate::engine::{Engine, RunRequest};
+use crate::model::params::parse_all;
 use crate::playbook::Playbook;
 use crate::results::cell_text;
 
@@ -29,18 +30,15 @@ pub async fn run(engine: &std::sync::Arc<Engine>, pb: &std::sync::Arc<Playbook>)
     let cx = engine.catalog().parse_ctx();
     for t in &pb.tests {
         let mut o = Outcome { playbook: pb.id.clone(), test: t.name.clone(), run_id: None, failures: Vec::new() };
-        let mut values = Vec::new();
-        for p in &pb.params {
-            let raw = t.params.iter().find(|(k, _)| k == &p.name).map(|(_, v)| v.as_str());
-            match p.parse(raw, &cx) {
-                Ok(v) => values.push((p.name.clone(), v)),
-                Err(e) => o.failures.push(format!("parameter `{}`: {e}", p.name)),
+        let raw = |name: &str| t.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let values = match parse_all(&pb.params, raw, &cx) {
+            Ok(values) => values,
+            Err(errors) => {
+                o.failures.extend(errors.into_iter().map(|(name, e)| format!("parameter `{name}`: {e}")));
+                out.push(o);
+                continue;
             }
-        }
-        if !o.failures.is_empty() {
-            out.push(o);
-            continue;
-        }
+        };
         let req = RunRequest {
             playbook: pb.clone(),
             values,

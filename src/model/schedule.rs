@@ -12,7 +12,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
-use crate::model::params::ParseCtx;
+use crate::model::params::{parse_all, ParseCtx};
 use crate::model::Declares;
 use crate::util::problem::Problems;
 use crate::util::yaml::pos;
@@ -241,10 +241,8 @@ impl ScheduleSpec {
                 out.push(format!("unknown parameter `{name}`"));
             }
         }
-        for p in pb.params() {
-            if let Err(e) = p.parse(self.params.get(&p.name).map(String::as_str), cx) {
-                out.push(format!("parameter `{}`: {e}", p.name));
-            }
+        if let Err(errors) = parse_all(pb.params(), |name| self.params.get(name).map(String::as_str), cx) {
+            out.extend(errors.into_iter().map(|(name, e)| format!("parameter `{name}`: {e}")));
         }
         let is_query = |id: &str| pb.makes_table(id);
         for s in &self.what_is_new {

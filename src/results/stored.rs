@@ -12,7 +12,8 @@ use super::formats::{write_file, FORMATS};
 use super::lru::Lru;
 use super::paging::{TablePage, TableQuery, Views};
 use super::table::{read_parquet, StepData};
-use crate::store::{ExportRecord, Store};
+use crate::store::exports::ExportRecord;
+use crate::store::Store;
 use crate::util::paths::Paths;
 use crate::util::text::is_identifier;
 

@@ -13,7 +13,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::{Env, StepError};
+use super::env::{Env, StepError};
 use crate::lookup::{host_of, split_domain, Context, Geo, Place, SourceRows, TopDomains};
 use crate::reputation::Lookup;
 use crate::results::{cell_text, StepData};

@@ -2,7 +2,7 @@
 //! results through a minijinja template (`{{ steps.top.first.sip }}`). The rendered
 //! Markdown is turned into HTML with raw HTML escaped (see [`crate::util::markdown`]).
 
-use super::{Env, StepError};
+use super::env::{Env, StepError};
 use crate::results::cells::row_json;
 use crate::util::markdown::to_html;
 use crate::util::problem::{Pos, Problems};

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::{Env, StepError};
+use super::env::{Env, StepError};
 use crate::model::params::{bind_all, with_window, Param, ParamKind, Value};
 use crate::results::table::{read_parquet, write_parquet};
 use crate::results::StepData;

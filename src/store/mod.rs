@@ -16,12 +16,6 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use rusqlite::Connection;
 
-pub use exports::ExportRecord;
-pub use ratings::Rating;
-pub use runs::{RunRecord, RunState, StepRecord};
-pub use schedules::{Delivery, ScheduleRecord};
-pub use threats::ThreatRecord;
-
 #[derive(Debug, Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,

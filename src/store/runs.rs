@@ -1,8 +1,11 @@
 //! Runs, their steps and the chunks of chunked steps.
 
+use std::collections::BTreeMap;
+
 use anyhow::Result;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{params, OptionalExtension};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{now, Store};
@@ -97,6 +100,33 @@ pub struct RunRecord {
     pub resolved: Option<String>,
     /// The process executing the run; a server resumes only runs whose process is gone.
     pub pid: Option<i64>,
+}
+
+impl RunRecord {
+    /// The parameters as entered (name → the text a form carries), by name.
+    pub fn entered(&self) -> BTreeMap<String, String> {
+        text_map(&self.params)
+    }
+
+    /// The parameters as resolved when the run started (as entered, for runs recorded before
+    /// resolved values were kept).
+    pub fn resolved_params(&self) -> BTreeMap<String, String> {
+        text_map(self.resolved.as_deref().unwrap_or(&self.params))
+    }
+}
+
+/// A stored JSON object of texts; anything else in it is left out.
+fn text_map(json: &str) -> BTreeMap<String, String> {
+    let map: BTreeMap<String, serde_json::Value> = serde_json::from_str(json).unwrap_or_default();
+    map.into_iter().filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_string()))).collect()
+}
+
+impl StepRecord {
+    /// What the page showed for the step, read as `T` (the engine's step outcome); None when
+    /// it was not stored or no longer reads.
+    pub fn outcome_as<T: DeserializeOwned>(&self) -> Option<T> {
+        serde_json::from_str(self.outcome.as_deref()?).ok()
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

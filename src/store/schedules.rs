@@ -3,6 +3,7 @@
 
 use anyhow::Result;
 use rusqlite::{params, OptionalExtension};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{now, Store};
@@ -34,6 +35,13 @@ pub struct Delivery {
     pub attempts: u32,
     /// What happened, without the URL: `HTTP 200`, `HTTP 502 three times`, …
     pub detail: String,
+}
+
+impl ScheduleRecord {
+    /// The stored spec read as `T` (the model's schedule spec); None when it no longer reads.
+    pub fn spec_as<T: DeserializeOwned>(&self) -> Option<T> {
+        serde_json::from_str(&self.spec).ok()
+    }
 }
 
 impl Store {

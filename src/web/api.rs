@@ -13,8 +13,9 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::handlers::{check_run, parse_form, runnable, who};
-use super::{AppState, WebError};
+use super::error::WebError;
+use super::state::AppState;
+use super::toolkit::{check_run, parse_form, runnable, who};
 use crate::engine::RunRequest;
 
 type Result<T> = std::result::Result<T, WebError>;
@@ -103,7 +104,7 @@ pub async fn run_status(State(state): State<AppState>, Path(run): Path<String>) 
         .map(|s| json!({ "id": s.step_id, "rows": s.rows, "elapsed_ms": s.elapsed_ms, "error": s.error }))
         .collect();
     let progress = state.engine.progress(&run).map_err(WebError::Internal)?;
-    let params: serde_json::Value = serde_json::from_str(&rec.params).unwrap_or(serde_json::Value::Null);
+    let params = rec.entered();
     Ok(Json(json!({
         "id": rec.id, "playbook": rec.playbook, "state": rec.state, "error": rec.error,
         "started_by": rec.started_by, "source": rec.source, "params": params,

@@ -58,7 +58,7 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for CheckedForm {
             axum::Form::<Vec<(String, String)>>::from_request(req, state).await.map_err(IntoResponse::into_response)?;
         let token = form.iter().find(|(k, _)| k == "_csrf").map(|(_, v)| v.as_str());
         if !verify(&headers, token) {
-            return Err(super::WebError::Csrf.into_response());
+            return Err(super::error::WebError::Csrf.into_response());
         }
         Ok(CheckedForm(form))
     }
@@ -69,13 +69,13 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for CheckedForm {
 pub struct Checked;
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Checked {
-    type Rejection = super::WebError;
+    type Rejection = super::error::WebError;
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
         if verify(&parts.headers, None) {
             Ok(Checked)
         } else {
-            Err(super::WebError::Csrf)
+            Err(super::error::WebError::Csrf)
         }
     }
 }

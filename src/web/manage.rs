@@ -9,7 +9,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 
 use serde_json::json;
 
-use super::{csrf, AppState, WebError};
+use super::csrf;
+use super::error::WebError;
+use super::state::AppState;
 use crate::manage;
 
 type Result<T> = std::result::Result<T, WebError>;
@@ -173,7 +175,7 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Result<R
             }).collect::<Vec<_>>(),
         },
     }))?;
-    Ok(super::handlers::page(html, cookie))
+    Ok(super::toolkit::page(html, cookie))
 }
 
 /// One line on the scheduler: running or not, how many schedules, the next fire.

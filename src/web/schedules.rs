@@ -9,8 +9,10 @@ use axum::Json;
 use indexmap::IndexMap;
 use serde_json::json;
 
-use super::handlers::{join_multi, page, parse_form, render, runnable, who};
-use super::{csrf, AppState, WebError};
+use super::csrf;
+use super::error::WebError;
+use super::state::AppState;
+use super::toolkit::{join_multi, page, parse_form, render, runnable, who};
 use crate::jobs::scheduler;
 use crate::model::schedule::{self, Missed, NotifySpec, NotifyWhen, ScheduleSpec};
 
@@ -153,7 +155,7 @@ pub async fn create(
     }
 }
 
-fn schedule_or_404(state: &AppState, sid: i64) -> Result<crate::store::ScheduleRecord> {
+fn schedule_or_404(state: &AppState, sid: i64) -> Result<crate::store::schedules::ScheduleRecord> {
     state
         .engine
         .store

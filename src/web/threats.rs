@@ -7,8 +7,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::handlers::{check_run, page, render, who};
-use super::{csrf, AppState, WebError};
+use super::csrf;
+use super::error::WebError;
+use super::state::AppState;
+use super::toolkit::{check_run, page, render, who};
 use crate::threat::{self, NewThreat};
 
 type Result<T> = std::result::Result<T, WebError>;

@@ -1,0 +1,44 @@
+//! What a run is asked to do, and what its steps showed.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::model::params::Values;
+use crate::playbook::Playbook;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub playbook: Arc<Playbook>,
+    /// Parsed values, one per declared parameter.
+    pub values: Values,
+    /// Only this section (and the earlier steps it reads); None = every section.
+    pub section: Option<usize>,
+    pub who: String,
+    pub source: String,
+    /// The schedule that fired this run, if one did.
+    pub schedule_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct StepOutcome {
+    pub id: String,
+    pub title: Option<String>,
+    pub section: usize,
+    pub rows: Option<usize>,
+    pub elapsed_ms: u128,
+    pub error: Option<String>,
+    /// Rendered HTML of a markdown step.
+    pub html: Option<String>,
+    pub chart: Option<serde_json::Value>,
+    pub show_table: bool,
+    pub export: bool,
+    pub page_size: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunOutcome {
+    pub run_id: String,
+    pub steps: Vec<StepOutcome>,
+}

@@ -1,0 +1,88 @@
+//! What a step kind's execution sees ([`Env`]), reports ([`ProgressSink`]), makes ([`Made`])
+//! and fails with ([`StepError`]).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono_tz::Tz;
+use datafusion::prelude::SessionContext;
+
+use crate::model::params::{Param, Value};
+use crate::model::service::Service;
+use crate::results::StepData;
+use crate::secrets::Secrets;
+use crate::sql::session::clean_error;
+use crate::store::Store;
+use crate::util::timeutil;
+
+/// What executing a step may use: the run's session (connectors, ratings and earlier steps'
+/// tables registered), its parameters, the tables made so far, and the services and state it
+/// may ask.
+pub struct Env<'a> {
+    pub ctx: &'a SessionContext,
+    pub run_id: &'a str,
+    /// `data/runs/<id>/`, where a chunked step keeps its chunks.
+    pub run_dir: &'a Path,
+    /// The data folder (`.mmdb` files are named relative to it).
+    pub data_dir: &'a Path,
+    pub params: &'a [Param],
+    pub values: &'a [(String, Value)],
+    pub done: &'a HashMap<String, Arc<StepData>>,
+    pub tz: Tz,
+    pub services: &'a [Service],
+    pub secrets: &'a Secrets,
+    pub store: &'a Store,
+    pub progress: &'a dyn ProgressSink,
+}
+
+/// Where a step reports how far it got (the run's progress bar).
+pub trait ProgressSink: Send + Sync {
+    /// Rows the step has produced so far.
+    fn rows(&self, rows: u64);
+    /// Chunk `done` of `of` is next (chunked steps).
+    fn chunk(&self, done: usize, of: usize);
+}
+
+/// What a step made: a table, or the HTML of a text.
+#[derive(Debug)]
+pub enum Made {
+    Table(StepData),
+    Html(String),
+}
+
+/// Why a step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Query(#[from] datafusion::error::DataFusionError),
+    #[error("chunk {chunk} of {of}: {source}")]
+    Chunk { chunk: usize, of: usize, window: timeutil::Window, source: datafusion::error::DataFusionError },
+    #[error(transparent)]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+    #[error("{0:#}")]
+    Other(anyhow::Error),
+    /// A message already written for the analyst.
+    #[error("{0}")]
+    Message(String),
+}
+
+impl StepError {
+    pub fn other(message: impl Into<String>) -> StepError {
+        StepError::Message(message.into())
+    }
+
+    /// The message the analyst reads.
+    pub fn message(&self) -> String {
+        match self {
+            StepError::Query(e) => clean_error(e).0,
+            StepError::Chunk { chunk, of, window, source } => format!(
+                "chunk {chunk} of {of} ({} – {}): {}",
+                window.start.format("%Y-%m-%d %H:%M"),
+                window.end.format("%Y-%m-%d %H:%M"),
+                clean_error(source).0
+            ),
+            other => other.to_string(),
+        }
+    }
+}

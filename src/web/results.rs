@@ -1,0 +1,180 @@
+//! A run's results as the page shows them: tables paged, sorted and searched on the server,
+//! ratings of their rows, exports and their downloads.
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::csrf;
+use super::error::WebError;
+use super::state::AppState;
+use super::toolkit::{check_ids, join_multi, render, who, Result};
+use crate::results::paging::{TablePage, TableQuery};
+use crate::util::paths::join_inside;
+
+pub(super) async fn results_html(
+    state: &AppState,
+    pb_id: &str,
+    run_id: &str,
+    outcomes: &[crate::engine::StepOutcome],
+    section: Option<usize>,
+) -> Result<String> {
+    let mut steps = Vec::new();
+    for s in outcomes.iter().filter(|s| section.is_none_or(|n| s.section == n)) {
+        let table = match (s.show_table, s.rows, &s.error) {
+            (true, Some(_), None) => {
+                let q = TableQuery { page: 1, size: s.page_size as usize, ..Default::default() };
+                let page = state.engine.page(run_id, &s.id, &q).await.map_err(WebError::Internal)?;
+                Some(table_html(state, run_id, &s.id, s.export, &page)?)
+            }
+            _ => None,
+        };
+        let visible = table.is_some() || s.chart.is_some() || s.html.is_some() || s.error.is_some();
+        if !visible {
+            continue;
+        }
+        steps.push(json!({
+            "id": s.id, "title": s.title, "rows": s.rows, "error": s.error, "html": s.html,
+            "chart": s.chart, "table": table, "elapsed_ms": s.elapsed_ms as u64,
+        }));
+    }
+    render(state, "results.html", json!({ "pb": {"id": pb_id}, "run_id": run_id, "steps": steps }))
+}
+
+/// The playbooks a table cell can open, by the kind of entity they take.
+pub(super) fn pivots(state: &AppState) -> Vec<serde_json::Value> {
+    let catalog = state.engine.catalog();
+    let mut out = Vec::new();
+    for e in &catalog.playbooks {
+        let Some(pb) = e.runnable() else { continue };
+        for p in &pb.params {
+            if let Some(kind) = p.pivot_kind() {
+                out.push(json!({ "kind": kind, "id": pb.id, "title": pb.title, "param": p.name, "label": p.label }));
+            }
+        }
+    }
+    out
+}
+
+pub(super) fn table_html(state: &AppState, run: &str, step: &str, export: bool, page: &TablePage) -> Result<String> {
+    render(
+        state,
+        "output/table.html",
+        json!({
+            "run": run, "step": step, "export": export, "t": page, "pivots": pivots(state),
+            "total_fmt": super::templates::thousands(page.total as i64),
+            "filtered_fmt": super::templates::thousands(page.filtered as i64),
+            "first_fmt": super::templates::thousands(page.first as i64),
+            "last_fmt": super::templates::thousands(page.last as i64),
+        }),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TableParams {
+    #[serde(default)]
+    page: Option<usize>,
+    #[serde(default)]
+    size: Option<usize>,
+    #[serde(default)]
+    sort: Option<String>,
+    #[serde(default)]
+    dir: Option<String>,
+    #[serde(default)]
+    q: Option<String>,
+    #[serde(default)]
+    export: Option<String>,
+}
+
+pub async fn table(
+    State(state): State<AppState>,
+    Path((run, step)): Path<(String, String)>,
+    Query(p): Query<TableParams>,
+) -> Result<Response> {
+    check_ids(&run, &step)?;
+    let q = TableQuery {
+        page: p.page.unwrap_or(1),
+        size: p.size.unwrap_or(25),
+        sort: p.sort.filter(|s| !s.is_empty()),
+        desc: p.dir.as_deref() == Some("desc"),
+        search: p.q,
+    };
+    let page = state
+        .engine
+        .page(&run, &step, &q)
+        .await
+        .map_err(|_| WebError::NotFound("This result is no longer stored.".into()))?;
+    Ok(Html(table_html(&state, &run, &step, p.export.as_deref() != Some("0"), &page)?).into_response())
+}
+
+/// Rates values of a column in a stored table (Spot's Score): the ticked rows, or every row
+/// matching the quick box. Answers JSON: how many values were rated, or what is wrong.
+pub async fn rate(
+    State(state): State<AppState>,
+    Path((run, step)): Path<(String, String)>,
+    headers: HeaderMap,
+    csrf::CheckedForm(form): csrf::CheckedForm,
+) -> Result<Response> {
+    check_ids(&run, &step)?;
+    let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).unwrap_or("");
+    let rows: Vec<u32> = form.iter().filter(|(k, _)| k == "row").filter_map(|(_, v)| v.parse().ok()).collect();
+    let rating: i64 = get("rating").parse().unwrap_or(0);
+    let search = Some(get("search")).filter(|s| !s.trim().is_empty());
+    // `where_col` / `where_val` pairs: rows whose columns equal every given value.
+    let cols = form.iter().filter(|(k, _)| k == "where_col").map(|(_, v)| v.clone());
+    let vals = form.iter().filter(|(k, _)| k == "where_val").map(|(_, v)| v.clone());
+    let conditions: Vec<(String, String)> =
+        cols.zip(vals).filter(|(c, v)| !c.is_empty() && !v.trim().is_empty()).collect();
+    let who = who(&state, &headers);
+    match state.engine.rate(&run, &step, &rows, &conditions, search, get("field"), rating, get("note"), &who).await {
+        Ok(values) => Ok(Json(json!({ "rated": values.len(), "values": values, "rating": rating })).into_response()),
+        Err(e) => Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "error": format!("{e:#}") }))).into_response()),
+    }
+}
+
+pub async fn export(
+    State(state): State<AppState>,
+    Path((run, step)): Path<(String, String)>,
+    headers: HeaderMap,
+    csrf::CheckedForm(form): csrf::CheckedForm,
+) -> Result<Response> {
+    let given = join_multi(&form);
+    check_ids(&run, &step)?;
+    let format = given.get("format").map(String::as_str).unwrap_or("csv");
+    if !matches!(format, "csv" | "json" | "parquet") {
+        return Err(WebError::BadRequest("Export as csv, json or parquet.".into()));
+    }
+    let rec = state.engine.export(&run, &step, format, &who(&state, &headers)).await.map_err(WebError::Internal)?;
+    let exports = state.engine.store.exports(&rec.playbook).map_err(WebError::Internal)?;
+    let html = render(&state, "exports.html", json!({ "exports": exports, "new": rec.id }))?;
+    Ok(Html(html).into_response())
+}
+
+pub async fn download(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Response> {
+    let rec = state
+        .engine
+        .store
+        .export(id)
+        .map_err(WebError::Internal)?
+        .ok_or_else(|| WebError::NotFound("No such export.".into()))?;
+    let path = join_inside(&state.paths.exports_dir(), &rec.file)
+        .ok_or_else(|| WebError::NotFound("No such export.".into()))?;
+    let bytes =
+        tokio::fs::read(&path).await.map_err(|_| WebError::NotFound("The exported file was deleted.".into()))?;
+    let ctype = match rec.format.as_str() {
+        "csv" => "text/csv; charset=utf-8",
+        "json" => "application/json",
+        _ => "application/vnd.apache.parquet",
+    };
+    let name = rec.file.rsplit('/').next().unwrap_or("export").to_string();
+    let mut r = Response::new(Body::from(bytes));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(r)
+}

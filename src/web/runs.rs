@@ -1,0 +1,128 @@
+//! A run's permalink, its progress as server-sent events, cancel, and reports (HTML, PDF).
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::csrf;
+use super::error::WebError;
+use super::results::results_html;
+use super::state::AppState;
+use super::toolkit::{check_run, page, render, urlencode, Result};
+
+pub(super) fn report_text(state: &AppState, run: &str) -> Result<String> {
+    check_run(run)?;
+    if state.engine.store.run(run).map_err(WebError::Internal)?.is_none() {
+        return Err(WebError::NotFound("No such run.".into()));
+    }
+    crate::report::html(&state.engine, &state.templates, &state.paths.web, run).map_err(WebError::Internal)
+}
+
+/// A run as one self-contained HTML file, downloaded.
+pub async fn report_html(State(state): State<AppState>, Path(run): Path<String>) -> Result<Response> {
+    let html = report_text(&state, &run)?;
+    let mut r = Response::new(Body::from(html));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"casebook-report-{}.html\"", &run[..8])) {
+        r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(r)
+}
+
+/// The same report as PDF, printed by headless Chromium.
+pub async fn report_pdf(State(state): State<AppState>, Path(run): Path<String>) -> Result<Response> {
+    let html = report_text(&state, &run)?;
+    if !crate::report::pdf_available() {
+        return Err(WebError::NotFound(
+            "PDF reports need Chromium on the server; download the HTML report instead.".into(),
+        ));
+    }
+    let pdf = crate::report::pdf(&html).await.map_err(WebError::Internal)?;
+    let mut r = Response::new(Body::from(pdf));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/pdf"));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"casebook-report-{}.pdf\"", &run[..8])) {
+        r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(r)
+}
+
+/// A run's permalink: what it showed, from its stored outputs, after a reload or on a
+/// colleague's screen.
+pub async fn run_page(State(state): State<AppState>, Path(run): Path<String>, headers: HeaderMap) -> Result<Response> {
+    check_run(&run)?;
+    let (token, cookie) = csrf::ensure(&headers);
+    let rec = state
+        .engine
+        .store
+        .run(&run)
+        .map_err(WebError::Internal)?
+        .ok_or_else(|| WebError::NotFound("There is no such run; it may have been deleted.".into()))?;
+    let outcomes: Vec<crate::engine::StepOutcome> =
+        state.engine.store.steps(&run).map_err(WebError::Internal)?.iter().filter_map(|s| s.outcome_as()).collect();
+    let catalog = state.engine.catalog();
+    let entry = catalog.entry(&rec.playbook);
+    let shown = entry.and_then(|e| e.shown());
+    let title = shown.map(|p| p.title.clone()).unwrap_or_else(|| rec.playbook.clone());
+    let params = rec.entered();
+    let query: String = params
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let changed = shown.is_some_and(|p| p.hash != rec.playbook_hash);
+    let results = results_html(&state, &rec.playbook, &run, &outcomes, None).await?;
+    let html = render(
+        &state,
+        "run.html",
+        json!({
+            "csrf": token, "tz": catalog.tz.name(), "run": rec, "title": title, "params": params,
+            "rerun": format!("/p/{}?{}", rec.playbook, query), "exists": shown.is_some(), "changed": changed,
+            "entity_hint": params.values().find(|v| v.trim().parse::<std::net::IpAddr>().is_ok()).map(String::as_str).unwrap_or(""),
+            "results": results,
+        }),
+    )?;
+    Ok(page(html, cookie))
+}
+
+/// Stops a queued or running run (the page's Cancel button).
+pub async fn cancel_run(State(state): State<AppState>, Path(run): Path<String>, _: csrf::Checked) -> Result<Response> {
+    check_run(&run)?;
+    let stopped = state.engine.cancel(&run);
+    Ok(Json(json!({ "cancelled": stopped })).into_response())
+}
+
+/// Progress of a run as server-sent events: a `progress` event four times a second while it
+/// is queued or running, then one `done` event with its final state.
+pub async fn run_events(State(state): State<AppState>, Path(run): Path<String>) -> Result<Response> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    check_run(&run)?;
+    let engine = state.engine.clone();
+    let stream = futures::stream::unfold((0u32, false), move |(tick, finished)| {
+        let engine = engine.clone();
+        let run = run.clone();
+        async move {
+            if finished {
+                return None;
+            }
+            if tick > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            let p = engine.progress(&run).ok().flatten();
+            let event = match p {
+                Some(p) if p.state.is_active() => {
+                    (Event::default().event("progress").json_data(&p).unwrap_or_default(), false)
+                }
+                Some(p) => (Event::default().event("done").json_data(&p).unwrap_or_default(), true),
+                // Not started yet (the page may ask before its run is registered): wait 10 s.
+                None if tick < 40 => (Event::default().event("waiting").data("{}"), false),
+                None => (Event::default().event("done").data("{\"state\":\"unknown\"}"), true),
+            };
+            Some((Ok::<_, std::convert::Infallible>(event.0), (tick + 1, event.1)))
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}

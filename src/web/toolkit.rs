@@ -1,0 +1,126 @@
+//! The web toolkit every handler file uses: who is asking, rendering a page with its
+//! security headers, finding a playbook or a run named in a URL, and reading form values
+//! through the one way in for parameters.
+
+use std::collections::HashMap;
+
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{Html, IntoResponse, Response};
+
+use super::error::WebError;
+use super::state::AppState;
+use crate::catalog::Entry;
+use crate::model::params::{parse_all, ParseCtx, Values};
+use crate::playbook::Playbook;
+use crate::util::text::is_identifier;
+
+/// What a handler returns: a response, or the one web error type.
+pub type Result<T> = std::result::Result<T, WebError>;
+
+/// Who is acting: the user a trusted reverse proxy names in the configured header
+/// (`serve --user-header`), else "analyst". Accounts of casebook's own come later.
+pub(super) fn who(state: &AppState, headers: &HeaderMap) -> String {
+    let named = state
+        .user_header
+        .as_ref()
+        .and_then(|h| headers.get(h))
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| !c.is_control()));
+    match (named, &state.user_header) {
+        (Some(v), _) => v.to_string(),
+        (None, Some(_)) => "anonymous".into(),
+        (None, None) => "analyst".into(),
+    }
+}
+
+pub(super) fn render(state: &AppState, name: &str, ctx: serde_json::Value) -> Result<String> {
+    Ok(state.templates.get_template(name)?.render(ctx)?)
+}
+
+/// A full page: the CSRF cookie when new, and the Content-Security-Policy every page sends.
+pub(super) fn page(html: String, cookie: Option<HeaderValue>) -> Response {
+    let mut r = Html(html).into_response();
+    if let Some(c) = cookie {
+        r.headers_mut().insert(header::SET_COOKIE, c);
+    }
+    r.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'",
+        ),
+    );
+    r
+}
+
+/// The runnable version of playbook `id`, or a message that it cannot `what` ("run", "be
+/// scheduled") until its author fixes it.
+pub(super) fn runnable(state: &AppState, id: &str, what: &str) -> Result<std::sync::Arc<Playbook>> {
+    find_entry(state, id)?
+        .runnable()
+        .cloned()
+        .ok_or_else(|| WebError::BadRequest(format!("This playbook has problems and cannot {what}; see its page.")))
+}
+
+pub(super) fn find_entry(state: &AppState, id: &str) -> Result<Entry> {
+    state
+        .engine
+        .catalog()
+        .entry(id)
+        .cloned()
+        .ok_or_else(|| WebError::NotFound(format!("There is no playbook called “{id}”.")))
+}
+
+/// Form and query values: repeated names (multiple select) joined with `,`.
+pub(super) fn join_multi(pairs: &[(String, String)]) -> HashMap<String, String> {
+    let mut out: HashMap<String, String> = HashMap::new();
+    for (k, v) in pairs {
+        out.entry(k.clone())
+            .and_modify(|e| {
+                if !v.is_empty() {
+                    if !e.is_empty() {
+                        e.push(',');
+                    }
+                    e.push_str(v);
+                }
+            })
+            .or_insert_with(|| v.clone());
+    }
+    out
+}
+
+/// Parses the form against the playbook's parameters: values, or a message per field.
+pub fn parse_form(
+    pb: &Playbook,
+    given: &HashMap<String, String>,
+    cx: &ParseCtx,
+) -> std::result::Result<Values, HashMap<String, String>> {
+    parse_all(&pb.params, |name| given.get(name).map(String::as_str), cx).map_err(|e| e.into_iter().collect())
+}
+
+pub(super) fn check_run(run: &str) -> Result<()> {
+    if run.len() != 32 || !run.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(WebError::NotFound("No such run.".into()));
+    }
+    Ok(())
+}
+
+pub(super) fn check_ids(run: &str, step: &str) -> Result<()> {
+    if check_run(run).is_err() || !is_identifier(step) {
+        return Err(WebError::NotFound("No such result.".into()));
+    }
+    Ok(())
+}
+
+pub(super) fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub async fn not_found() -> WebError {
+    WebError::NotFound("There is nothing at this address.".into())
+}
