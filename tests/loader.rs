@@ -116,3 +116,17 @@ async fn score_steps_are_checked_at_load() {
     let good = format!("{base}          from: pairs\n          rules:\n            - {{ when: \"n > 5\", points: 10, reason: \"it's busy\" }}\n          model: {{ features: [sip, dport] }}\n          top: 5\n");
     assert_eq!(problems_of("score", &good).await, Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn a_chart_column_yaml_did_not_read_as_text_says_to_quote_it() {
+    let yaml = "title: C\nsections:\n  - title: S\n    steps:\n      - id: a\n        query: { sql: SELECT 1 AS n }\n        chart: { type: bar, x: name, y: n }\n";
+    let got = problems_of("chart", yaml).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].starts_with("chart.yaml:7:")
+            && got[0].contains(
+                "`y` must be a column name or a list of them; a bare n, no, off or false is read as false, quote it"
+            ),
+        "{got:?}"
+    );
+}

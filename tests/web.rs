@@ -662,3 +662,14 @@ async fn rows_can_be_rated_by_a_combination_of_column_values() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(body.contains("no column `prot`"), "{body}");
 }
+
+#[tokio::test]
+async fn a_bad_id_in_an_address_is_a_missing_page_not_the_routers_text() {
+    let c = client().await;
+    for uri in ["/exports/..%2f1", "/exports/abc", "/threats/1x", "/threats/99999999999999999999/story.json"] {
+        let (status, body) = c.get(uri).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+        assert!(body.contains("There is nothing at this address"), "{uri}: {body}");
+        assert!(!body.contains("Cannot parse") && !body.contains("Invalid URL"), "{uri}: {body}");
+    }
+}

@@ -9,18 +9,16 @@ use std::sync::Arc;
 use chrono::Utc;
 use chrono_tz::Tz;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::common::DataFusionError;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use serde::Serialize;
 
 pub mod connector;
 
-use crate::model::params::{ParseCtx, Value};
+use crate::model::params::{bind_all, ParamKind, ParseCtx, Value};
 use crate::playbook::{self, Playbook, RawPlaybook};
-use crate::sql::find_identifier;
 use crate::sql::session::{clean_error, limited_session, new_session, ratings_schema, read_only};
-use crate::steps::query::Query;
+use crate::steps::env::{PlanEnv, Reported};
 use crate::util::paths::Paths;
 use crate::util::problem::{Pos, Problem, Problems};
 use connector::Connector;
@@ -216,7 +214,9 @@ impl Catalog {
         Entry { id, path: shown, playbook: Some(Arc::new(pb)), problems: problems.list, last_good: None }
     }
 
-    /// Plans every query of `pb` with sample parameter values, reporting what fails.
+    /// Plans every step of `pb` with sample parameter values, reporting what fails: each
+    /// kind plans itself ([`crate::steps::StepKind::plan`]) against the connectors and the
+    /// earlier steps' tables.
     async fn plan(&self, pb: &Playbook, problems: &mut Problems) {
         let ctx = self.session();
         let cx = self.parse_ctx();
@@ -224,15 +224,17 @@ impl Catalog {
         for p in &pb.params {
             let v = p.default.as_deref().and_then(|d| p.parse(Some(d), &cx).ok()).unwrap_or_else(|| p.sample(&cx));
             let v = if v == Value::Null { p.sample(&cx) } else { v };
-            values.extend(p.bind(&v));
+            values.push((p.name.clone(), v));
         }
+        let bound = bind_all(&pb.params, &values);
         for p in &pb.params {
-            if let crate::model::params::ParamKind::Select { options_query: Some(q), .. } = &p.kind {
+            if let ParamKind::Select { options_query: Some(q), .. } = &p.kind {
                 if let Err(e) = ctx.sql_with_options(q, read_only()).await {
                     problems.push(Pos::UNKNOWN, format!("options_query of `{}`: {}", p.name, clean_error(&e).0));
                 }
             }
         }
+        let connectors: Vec<String> = self.connectors.iter().map(|c| c.name.clone()).collect();
         let mut failed: Vec<&str> = Vec::new();
         let mut schemas: Vec<(String, SchemaRef)> = Vec::new();
         for (_, step) in pb.steps() {
@@ -240,187 +242,44 @@ impl Catalog {
                 failed.push(&step.id);
                 continue;
             }
-            if let crate::steps::StepKind::Enrich(e) = &step.kind {
-                match self.plan_enrich(step, e, &schemas, problems) {
-                    Some(schema) => {
-                        let _ = ctx.deregister_table(step.id.as_str());
-                        if let Ok(t) = MemTable::try_new(schema.clone(), vec![vec![]]) {
-                            let _ = ctx.register_table(step.id.as_str(), Arc::new(t));
-                        }
-                        schemas.push((step.id.clone(), schema));
-                    }
-                    None => failed.push(&step.id),
-                }
-                continue;
-            }
-            let Some(q) = step.query() else { continue };
-            if let Some((name, at)) = &q.connector {
-                if !self.connectors.iter().any(|c| &c.name == name) {
-                    let known: Vec<&str> = self.connectors.iter().map(|c| c.name.as_str()).collect();
-                    problems.push_hint(
-                        *at,
-                        format!("unknown connector `{name}`"),
-                        format!("known connectors: {}", known.join(", ")),
-                    );
-                }
-            }
-            // Placeholder problems are already reported; planning would only repeat them.
-            let bad_placeholder = q.sql.placeholders.iter().any(|ph| match pb.param(&ph.param) {
-                None => true,
-                Some(p) => matches!(p.kind, crate::model::params::ParamKind::TimeRange) != ph.field.is_some(),
-            });
-            if bad_placeholder {
-                failed.push(&step.id);
-                continue;
-            }
-            let planned = match ctx.sql_with_options(&q.sql.text, read_only()).await {
-                Ok(df) => df.with_param_values(values.clone()),
-                Err(e) => Err(e),
+            let env = PlanEnv {
+                ctx: &ctx,
+                params: &pb.params,
+                bound: &bound,
+                schemas: &schemas,
+                connectors: &connectors,
+                services: &self.services,
+                data_dir: &self.paths.data,
             };
-            match planned {
-                Ok(df) => {
-                    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-                    if let Some(chart) = &step.chart {
-                        for (col, at) in chart.columns() {
-                            if schema.field_with_name(col).is_err() {
-                                let cols: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-                                problems.push_hint(
-                                    at,
-                                    format!("chart column `{col}` is not in the result of step `{}`", step.id),
-                                    format!("columns: {}", cols.join(", ")),
-                                );
-                            }
-                        }
-                    }
-                    let _ = ctx.deregister_table(step.id.as_str());
-                    match MemTable::try_new(schema.clone(), vec![vec![]]) {
-                        Ok(t) => {
-                            let _ = ctx.register_table(step.id.as_str(), Arc::new(t));
-                        }
-                        Err(e) => problems.push(step.at, format!("step `{}`: {e}", step.id)),
-                    }
-                    schemas.push((step.id.clone(), schema));
-                }
-                Err(e) => {
+            let schema = match step.kind.plan(&step.id, &env, problems).await {
+                Ok(Some(schema)) => schema,
+                Ok(None) => continue,
+                Err(Reported) => {
                     failed.push(&step.id);
-                    let (at, message, hint) = locate_error(&e, q, &ctx);
-                    let mut p = Problem::new(problems.path.clone(), at, format!("step `{}`: {message}", step.id));
-                    p.hint = hint;
-                    problems.list.push(p);
+                    continue;
                 }
-            }
-        }
-    }
-}
-
-impl Catalog {
-    /// The columns an enrich step's reputation service adds per looked-up column.
-    pub fn reputation_fields(&self, e: &crate::steps::enrich::Enrich) -> Vec<String> {
-        e.reputation
-            .as_deref()
-            .and_then(|r| self.services.iter().find(|s| s.name == r))
-            .map(|s| s.fields.iter().map(|(f, _)| f.clone()).collect())
-            .unwrap_or_default()
-    }
-
-    /// Checks an enrich step against the table it enriches and the sources it names; returns
-    /// the enriched table's schema.
-    fn plan_enrich(
-        &self,
-        step: &crate::steps::Step,
-        e: &crate::steps::enrich::Enrich,
-        schemas: &[(String, SchemaRef)],
-        problems: &mut Problems,
-    ) -> Option<SchemaRef> {
-        let (_, from) = schemas.iter().find(|(id, _)| id == &e.from)?;
-        let mut ok = true;
-        for c in e.ip.iter().chain(&e.domain) {
-            if from.field_with_name(c).is_err() {
-                let cols: Vec<&str> = from.fields().iter().map(|f| f.name().as_str()).collect();
-                problems.push_hint(
-                    e.at,
-                    format!("step `{}`: `{}` has no column `{c}`", step.id, e.from),
-                    format!("columns: {}", cols.join(", ")),
-                );
-                ok = false;
-            }
-        }
-        for name in e.connectors() {
-            let is_service = e.reputation.as_deref() == Some(name);
-            let found = if is_service {
-                self.services.iter().any(|s| s.name == name)
-            } else {
-                self.connectors.iter().any(|c| c.name == name)
             };
-            if !found {
-                let known: Vec<&str> = self.connectors.iter().map(|c| c.name.as_str()).collect();
-                problems.push_hint(
-                    e.at,
-                    format!("step `{}`: unknown connector `{name}`", step.id),
-                    format!("known connectors: {}", known.join(", ")),
-                );
-                ok = false;
-            }
-        }
-        if let Some(crate::steps::enrich::GeoSource::Mmdb(file)) = &e.geo {
-            match crate::util::paths::join_inside(&self.paths.data, file) {
-                Some(p) if p.is_file() => {}
-                _ => {
-                    problems.push_hint(
-                        e.at,
-                        format!("step `{}`: no geolocation database `{file}` in the data folder", step.id),
-                        "put the .mmdb file under the data folder and name it relative to it",
-                    );
-                    ok = false;
+            if let Some(chart) = &step.chart {
+                for (col, at) in chart.columns() {
+                    if schema.field_with_name(col).is_err() {
+                        let cols: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                        problems.push_hint(
+                            at,
+                            format!("chart column `{col}` is not in the result of step `{}`", step.id),
+                            format!("columns: {}", cols.join(", ")),
+                        );
+                    }
                 }
             }
-        }
-        let rep_fields = self.reputation_fields(e);
-        let mut fields: Vec<datafusion::arrow::datatypes::Field> =
-            from.fields().iter().map(|f| f.as_ref().clone()).collect();
-        for f in crate::steps::enrich::added_fields(e, &rep_fields) {
-            if fields.iter().any(|g| g.name() == f.name()) {
-                problems.push(
-                    e.at,
-                    format!("step `{}`: the column `{}` it adds is already in `{}`", step.id, f.name(), e.from),
-                );
-                ok = false;
+            let _ = ctx.deregister_table(step.id.as_str());
+            match MemTable::try_new(schema.clone(), vec![vec![]]) {
+                Ok(t) => {
+                    let _ = ctx.register_table(step.id.as_str(), Arc::new(t));
+                }
+                Err(e) => problems.push(step.at, format!("step `{}`: {e}", step.id)),
             }
-            fields.push(f);
+            schemas.push((step.id.clone(), schema));
         }
-        ok.then(|| Arc::new(datafusion::arrow::datatypes::Schema::new(fields)))
-    }
-}
-
-fn locate_error(e: &DataFusionError, q: &Query, ctx: &SessionContext) -> (Pos, String, Option<String>) {
-    let (message, mut hint) = clean_error(e);
-    let span = e.diagnostic().and_then(|d| d.span).filter(|s| s.start.line > 0);
-    let mut at = span.map(|s| q.file_pos((s.start.line, s.start.column)));
-    let lower = message.to_lowercase();
-    if at.is_none() {
-        let name =
-            message.split('`').nth(1).map(str::to_string).or_else(|| lower.split('\'').nth(1).map(str::to_string));
-        if let Some(n) = name {
-            at = find_identifier(&q.sql.text, &n).map(|p| q.file_pos(p));
-        }
-    }
-    if lower.contains("table") && lower.contains("not found") && hint.is_none() {
-        let names: Vec<String> = ctx.table_names_sorted();
-        hint = Some(format!("tables you can use: {}", names.join(", ")));
-    }
-    (at.unwrap_or_else(|| q.file_pos((1, 1))), message, hint)
-}
-
-trait TableNames {
-    fn table_names_sorted(&self) -> Vec<String>;
-}
-
-impl TableNames for SessionContext {
-    fn table_names_sorted(&self) -> Vec<String> {
-        let mut names: Vec<String> =
-            self.catalog("datafusion").and_then(|c| c.schema("public")).map(|s| s.table_names()).unwrap_or_default();
-        names.sort();
-        names
     }
 }
 

@@ -40,11 +40,62 @@ enum ChartTypeName {
     Line,
 }
 
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
+/// A column name or a list of them. Read by hand so that a value YAML did not read as text
+/// (a bare `n` is false, `10` a number) gets a message that says what to write.
+#[derive(Debug, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum OneOrMany {
     One(String),
     Many(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Names;
+        impl<'de> serde::de::Visitor<'de> for Names {
+            type Value = OneOrMany;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a column name or a list of them")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany::One(v.to_string()))
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<OneOrMany, E> {
+                let bare = if b { "y, yes, on or true" } else { "n, no, off or false" };
+                Err(E::custom(format!(
+                    "`y` must be a column name or a list of them; a bare {bare} is read as {b}, quote it"
+                )))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<OneOrMany, E> {
+                Err(E::custom(format!("`y` must be a column name or a list of them, not the number {n}; quote it")))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<OneOrMany, E> {
+                Err(E::custom(format!("`y` must be a column name or a list of them, not the number {n}; quote it")))
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<OneOrMany, E> {
+                Err(E::custom(format!("`y` must be a column name or a list of them, not the number {n}; quote it")))
+            }
+
+            fn visit_unit<E: serde::de::Error>(self) -> Result<OneOrMany, E> {
+                Err(E::custom("`y` must be a column name or a list of them; it is empty"))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
+                let mut names = Vec::new();
+                while let Some(n) = seq.next_element::<String>()? {
+                    names.push(n);
+                }
+                Ok(OneOrMany::Many(names))
+            }
+        }
+        d.deserialize_any(Names)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -13,7 +13,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::env::{Env, StepError};
+use super::env::{Env, PlanEnv, Reported, StepError};
 use crate::lookup::{host_of, split_domain, Context, Geo, Place, SourceRows, TopDomains};
 use crate::reputation::Lookup;
 use crate::results::{cell_text, StepData};
@@ -126,6 +126,77 @@ pub fn validate(raw: RawEnrich, at: Pos, earlier: &[String], problems: &mut Prob
 }
 
 impl Enrich {
+    /// Checks the step against the table it enriches and the sources it names; the enriched
+    /// table's schema, or Err when a problem was reported ([`Reported`]).
+    pub fn plan(&self, step_id: &str, env: &PlanEnv<'_>, problems: &mut Problems) -> Result<SchemaRef, Reported> {
+        let e = self;
+        let (_, from) = env.schemas.iter().find(|(id, _)| id == &e.from).ok_or(Reported)?;
+        let mut ok = true;
+        for c in e.ip.iter().chain(&e.domain) {
+            if from.field_with_name(c).is_err() {
+                let cols: Vec<&str> = from.fields().iter().map(|f| f.name().as_str()).collect();
+                problems.push_hint(
+                    e.at,
+                    format!("step `{}`: `{}` has no column `{c}`", step_id, e.from),
+                    format!("columns: {}", cols.join(", ")),
+                );
+                ok = false;
+            }
+        }
+        for name in e.connectors() {
+            let is_service = e.reputation.as_deref() == Some(name);
+            let found = if is_service {
+                env.services.iter().any(|s| s.name == name)
+            } else {
+                env.connectors.iter().any(|c| c == name)
+            };
+            if !found {
+                let known: Vec<&str> = env.connectors.iter().map(String::as_str).collect();
+                problems.push_hint(
+                    e.at,
+                    format!("step `{}`: unknown connector `{name}`", step_id),
+                    format!("known connectors: {}", known.join(", ")),
+                );
+                ok = false;
+            }
+        }
+        if let Some(GeoSource::Mmdb(file)) = &e.geo {
+            match crate::util::paths::join_inside(env.data_dir, file) {
+                Some(p) if p.is_file() => {}
+                _ => {
+                    problems.push_hint(
+                        e.at,
+                        format!("step `{}`: no geolocation database `{file}` in the data folder", step_id),
+                        "put the .mmdb file under the data folder and name it relative to it",
+                    );
+                    ok = false;
+                }
+            }
+        }
+        let rep_fields: Vec<String> = e
+            .reputation
+            .as_deref()
+            .and_then(|r| env.services.iter().find(|s| s.name == r))
+            .map(|s| s.fields.iter().map(|(f, _)| f.clone()).collect())
+            .unwrap_or_default();
+        let mut fields: Vec<Field> = from.fields().iter().map(|f| f.as_ref().clone()).collect();
+        for f in added_fields(e, &rep_fields) {
+            if fields.iter().any(|g| g.name() == f.name()) {
+                problems.push(
+                    e.at,
+                    format!("step `{}`: the column `{}` it adds is already in `{}`", step_id, f.name(), e.from),
+                );
+                ok = false;
+            }
+            fields.push(f);
+        }
+        if ok {
+            Ok(Arc::new(Schema::new(fields)))
+        } else {
+            Err(Reported)
+        }
+    }
+
     /// Executes the step on the table of the earlier step it names.
     pub async fn execute(&self, env: &Env<'_>) -> Result<StepData, StepError> {
         let from =

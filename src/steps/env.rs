@@ -1,4 +1,4 @@
-//! What a step kind's execution sees ([`Env`]), reports ([`ProgressSink`]), makes ([`Made`])
+//! What a step kind's planning sees ([`PlanEnv`]), its execution sees ([`Env`]), reports ([`ProgressSink`]), makes ([`Made`])
 //! and fails with ([`StepError`]).
 
 use std::collections::HashMap;
@@ -6,6 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chrono_tz::Tz;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::ScalarValue;
 use datafusion::prelude::SessionContext;
 
 use crate::model::params::{Param, Value};
@@ -35,6 +37,25 @@ pub struct Env<'a> {
     pub store: &'a Store,
     pub progress: &'a dyn ProgressSink,
 }
+
+/// What planning a step at load may use: a session with the connectors and the earlier
+/// steps' (empty) tables registered, sample parameter values, and what the catalog holds.
+pub struct PlanEnv<'a> {
+    pub ctx: &'a SessionContext,
+    pub params: &'a [Param],
+    /// Sample values of every parameter, bound.
+    pub bound: &'a [(String, ScalarValue)],
+    /// The earlier steps' result schemas, by step id.
+    pub schemas: &'a [(String, SchemaRef)],
+    /// The names of the file connectors.
+    pub connectors: &'a [String],
+    pub services: &'a [Service],
+    pub data_dir: &'a Path,
+}
+
+/// Planning stopped at a problem, which is already in the author's list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reported;
 
 /// Where a step reports how far it got (the run's progress bar).
 pub trait ProgressSink: Send + Sync {

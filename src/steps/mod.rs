@@ -17,7 +17,8 @@ use crate::model::params::{Param, Value};
 use crate::util::problem::{Pos, Problems};
 use crate::util::text::is_identifier;
 use crate::util::yaml::pos;
-use env::{Env, Made, StepError};
+use datafusion::arrow::datatypes::SchemaRef;
+use env::{Env, Made, PlanEnv, Reported, StepError};
 
 /// A step: exactly one of `query` or `markdown`.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -233,6 +234,22 @@ fn finish(
 }
 
 impl StepKind {
+    /// Plans the step at load: the schema of the table it makes (None for a text), or Err
+    /// when a problem was reported ([`Reported`]).
+    pub async fn plan(
+        &self,
+        step_id: &str,
+        env: &PlanEnv<'_>,
+        problems: &mut Problems,
+    ) -> Result<Option<SchemaRef>, Reported> {
+        match self {
+            StepKind::Query(q) => q.plan(step_id, env, problems).await.map(Some),
+            StepKind::Score(s) => s.query.plan(step_id, env, problems).await.map(Some),
+            StepKind::Enrich(e) => e.plan(step_id, env, problems).map(Some),
+            StepKind::Markdown(_) => Ok(None),
+        }
+    }
+
     /// Executes the step: the one dispatch over kinds.
     pub async fn execute(&self, step_id: &str, env: &Env<'_>) -> Result<Made, StepError> {
         match self {

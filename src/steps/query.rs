@@ -7,17 +7,19 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::error::DataFusionError;
+use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::env::{Env, StepError};
+use super::env::{Env, PlanEnv, Reported, StepError};
 use crate::model::params::{bind_all, with_window, Param, ParamKind, Value};
 use crate::results::table::{read_parquet, write_parquet};
 use crate::results::StepData;
+use crate::sql::session::clean_error;
 use crate::sql::session::read_only;
-use crate::sql::{self, PreparedSql, SqlOrigin};
-use crate::util::problem::{Pos, Problems};
+use crate::sql::{self, find_identifier, PreparedSql, SqlOrigin};
+use crate::util::problem::{Pos, Problem, Problems};
 use crate::util::yaml::pos;
 
 /// SQL over connectors and earlier steps; parameters as `$name`, `$range.start`.
@@ -81,6 +83,43 @@ impl Query {
     /// File position of a position inside the SQL.
     pub fn file_pos(&self, at: (u64, u64)) -> Pos {
         self.origin.map(at)
+    }
+
+    /// Plans the SQL against the connectors and earlier steps' tables with sample values
+    /// bound; the result's schema, or Err when a problem was reported ([`Reported`]).
+    pub async fn plan(&self, step_id: &str, env: &PlanEnv<'_>, problems: &mut Problems) -> Result<SchemaRef, Reported> {
+        if let Some((name, at)) = &self.connector {
+            if !env.connectors.contains(name) {
+                problems.push_hint(
+                    *at,
+                    format!("unknown connector `{name}`"),
+                    format!("known connectors: {}", env.connectors.join(", ")),
+                );
+            }
+        }
+        // Placeholder problems are already reported; planning would only repeat them.
+        let bad_placeholder =
+            self.sql.placeholders.iter().any(|ph| match env.params.iter().find(|p| p.name == ph.param) {
+                None => true,
+                Some(p) => matches!(p.kind, ParamKind::TimeRange) != ph.field.is_some(),
+            });
+        if bad_placeholder {
+            return Err(Reported);
+        }
+        let planned = match env.ctx.sql_with_options(&self.sql.text, read_only()).await {
+            Ok(df) => df.with_param_values(env.bound.to_vec()),
+            Err(e) => Err(e),
+        };
+        match planned {
+            Ok(df) => Ok(Arc::new(df.schema().as_arrow().clone())),
+            Err(e) => {
+                let (at, message, hint) = locate_error(&e, self, env.ctx);
+                let mut p = Problem::new(problems.path.clone(), at, format!("step `{step_id}`: {message}"));
+                p.hint = hint;
+                problems.list.push(p);
+                Err(Reported)
+            }
+        }
     }
 
     /// Executes the step's SQL with the run's parameters bound (chunk by chunk when chunked).
@@ -259,4 +298,37 @@ pub fn validate(raw: RawQuery, at: Pos, text: &str, params: &[Param], problems: 
         Some(Chunks { over: c.over, by })
     });
     Some(Query { sql: prepared, origin, connector: raw.connector.map(|c| (c.value.clone(), pos(&c))), chunks })
+}
+
+/// Where in the file a planning error points, its message and a hint.
+fn locate_error(e: &DataFusionError, q: &Query, ctx: &SessionContext) -> (Pos, String, Option<String>) {
+    let (message, mut hint) = clean_error(e);
+    let span = e.diagnostic().and_then(|d| d.span).filter(|s| s.start.line > 0);
+    let mut at = span.map(|s| q.file_pos((s.start.line, s.start.column)));
+    let lower = message.to_lowercase();
+    if at.is_none() {
+        let name =
+            message.split('`').nth(1).map(str::to_string).or_else(|| lower.split('\'').nth(1).map(str::to_string));
+        if let Some(n) = name {
+            at = find_identifier(&q.sql.text, &n).map(|p| q.file_pos(p));
+        }
+    }
+    if lower.contains("table") && lower.contains("not found") && hint.is_none() {
+        let names: Vec<String> = ctx.table_names_sorted();
+        hint = Some(format!("tables you can use: {}", names.join(", ")));
+    }
+    (at.unwrap_or_else(|| q.file_pos((1, 1))), message, hint)
+}
+
+trait TableNames {
+    fn table_names_sorted(&self) -> Vec<String>;
+}
+
+impl TableNames for SessionContext {
+    fn table_names_sorted(&self) -> Vec<String> {
+        let mut names: Vec<String> =
+            self.catalog("datafusion").and_then(|c| c.schema("public")).map(|s| s.table_names()).unwrap_or_default();
+        names.sort();
+        names
+    }
 }

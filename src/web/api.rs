@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::error::WebError;
 use super::state::AppState;
-use super::toolkit::{check_run, parse_form, runnable, who};
+use super::toolkit::{check_run, parse_form, runnable, who, UrlPath};
 use crate::engine::RunRequest;
 
 type Result<T> = std::result::Result<T, WebError>;
@@ -90,7 +90,7 @@ pub async fn start_run(
 }
 
 /// A run's state, live progress and steps.
-pub async fn run_status(State(state): State<AppState>, Path(run): Path<String>) -> Result<Response> {
+pub async fn run_status(State(state): State<AppState>, UrlPath(run): UrlPath<String>) -> Result<Response> {
     check_run(&run)?;
     let store = &state.engine.store;
     let rec = store

@@ -1,16 +1,16 @@
 //! Static files from `web/static/` (styles, scripts, vendored libraries and map shapes).
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::Response;
 
 use super::error::WebError;
 use super::state::AppState;
-use super::toolkit::Result;
+use super::toolkit::{Result, UrlPath};
 use crate::util::paths::join_inside;
 
-pub async fn static_file(State(state): State<AppState>, Path(path): Path<String>) -> Result<Response> {
+pub async fn static_file(State(state): State<AppState>, UrlPath(path): UrlPath<String>) -> Result<Response> {
     let full = join_inside(&state.paths.web.join("static"), &path)
         .ok_or_else(|| WebError::NotFound("No such file.".into()))?;
     let bytes = tokio::fs::read(&full).await.map_err(|_| WebError::NotFound("No such file.".into()))?;

@@ -235,7 +235,7 @@ pub async fn self_tests(State(state): State<AppState>, _: csrf::Checked) -> Resu
 /// closed, so the page never calls out by itself).
 pub async fn service_check(
     State(state): State<AppState>,
-    axum::extract::Path(name): axum::extract::Path<String>,
+    super::toolkit::UrlPath(name): super::toolkit::UrlPath<String>,
     _: csrf::Checked,
 ) -> Result<Response> {
     let catalog = state.engine.catalog();

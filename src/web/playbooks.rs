@@ -1,7 +1,7 @@
 //! The index of playbooks, a playbook's page (its form built from the widget templates),
 //! running a section, and Run again.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -14,7 +14,7 @@ use super::csrf;
 use super::error::WebError;
 use super::results::results_html;
 use super::state::AppState;
-use super::toolkit::{check_run, find_entry, join_multi, page, parse_form, render, runnable, who, Result};
+use super::toolkit::{check_run, find_entry, join_multi, page, parse_form, render, runnable, who, Result, UrlPath};
 use crate::catalog::Entry;
 use crate::engine::RunRequest;
 use crate::model::params::{Param, ParamKind};
@@ -147,7 +147,7 @@ pub(super) async fn field(state: &AppState, p: &Param, given: Option<&str>, erro
 
 pub async fn playbook_page(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    UrlPath(id): UrlPath<String>,
     Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Result<Response> {
@@ -218,7 +218,7 @@ pub async fn playbook_page(
 
 pub async fn run_section(
     State(state): State<AppState>,
-    Path((id, section)): Path<(String, usize)>,
+    UrlPath((id, section)): UrlPath<(String, usize)>,
     headers: HeaderMap,
     csrf::CheckedForm(form): csrf::CheckedForm,
 ) -> Result<Response> {
@@ -260,7 +260,7 @@ pub async fn run_section(
 /// relative window ends now), as a new run; answers with the new run's permalink.
 pub async fn rerun(
     State(state): State<AppState>,
-    Path(run): Path<String>,
+    UrlPath(run): UrlPath<String>,
     headers: HeaderMap,
     csrf::CheckedForm(_): csrf::CheckedForm,
 ) -> Result<Response> {

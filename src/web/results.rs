@@ -2,7 +2,7 @@
 //! ratings of their rows, exports and their downloads.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
@@ -12,7 +12,7 @@ use serde_json::json;
 use super::csrf;
 use super::error::WebError;
 use super::state::AppState;
-use super::toolkit::{check_ids, join_multi, render, who, Result};
+use super::toolkit::{check_ids, join_multi, render, who, Result, UrlPath};
 use crate::results::paging::{TablePage, TableQuery};
 use crate::util::paths::join_inside;
 
@@ -92,7 +92,7 @@ pub struct TableParams {
 
 pub async fn table(
     State(state): State<AppState>,
-    Path((run, step)): Path<(String, String)>,
+    UrlPath((run, step)): UrlPath<(String, String)>,
     Query(p): Query<TableParams>,
 ) -> Result<Response> {
     check_ids(&run, &step)?;
@@ -115,7 +115,7 @@ pub async fn table(
 /// matching the quick box. Answers JSON: how many values were rated, or what is wrong.
 pub async fn rate(
     State(state): State<AppState>,
-    Path((run, step)): Path<(String, String)>,
+    UrlPath((run, step)): UrlPath<(String, String)>,
     headers: HeaderMap,
     csrf::CheckedForm(form): csrf::CheckedForm,
 ) -> Result<Response> {
@@ -138,7 +138,7 @@ pub async fn rate(
 
 pub async fn export(
     State(state): State<AppState>,
-    Path((run, step)): Path<(String, String)>,
+    UrlPath((run, step)): UrlPath<(String, String)>,
     headers: HeaderMap,
     csrf::CheckedForm(form): csrf::CheckedForm,
 ) -> Result<Response> {
@@ -154,7 +154,7 @@ pub async fn export(
     Ok(Html(html).into_response())
 }
 
-pub async fn download(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Response> {
+pub async fn download(State(state): State<AppState>, UrlPath(id): UrlPath<i64>) -> Result<Response> {
     let rec = state
         .engine
         .store

@@ -1,7 +1,7 @@
 //! A run's permalink, its progress as server-sent events, cancel, and reports (HTML, PDF).
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -11,7 +11,7 @@ use super::csrf;
 use super::error::WebError;
 use super::results::results_html;
 use super::state::AppState;
-use super::toolkit::{check_run, page, render, urlencode, Result};
+use super::toolkit::{check_run, page, render, urlencode, Result, UrlPath};
 
 pub(super) fn report_text(state: &AppState, run: &str) -> Result<String> {
     check_run(run)?;
@@ -22,7 +22,7 @@ pub(super) fn report_text(state: &AppState, run: &str) -> Result<String> {
 }
 
 /// A run as one self-contained HTML file, downloaded.
-pub async fn report_html(State(state): State<AppState>, Path(run): Path<String>) -> Result<Response> {
+pub async fn report_html(State(state): State<AppState>, UrlPath(run): UrlPath<String>) -> Result<Response> {
     let html = report_text(&state, &run)?;
     let mut r = Response::new(Body::from(html));
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
@@ -33,7 +33,7 @@ pub async fn report_html(State(state): State<AppState>, Path(run): Path<String>)
 }
 
 /// The same report as PDF, printed by headless Chromium.
-pub async fn report_pdf(State(state): State<AppState>, Path(run): Path<String>) -> Result<Response> {
+pub async fn report_pdf(State(state): State<AppState>, UrlPath(run): UrlPath<String>) -> Result<Response> {
     let html = report_text(&state, &run)?;
     if !crate::report::pdf_available() {
         return Err(WebError::NotFound(
@@ -51,7 +51,11 @@ pub async fn report_pdf(State(state): State<AppState>, Path(run): Path<String>) 
 
 /// A run's permalink: what it showed, from its stored outputs, after a reload or on a
 /// colleague's screen.
-pub async fn run_page(State(state): State<AppState>, Path(run): Path<String>, headers: HeaderMap) -> Result<Response> {
+pub async fn run_page(
+    State(state): State<AppState>,
+    UrlPath(run): UrlPath<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
     check_run(&run)?;
     let (token, cookie) = csrf::ensure(&headers);
     let rec = state
@@ -89,7 +93,11 @@ pub async fn run_page(State(state): State<AppState>, Path(run): Path<String>, he
 }
 
 /// Stops a queued or running run (the page's Cancel button).
-pub async fn cancel_run(State(state): State<AppState>, Path(run): Path<String>, _: csrf::Checked) -> Result<Response> {
+pub async fn cancel_run(
+    State(state): State<AppState>,
+    UrlPath(run): UrlPath<String>,
+    _: csrf::Checked,
+) -> Result<Response> {
     check_run(&run)?;
     let stopped = state.engine.cancel(&run);
     Ok(Json(json!({ "cancelled": stopped })).into_response())
@@ -97,7 +105,7 @@ pub async fn cancel_run(State(state): State<AppState>, Path(run): Path<String>, 
 
 /// Progress of a run as server-sent events: a `progress` event four times a second while it
 /// is queued or running, then one `done` event with its final state.
-pub async fn run_events(State(state): State<AppState>, Path(run): Path<String>) -> Result<Response> {
+pub async fn run_events(State(state): State<AppState>, UrlPath(run): UrlPath<String>) -> Result<Response> {
     use axum::response::sse::{Event, KeepAlive, Sse};
     check_run(&run)?;
     let engine = state.engine.clone();

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
@@ -12,7 +12,7 @@ use serde_json::json;
 use super::csrf;
 use super::error::WebError;
 use super::state::AppState;
-use super::toolkit::{join_multi, page, parse_form, render, runnable, who};
+use super::toolkit::{join_multi, page, parse_form, render, runnable, who, UrlPath};
 use crate::jobs::scheduler;
 use crate::model::schedule::{self, Missed, NotifySpec, NotifyWhen, ScheduleSpec};
 
@@ -73,7 +73,7 @@ fn cron_from_form(f: &HashMap<String, String>) -> std::result::Result<String, St
 /// kept relative) plus the schedule fields. Answers JSON: where to go, or what to correct.
 pub async fn create(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
     csrf::CheckedForm(form): csrf::CheckedForm,
 ) -> Result<Response> {
@@ -166,7 +166,7 @@ fn schedule_or_404(state: &AppState, sid: i64) -> Result<crate::store::schedules
 
 pub async fn set_enabled(
     State(state): State<AppState>,
-    Path((sid, action)): Path<(i64, String)>,
+    UrlPath((sid, action)): UrlPath<(i64, String)>,
     csrf::CheckedForm(_): csrf::CheckedForm,
 ) -> Result<Response> {
     let rec = schedule_or_404(&state, sid)?;
@@ -186,7 +186,7 @@ pub async fn set_enabled(
 
 pub async fn delete(
     State(state): State<AppState>,
-    Path(sid): Path<i64>,
+    UrlPath(sid): UrlPath<i64>,
     csrf::CheckedForm(_): csrf::CheckedForm,
 ) -> Result<Response> {
     let rec = schedule_or_404(&state, sid)?;
@@ -202,7 +202,7 @@ pub async fn delete(
 
 pub async fn run_now(
     State(state): State<AppState>,
-    Path(sid): Path<i64>,
+    UrlPath(sid): UrlPath<i64>,
     csrf::CheckedForm(_): csrf::CheckedForm,
 ) -> Result<Response> {
     let rec = schedule_or_404(&state, sid)?;

@@ -1,7 +1,7 @@
 //! Threats: saving one from a run, the executive briefing (`/threats`), a threat's
 //! storyboard, and exports (CSV, JSON, STIX 2.1).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -10,7 +10,7 @@ use serde_json::json;
 use super::csrf;
 use super::error::WebError;
 use super::state::AppState;
-use super::toolkit::{check_run, page, render, who};
+use super::toolkit::{check_run, page, render, who, UrlPath};
 use crate::threat::{self, NewThreat};
 
 type Result<T> = std::result::Result<T, WebError>;
@@ -18,7 +18,7 @@ type Result<T> = std::result::Result<T, WebError>;
 /// Saves a threat from run `run`; answers JSON: where it is, or a message per field.
 pub async fn save(
     State(state): State<AppState>,
-    Path(run): Path<String>,
+    UrlPath(run): UrlPath<String>,
     headers: HeaderMap,
     csrf::CheckedForm(form): csrf::CheckedForm,
 ) -> Result<Response> {
@@ -54,7 +54,11 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<R
     Ok(page(html, cookie))
 }
 
-pub async fn storyboard(State(state): State<AppState>, Path(id): Path<i64>, headers: HeaderMap) -> Result<Response> {
+pub async fn storyboard(
+    State(state): State<AppState>,
+    UrlPath(id): UrlPath<i64>,
+    headers: HeaderMap,
+) -> Result<Response> {
     let (token, cookie) = csrf::ensure(&headers);
     let store = &state.engine.store;
     let t = store
@@ -89,14 +93,14 @@ pub async fn storyboard(State(state): State<AppState>, Path(id): Path<i64>, head
     Ok(page(html, cookie))
 }
 
-pub async fn story_json(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Response> {
+pub async fn story_json(State(state): State<AppState>, UrlPath(id): UrlPath<i64>) -> Result<Response> {
     let data = threat::storyboard_json(&state.engine.store, &state.engine.catalog().paths.data, id, state.engine.tz())
         .map_err(|_| WebError::NotFound("There is no such threat.".into()))?;
     Ok(Json(data).into_response())
 }
 
 /// `/threats/export/csv`, `/json` or `/stix` (a STIX 2.1 bundle).
-pub async fn export(State(state): State<AppState>, Path(file): Path<String>) -> Result<Response> {
+pub async fn export(State(state): State<AppState>, UrlPath(file): UrlPath<String>) -> Result<Response> {
     let threats = state.engine.store.threats().map_err(WebError::Internal)?;
     let (body, kind) = match file.as_str() {
         "csv" => (threat::csv(threats), "text/csv; charset=utf-8"),

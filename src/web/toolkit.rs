@@ -124,3 +124,20 @@ pub(super) fn urlencode(s: &str) -> String {
 pub async fn not_found() -> WebError {
     WebError::NotFound("There is nothing at this address.".into())
 }
+
+/// The values a route takes from its path (`/runs/{run}`, `/exports/{id}`). A value that
+/// does not fit (`/exports/../1`) is a page that does not exist, answered as the other
+/// missing pages are, never the router's own text.
+#[derive(Debug)]
+pub struct UrlPath<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> axum::extract::FromRequestParts<S> for UrlPath<T> {
+    type Rejection = WebError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(UrlPath(v)),
+            Err(_) => Err(WebError::NotFound("There is nothing at this address.".into())),
+        }
+    }
+}
