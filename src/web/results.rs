@@ -6,43 +6,122 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::csrf;
 use super::error::WebError;
 use super::state::AppState;
 use super::toolkit::{check_ids, join_multi, render, who, Result, UrlPath};
+use crate::engine::StepOutcome;
 use crate::results::paging::{TablePage, TableQuery};
 use crate::util::paths::join_inside;
+
+/// The results page fragment: each shown step with its outputs rendered.
+#[derive(Serialize)]
+struct ResultsPage<'a> {
+    pb: PbRef<'a>,
+    run_id: &'a str,
+    steps: Vec<StepView<'a>>,
+}
+
+#[derive(Serialize)]
+struct PbRef<'a> {
+    id: &'a str,
+}
+
+/// One step as the results page shows it: its heading and its outputs' HTML, in order.
+#[derive(Serialize)]
+struct StepView<'a> {
+    id: &'a str,
+    title: Option<&'a str>,
+    rows: Option<usize>,
+    elapsed_ms: u64,
+    outputs: Vec<String>,
+}
+
+/// The context of the table widget (`output/table.html`), on the results page and alone
+/// when a page, sort or search is asked for.
+#[derive(Serialize)]
+pub(super) struct TableWidget<'a> {
+    run: &'a str,
+    step: &'a str,
+    export: bool,
+    t: &'a TablePage,
+    pivots: Vec<serde_json::Value>,
+    total_fmt: String,
+    filtered_fmt: String,
+    first_fmt: String,
+    last_fmt: String,
+}
+
+impl<'a> TableWidget<'a> {
+    pub(super) fn new(state: &AppState, run: &'a str, step: &'a str, export: bool, t: &'a TablePage) -> Self {
+        let n = |v: usize| super::templates::thousands(v as i64);
+        TableWidget {
+            run,
+            step,
+            export,
+            t,
+            pivots: pivots(state),
+            total_fmt: n(t.total),
+            filtered_fmt: n(t.filtered),
+            first_fmt: n(t.first),
+            last_fmt: n(t.last),
+        }
+    }
+}
+
+/// The one place that fills the output widgets (`widgets/output/<name>.html`): each widget a
+/// step has, in the order the page shows them, with the context its template reads. A new
+/// output widget is its template and a line here.
+fn outputs(state: &AppState, s: &StepOutcome, table: Option<TableWidget<'_>>) -> Result<Vec<String>> {
+    let step = || json!({ "s": s });
+    let shown: [(&str, Option<serde_json::Value>); 4] = [
+        ("error", s.error.as_ref().map(|_| step())),
+        ("markdown", s.html.as_ref().map(|_| step())),
+        ("chart", s.chart.as_ref().filter(|_| s.error.is_none()).map(|_| step())),
+        ("table", table.map(|t| json!(t))),
+    ];
+    let mut html = Vec::new();
+    for (widget, ctx) in shown {
+        if let Some(ctx) = ctx {
+            html.push(render(state, &format!("output/{widget}.html"), ctx)?);
+        }
+    }
+    Ok(html)
+}
 
 pub(super) async fn results_html(
     state: &AppState,
     pb_id: &str,
     run_id: &str,
-    outcomes: &[crate::engine::StepOutcome],
+    outcomes: &[StepOutcome],
     section: Option<usize>,
 ) -> Result<String> {
     let mut steps = Vec::new();
     for s in outcomes.iter().filter(|s| section.is_none_or(|n| s.section == n)) {
-        let table = match (s.show_table, s.rows, &s.error) {
+        let page = match (s.show_table, s.rows, &s.error) {
             (true, Some(_), None) => {
                 let q = TableQuery { page: 1, size: s.page_size as usize, ..Default::default() };
-                let page = state.engine.page(run_id, &s.id, &q).await.map_err(WebError::Internal)?;
-                Some(table_html(state, run_id, &s.id, s.export, &page)?)
+                Some(state.engine.page(run_id, &s.id, &q).await.map_err(WebError::Internal)?)
             }
             _ => None,
         };
-        let visible = table.is_some() || s.chart.is_some() || s.html.is_some() || s.error.is_some();
-        if !visible {
+        let table = page.as_ref().map(|p| TableWidget::new(state, run_id, &s.id, s.export, p));
+        let outputs = outputs(state, s, table)?;
+        if outputs.is_empty() {
             continue;
         }
-        steps.push(json!({
-            "id": s.id, "title": s.title, "rows": s.rows, "error": s.error, "html": s.html,
-            "chart": s.chart, "table": table, "elapsed_ms": s.elapsed_ms as u64,
-        }));
+        steps.push(StepView {
+            id: &s.id,
+            title: s.title.as_deref(),
+            rows: s.rows,
+            elapsed_ms: s.elapsed_ms as u64,
+            outputs,
+        });
     }
-    render(state, "results.html", json!({ "pb": {"id": pb_id}, "run_id": run_id, "steps": steps }))
+    render(state, "results.html", json!(ResultsPage { pb: PbRef { id: pb_id }, run_id, steps }))
 }
 
 /// The playbooks a table cell can open, by the kind of entity they take.
@@ -58,20 +137,6 @@ pub(super) fn pivots(state: &AppState) -> Vec<serde_json::Value> {
         }
     }
     out
-}
-
-pub(super) fn table_html(state: &AppState, run: &str, step: &str, export: bool, page: &TablePage) -> Result<String> {
-    render(
-        state,
-        "output/table.html",
-        json!({
-            "run": run, "step": step, "export": export, "t": page, "pivots": pivots(state),
-            "total_fmt": super::templates::thousands(page.total as i64),
-            "filtered_fmt": super::templates::thousands(page.filtered as i64),
-            "first_fmt": super::templates::thousands(page.first as i64),
-            "last_fmt": super::templates::thousands(page.last as i64),
-        }),
-    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,7 +173,8 @@ pub async fn table(
         .page(&run, &step, &q)
         .await
         .map_err(|_| WebError::NotFound("This result is no longer stored.".into()))?;
-    Ok(Html(table_html(&state, &run, &step, p.export.as_deref() != Some("0"), &page)?).into_response())
+    let widget = TableWidget::new(&state, &run, &step, p.export.as_deref() != Some("0"), &page);
+    Ok(Html(render(&state, "output/table.html", json!(widget))?).into_response())
 }
 
 /// Rates values of a column in a stored table (Spot's Score): the ticked rows, or every row
