@@ -47,6 +47,13 @@ fn threat_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ThreatRecord> {
     })
 }
 
+impl ThreatRecord {
+    /// The parameters of the run it was saved from, as stored (JSON); null when unreadable.
+    pub fn params_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.params).unwrap_or(serde_json::Value::Null)
+    }
+}
+
 impl Store {
     pub fn add_threat(&self, t: &ThreatRecord) -> Result<i64> {
         self.with(|c| {

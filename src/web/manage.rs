@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 
+use serde::Serialize;
 use serde_json::json;
 
 use super::csrf;
@@ -16,7 +17,75 @@ use crate::manage;
 
 type Result<T> = std::result::Result<T, WebError>;
 
-fn disk(paths: &crate::util::paths::Paths) -> serde_json::Value {
+/// Bytes on disk by kind of stored data.
+#[derive(Serialize)]
+struct Disk {
+    runs: i64,
+    exports: i64,
+    demo: i64,
+    state: i64,
+}
+
+/// One connector's files as checked now.
+#[derive(Serialize)]
+struct ConnectorHealth {
+    name: String,
+    ok: bool,
+    note: String,
+    ms: u64,
+}
+
+/// A reputation service: where it is and whether its key is set (never the key).
+#[derive(Serialize)]
+struct ServiceHealth {
+    name: String,
+    url: String,
+    key: String,
+}
+
+#[derive(Serialize)]
+struct Health {
+    connectors: Vec<ConnectorHealth>,
+    memory: Option<i64>,
+    schedules: String,
+    services: Vec<ServiceHealth>,
+}
+
+#[derive(Serialize)]
+struct PlaybookHealth<'a> {
+    id: &'a str,
+    path: &'a str,
+    problems: &'a [crate::util::problem::Problem],
+    title: String,
+    tests: usize,
+    last_good: bool,
+}
+
+#[derive(Serialize)]
+struct RetentionView {
+    days: f64,
+    bytes: i64,
+}
+
+/// The management page.
+#[derive(Serialize)]
+struct ManagePage<'a> {
+    csrf: String,
+    tz: &'a str,
+    version: &'static str,
+    playbooks: Vec<PlaybookHealth<'a>>,
+    connectors: Vec<crate::catalog::ConnectorInfo>,
+    connector_problems: &'a [crate::util::problem::Problem],
+    duplicates: Vec<manage::Duplicate>,
+    stored: Vec<manage::Stored>,
+    stored_total: i64,
+    retention: Option<RetentionView>,
+    disk: Disk,
+    repo: serde_json::Value,
+    health: Health,
+}
+
+fn disk(paths: &crate::util::paths::Paths) -> Disk {
     fn size(p: &std::path::Path) -> u64 {
         let Ok(rd) = std::fs::read_dir(p) else { return 0 };
         rd.flatten()
@@ -32,12 +101,12 @@ fn disk(paths: &crate::util::paths::Paths) -> serde_json::Value {
             })
             .sum()
     }
-    json!({
-        "runs": size(&paths.data.join("runs")) as i64,
-        "exports": size(&paths.exports_dir()) as i64,
-        "demo": size(&paths.data.join("demo")) as i64,
-        "state": std::fs::metadata(paths.state_db()).map(|m| m.len()).unwrap_or(0) as i64,
-    })
+    Disk {
+        runs: size(&paths.data.join("runs")) as i64,
+        exports: size(&paths.exports_dir()) as i64,
+        demo: size(&paths.data.join("demo")) as i64,
+        state: std::fs::metadata(paths.state_db()).map(|m| m.len()).unwrap_or(0) as i64,
+    }
 }
 
 /// Resident memory of this process, from /proc (Linux); None elsewhere.
@@ -50,7 +119,7 @@ fn memory_bytes() -> Option<u64> {
 /// Each connector's files, checked now (they may have gone since the catalog was loaded):
 /// readable, holding the declared schema, and the time span of the time column. The
 /// connectors are checked at once, so a slow one delays the page by its own time only.
-async fn connector_health(catalog: &crate::catalog::Catalog) -> Vec<serde_json::Value> {
+async fn connector_health(catalog: &crate::catalog::Catalog) -> Vec<ConnectorHealth> {
     let ctx = catalog.session();
     futures::future::join_all(catalog.connectors.iter().map(|c| one_connector_health(c, &ctx, catalog.tz))).await
 }
@@ -59,10 +128,10 @@ async fn one_connector_health(
     c: &crate::catalog::connector::Connector,
     ctx: &datafusion::prelude::SessionContext,
     tz: chrono_tz::Tz,
-) -> serde_json::Value {
+) -> ConnectorHealth {
     let started = std::time::Instant::now();
     if let Some(loc) = c.location.as_ref().filter(|l| !l.exists()) {
-        return json!({"name": c.name, "ok": false, "note": format!("{} is gone", loc.display()), "ms": 0});
+        return ConnectorHealth { name: c.name.clone(), ok: false, note: format!("{} is gone", loc.display()), ms: 0 };
     }
     let table = crate::sql::quote_ident(&c.name);
     let probe = async { ctx.sql(&format!("SELECT * FROM {table} LIMIT 1")).await?.collect().await }.await;
@@ -70,7 +139,7 @@ async fn one_connector_health(
         Ok(b) => b.iter().map(|b| b.num_rows()).sum::<usize>(),
         Err(e) => {
             let note = crate::sql::session::clean_error(&e).0;
-            return json!({"name": c.name, "ok": false, "note": note, "ms": started.elapsed().as_millis() as u64});
+            return ConnectorHealth { name: c.name.clone(), ok: false, note, ms: started.elapsed().as_millis() as u64 };
         }
     };
     let mut notes = vec![if rows == 0 { "no rows".to_string() } else { "readable".to_string() }];
@@ -93,7 +162,7 @@ async fn one_connector_health(
     if let (Some(tc), true) = (&c.time_column, rows > 0) {
         notes.push(time_span(ctx, &table, tc, tz).await);
     }
-    json!({"name": c.name, "ok": ok, "note": notes.join(" · "), "ms": started.elapsed().as_millis() as u64})
+    ConnectorHealth { name: c.name.clone(), ok, note: notes.join(" · "), ms: started.elapsed().as_millis() as u64 }
 }
 
 /// "data from … to …" over a connector's time column (a scan when its files keep no
@@ -128,16 +197,16 @@ async fn time_span(ctx: &datafusion::prelude::SessionContext, table: &str, colum
 pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
     let (token, cookie) = csrf::ensure(&headers);
     let catalog = state.engine.catalog();
-    let playbooks: Vec<serde_json::Value> = catalog
+    let playbooks: Vec<PlaybookHealth<'_>> = catalog
         .playbooks
         .iter()
-        .map(|e| {
-            json!({
-                "id": e.id, "path": e.path, "problems": e.problems,
-                "title": e.shown().map(|p| p.title.clone()).unwrap_or_else(|| e.id.clone()),
-                "tests": e.shown().map(|p| p.tests.len()).unwrap_or(0),
-                "last_good": e.last_good.is_some(),
-            })
+        .map(|e| PlaybookHealth {
+            id: &e.id,
+            path: &e.path,
+            problems: &e.problems,
+            title: e.shown().map(|p| p.title.clone()).unwrap_or_else(|| e.id.clone()),
+            tests: e.shown().map(|p| p.tests.len()).unwrap_or(0),
+            last_good: e.last_good.is_some(),
         })
         .collect();
     let stored = manage::stored(&catalog, &state.engine.store).map_err(WebError::Internal)?;
@@ -146,35 +215,44 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Result<R
         Err(e) => json!({"error": format!("{e:#}")}),
     };
     let total: u64 = stored.iter().map(|s| s.bytes).sum();
-    let html = state.templates.get_template("manage.html")?.render(json!({
-        "csrf": token,
-        "tz": catalog.tz.name(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "playbooks": playbooks,
-        "connectors": catalog.connector_infos(),
-        "connector_problems": catalog.connector_problems,
-        "duplicates": manage::duplicates(&catalog),
-        "stored": stored,
-        "stored_total": total as i64,
-        "retention": state.retention.map(|r| json!({"days": r.max_age_days, "bytes": r.max_bytes as i64})),
-        "disk": disk(&catalog.paths),
-        "repo": repo,
-        "health": {
-            "connectors": connector_health(&catalog).await,
-            "memory": memory_bytes().map(|m| m as i64),
-            "schedules": scheduler_state(&state),
-            "services": catalog.services.iter().map(|s| {
-                let key = match &s.secret {
-                    None => "no key needed".to_string(),
-                    Some(name) => match state.engine.secrets.get(name) {
-                        Ok(_) => format!("key {name} is set"),
-                        Err(_) => format!("key {name} is not set: lookups will say so"),
-                    },
-                };
-                json!({"name": s.name, "url": s.base_url.as_str(), "key": key})
-            }).collect::<Vec<_>>(),
+    let services = catalog
+        .services
+        .iter()
+        .map(|s| {
+            let key = match &s.secret {
+                None => "no key needed".to_string(),
+                Some(name) => match state.engine.secrets.get(name) {
+                    Ok(_) => format!("key {name} is set"),
+                    Err(_) => format!("key {name} is not set: lookups will say so"),
+                },
+            };
+            ServiceHealth { name: s.name.clone(), url: s.base_url.as_str().to_string(), key }
+        })
+        .collect();
+    let html = super::toolkit::render(
+        &state,
+        "manage.html",
+        ManagePage {
+            csrf: token,
+            tz: catalog.tz.name(),
+            version: env!("CARGO_PKG_VERSION"),
+            playbooks,
+            connectors: catalog.connector_infos(),
+            connector_problems: &catalog.connector_problems,
+            duplicates: manage::duplicates(&catalog),
+            stored,
+            stored_total: total as i64,
+            retention: state.retention.map(|r| RetentionView { days: r.max_age_days, bytes: r.max_bytes as i64 }),
+            disk: disk(&catalog.paths),
+            repo,
+            health: Health {
+                connectors: connector_health(&catalog).await,
+                memory: memory_bytes().map(|m| m as i64),
+                schedules: scheduler_state(&state),
+                services,
+            },
         },
-    }))?;
+    )?;
     Ok(super::toolkit::page(html, cookie))
 }
 

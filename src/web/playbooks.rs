@@ -53,6 +53,69 @@ pub(super) fn card(e: &Entry) -> PlaybookCard {
     }
 }
 
+/// The index: every playbook as a card, and the connectors.
+#[derive(Serialize)]
+struct IndexPage<'a> {
+    csrf: String,
+    playbooks: Vec<PlaybookCard>,
+    connectors: Vec<crate::catalog::ConnectorInfo>,
+    connector_problems: &'a [crate::util::problem::Problem],
+    tz: &'a str,
+}
+
+/// A playbook's page: its documentation, its form, its sections' buttons, and what it has
+/// done (runs, exports, schedules, ratings).
+#[derive(Serialize)]
+struct PlaybookPage<'a> {
+    csrf: String,
+    entry: EntryView<'a>,
+    pb: Option<PbView<'a>>,
+    fields: Vec<Field>,
+    sections: Vec<SectionView<'a>>,
+    exports: Vec<crate::store::exports::ExportRecord>,
+    runs: Vec<crate::store::runs::RunRecord>,
+    schedules: Vec<crate::jobs::scheduler::Listed>,
+    ratings: Vec<crate::store::ratings::Rating>,
+    from: Option<String>,
+    query_steps: Vec<StepRef<'a>>,
+    secret_names: Vec<String>,
+    tz: &'a str,
+}
+
+#[derive(Serialize)]
+struct EntryView<'a> {
+    id: &'a str,
+    path: &'a str,
+    problems: &'a [crate::util::problem::Problem],
+    runnable: bool,
+    last_good: bool,
+}
+
+#[derive(Serialize)]
+struct PbView<'a> {
+    id: &'a str,
+    title: &'a str,
+    version: Option<&'a str>,
+    maintainers: &'a [String],
+    tags: &'a [String],
+    description_html: String,
+}
+
+#[derive(Serialize)]
+struct SectionView<'a> {
+    index: usize,
+    title: &'a str,
+    text_html: Option<String>,
+    button: &'a str,
+}
+
+/// A step that makes a table, for the schedule form's *what is new* and notify choices.
+#[derive(Serialize)]
+struct StepRef<'a> {
+    id: &'a str,
+    title: &'a str,
+}
+
 pub async fn index(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
     let (token, cookie) = csrf::ensure(&headers);
     let catalog = state.engine.catalog();
@@ -60,13 +123,13 @@ pub async fn index(State(state): State<AppState>, headers: HeaderMap) -> Result<
     let html = render(
         &state,
         "index.html",
-        json!({
-            "csrf": token,
-            "playbooks": cards,
-            "connectors": catalog.connector_infos(),
-            "connector_problems": catalog.connector_problems,
-            "tz": state.engine.tz().name(),
-        }),
+        IndexPage {
+            csrf: token,
+            playbooks: cards,
+            connectors: catalog.connector_infos(),
+            connector_problems: &catalog.connector_problems,
+            tz: catalog.tz.name(),
+        },
     )?;
     Ok(page(html, cookie))
 }
@@ -156,8 +219,10 @@ pub async fn playbook_page(
     let given = join_multi(&query);
     let mut fields = Vec::new();
     let mut sections = Vec::new();
-    let mut pb_json = json!(null);
-    if let Some(pb) = entry.shown().map(|p| p.as_ref()) {
+    let mut pb_view = None;
+    let shown = entry.shown().cloned();
+    let runnable = entry.runnable().cloned();
+    if let Some(pb) = shown.as_deref() {
         // A link that fills the form in shows at once what is wrong with what it filled in.
         let cx = state.engine.catalog().parse_ctx();
         for p in &pb.params {
@@ -166,27 +231,31 @@ pub async fn playbook_page(
             fields.push(field(&state, p, value, error).await);
         }
         for (i, s) in pb.sections.iter().enumerate() {
-            sections.push(json!({
-                "index": i,
-                "title": s.title,
-                "text_html": s.text.as_deref().map(markdown::to_html),
-                "button": s.button,
-            }));
+            sections.push(SectionView {
+                index: i,
+                title: &s.title,
+                text_html: s.text.as_deref().map(markdown::to_html),
+                button: &s.button,
+            });
         }
-        pb_json = json!({
-            "id": pb.id, "title": pb.title, "version": pb.version, "maintainers": pb.maintainers,
-            "tags": pb.tags, "description_html": markdown::to_html(&pb.description),
+        pb_view = Some(PbView {
+            id: &pb.id,
+            title: &pb.title,
+            version: pb.version.as_deref(),
+            maintainers: &pb.maintainers,
+            tags: &pb.tags,
+            description_html: markdown::to_html(&pb.description),
         });
     }
     let exports = state.engine.store.exports(&id).map_err(WebError::Internal)?;
     let runs = state.engine.store.recent_runs(&id, 10).map_err(WebError::Internal)?;
     let schedules = crate::jobs::scheduler::list(&state.engine, Some(&id)).map_err(WebError::Internal)?;
-    let query_steps: Vec<serde_json::Value> = entry
-        .runnable()
+    let query_steps: Vec<StepRef<'_>> = runnable
+        .as_deref()
         .map(|pb| {
             pb.steps()
                 .filter(|(_, s)| s.is_query())
-                .map(|(_, s)| json!({"id": s.id, "title": s.title.clone().unwrap_or_else(|| s.id.clone())}))
+                .map(|(_, s)| StepRef { id: &s.id, title: s.title.as_deref().unwrap_or(&s.id) })
                 .collect()
         })
         .unwrap_or_default();
@@ -197,21 +266,27 @@ pub async fn playbook_page(
     let html = render(
         &state,
         "playbook.html",
-        json!({
-            "csrf": token,
-            "entry": {"id": entry.id, "path": entry.path, "problems": entry.problems, "runnable": entry.runnable().is_some(), "last_good": entry.last_good.is_some()},
-            "pb": pb_json,
-            "fields": fields,
-            "sections": sections,
-            "exports": exports,
-            "runs": runs,
-            "schedules": schedules,
-            "ratings": ratings,
-            "from": from,
-            "query_steps": query_steps,
-            "secret_names": secret_names,
-            "tz": state.engine.tz().name(),
-        }),
+        PlaybookPage {
+            csrf: token,
+            entry: EntryView {
+                id: &entry.id,
+                path: &entry.path,
+                problems: &entry.problems,
+                runnable: runnable.is_some(),
+                last_good: entry.last_good.is_some(),
+            },
+            pb: pb_view,
+            fields,
+            sections,
+            exports,
+            runs,
+            schedules,
+            ratings,
+            from,
+            query_steps,
+            secret_names,
+            tz: state.engine.tz().name(),
+        },
     )?;
     Ok(page(html, cookie))
 }

@@ -72,11 +72,24 @@ impl<'a> TableWidget<'a> {
     }
 }
 
+/// The list of a playbook's exports, the new one marked.
+#[derive(Serialize)]
+struct ExportsFragment {
+    exports: Vec<crate::store::exports::ExportRecord>,
+    new: i64,
+}
+
 /// The one place that fills the output widgets (`widgets/output/<name>.html`): each widget a
 /// step has, in the order the page shows them, with the context its template reads. A new
 /// output widget is its template and a line here.
+/// What the error, markdown and chart widgets read: the step's outcome as `s`.
+#[derive(Serialize)]
+struct StepCtx<'a> {
+    s: &'a StepOutcome,
+}
+
 fn outputs(state: &AppState, s: &StepOutcome, table: Option<TableWidget<'_>>) -> Result<Vec<String>> {
-    let step = || json!({ "s": s });
+    let step = || json!(StepCtx { s });
     let shown: [(&str, Option<serde_json::Value>); 4] = [
         ("error", s.error.as_ref().map(|_| step())),
         ("markdown", s.html.as_ref().map(|_| step())),
@@ -121,7 +134,7 @@ pub(super) async fn results_html(
             outputs,
         });
     }
-    render(state, "results.html", json!(ResultsPage { pb: PbRef { id: pb_id }, run_id, steps }))
+    render(state, "results.html", ResultsPage { pb: PbRef { id: pb_id }, run_id, steps })
 }
 
 /// The playbooks a table cell can open, by the kind of entity they take.
@@ -174,7 +187,7 @@ pub async fn table(
         .await
         .map_err(|_| WebError::NotFound("This result is no longer stored.".into()))?;
     let widget = TableWidget::new(&state, &run, &step, p.export.as_deref() != Some("0"), &page);
-    Ok(Html(render(&state, "output/table.html", json!(widget))?).into_response())
+    Ok(Html(render(&state, "output/table.html", widget)?).into_response())
 }
 
 /// Rates values of a column in a stored table (Spot's Score): the ticked rows, or every row
@@ -216,7 +229,7 @@ pub async fn export(
     }
     let rec = state.engine.export(&run, &step, format, &who(&state, &headers)).await.map_err(WebError::Internal)?;
     let exports = state.engine.store.exports(&rec.playbook).map_err(WebError::Internal)?;
-    let html = render(&state, "exports.html", json!({ "exports": exports, "new": rec.id }))?;
+    let html = render(&state, "exports.html", ExportsFragment { exports, new: rec.id })?;
     Ok(Html(html).into_response())
 }
 

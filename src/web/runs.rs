@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Serialize;
 use serde_json::json;
 
 use super::csrf;
@@ -82,14 +83,41 @@ pub async fn run_page(
     let html = render(
         &state,
         "run.html",
-        json!({
-            "csrf": token, "tz": catalog.tz.name(), "run": rec, "title": title, "params": params,
-            "rerun": format!("/p/{}?{}", rec.playbook, query), "exists": shown.is_some(), "changed": changed,
-            "entity_hint": params.values().find(|v| v.trim().parse::<std::net::IpAddr>().is_ok()).map(String::as_str).unwrap_or(""),
-            "results": results,
-        }),
+        RunPage {
+            csrf: token,
+            tz: catalog.tz.name(),
+            entity_hint: params
+                .values()
+                .find(|v| v.trim().parse::<std::net::IpAddr>().is_ok())
+                .cloned()
+                .unwrap_or_default(),
+            rerun: format!("/p/{}?{}", rec.playbook, query),
+            run: &rec,
+            title,
+            params: &params,
+            exists: shown.is_some(),
+            changed,
+            results,
+        },
     )?;
     Ok(page(html, cookie))
+}
+
+/// A run's permalink page.
+#[derive(Serialize)]
+struct RunPage<'a> {
+    csrf: String,
+    tz: &'a str,
+    run: &'a crate::store::runs::RunRecord,
+    title: String,
+    params: &'a std::collections::BTreeMap<String, String>,
+    /// The first address among the parameters, offered as the threat's entity.
+    entity_hint: String,
+    rerun: String,
+    exists: bool,
+    /// The playbook file changed since the run.
+    changed: bool,
+    results: String,
 }
 
 /// Stops a queued or running run (the page's Cancel button).

@@ -18,18 +18,28 @@ use crate::model::schedule::{self, Missed, NotifySpec, NotifyWhen, ScheduleSpec}
 
 type Result<T> = std::result::Result<T, WebError>;
 
+/// Every schedule with its next fire and last run.
+#[derive(serde::Serialize)]
+struct SchedulesPage<'a> {
+    csrf: String,
+    schedules: Vec<scheduler::Listed>,
+    /// Whether this server runs the schedule loop.
+    running: bool,
+    tz: &'a str,
+}
+
 pub async fn page_all(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
     let (token, cookie) = csrf::ensure(&headers);
     let list = scheduler::list(&state.engine, None).map_err(WebError::Internal)?;
     let html = render(
         &state,
         "schedules.html",
-        json!({
-            "csrf": token,
-            "schedules": list,
-            "running": state.scheduler.is_some(),
-            "tz": state.engine.tz().name(),
-        }),
+        SchedulesPage {
+            csrf: token,
+            schedules: list,
+            running: state.scheduler.is_some(),
+            tz: state.engine.tz().name(),
+        },
     )?;
     Ok(page(html, cookie))
 }

@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Serialize;
 use serde_json::json;
 
 use super::csrf;
@@ -46,11 +47,37 @@ pub async fn save(
     Ok(Json(json!({ "location": format!("/threats/{id}") })).into_response())
 }
 
+/// The threats briefing.
+#[derive(Serialize)]
+struct ThreatsPage<'a> {
+    csrf: String,
+    threats: Vec<crate::store::threats::ThreatRecord>,
+    tz: &'a str,
+}
+
+/// A threat's storyboard: the threat, its parameters and its evidence tables (first rows).
+#[derive(Serialize)]
+struct StoryboardPage<'a> {
+    csrf: String,
+    t: crate::store::threats::ThreatRecord,
+    params: serde_json::Value,
+    evidence: Vec<Evidence>,
+    tz: &'a str,
+}
+
+#[derive(Serialize)]
+struct Evidence {
+    step: String,
+    title: String,
+    rows: i64,
+    columns: Vec<String>,
+    shown: Vec<Vec<String>>,
+}
+
 pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
     let (token, cookie) = csrf::ensure(&headers);
     let threats = state.engine.store.threats().map_err(WebError::Internal)?;
-    let html =
-        render(&state, "threats.html", json!({ "csrf": token, "threats": threats, "tz": state.engine.tz().name() }))?;
+    let html = render(&state, "threats.html", ThreatsPage { csrf: token, threats, tz: state.engine.tz().name() })?;
     Ok(page(html, cookie))
 }
 
@@ -82,14 +109,10 @@ pub async fn storyboard(
                 shown.push((0..b.num_columns()).map(|c| crate::results::cell_text(b.column(c), r, tz)).collect());
             }
         }
-        evidence.push(json!({ "step": step, "title": title, "rows": rows, "columns": columns, "shown": shown }));
+        evidence.push(Evidence { step, title, rows, columns, shown });
     }
-    let params: serde_json::Value = serde_json::from_str(&t.params).unwrap_or(serde_json::Value::Null);
-    let html = render(
-        &state,
-        "storyboard.html",
-        json!({ "csrf": token, "t": t, "params": params, "evidence": evidence, "tz": tz.name() }),
-    )?;
+    let params = t.params_json();
+    let html = render(&state, "storyboard.html", StoryboardPage { csrf: token, t, params, evidence, tz: tz.name() })?;
     Ok(page(html, cookie))
 }
 

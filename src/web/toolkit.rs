@@ -34,7 +34,8 @@ pub(super) fn who(state: &AppState, headers: &HeaderMap) -> String {
     }
 }
 
-pub(super) fn render(state: &AppState, name: &str, ctx: serde_json::Value) -> Result<String> {
+/// Renders template `name` with `ctx`, a page's typed context (or a widget's).
+pub(super) fn render(state: &AppState, name: &str, ctx: impl serde::Serialize) -> Result<String> {
     Ok(state.templates.get_template(name)?.render(ctx)?)
 }
 
