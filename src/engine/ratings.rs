@@ -3,13 +3,15 @@
 
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::Result;
 use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::datasource::MemTable;
 
 use super::Engine;
+use crate::refuse;
 use crate::results::cell_text;
 use crate::results::paging::search_rows;
+use crate::util::refusal::Refusal;
 
 impl Engine {
     /// Makes the analysts' ratings the `ratings` table of a run's session.
@@ -53,21 +55,27 @@ impl Engine {
         rating: i64,
         note: &str,
         who: &str,
-    ) -> Result<Vec<String>> {
+    ) -> std::result::Result<Vec<String>, Refusal> {
         if !(1..=3).contains(&rating) {
-            bail!("a rating is 1 (high), 2 (medium) or 3 (low)");
+            refuse!("a rating is 1 (high), 2 (medium) or 3 (low)");
         }
-        let run = self.store.run(run_id)?.ok_or_else(|| anyhow!("no such run"))?;
-        let data = self.step_data(run_id, step_id)?;
-        let merged = data.merged()?;
-        let col = merged.schema().index_of(field).map_err(|_| anyhow!("the table has no column `{field}`"))?;
+        let Some(run) = self.store.run(run_id)? else { refuse!("no such run") };
+        let data = self.step_data(run_id, step_id).map_err(|_| Refusal::refused("this result is no longer stored"))?;
+        let merged = data.merged().map_err(Refusal::Failed)?;
+        let col = merged
+            .schema()
+            .index_of(field)
+            .map_err(|_| Refusal::refused(format!("the table has no column `{field}`")))?;
         let tz = self.tz();
         let picked: Vec<u32> = if !rows.is_empty() {
             rows.iter().copied().filter(|r| (*r as usize) < merged.num_rows()).collect()
         } else if !conditions.is_empty() {
             let mut cols = Vec::new();
             for (c, v) in conditions {
-                let i = merged.schema().index_of(c).map_err(|_| anyhow!("the table has no column `{c}`"))?;
+                let i = merged
+                    .schema()
+                    .index_of(c)
+                    .map_err(|_| Refusal::refused(format!("the table has no column `{c}`")))?;
                 cols.push((merged.column(i).clone(), v.trim().to_string()));
             }
             (0..merged.num_rows() as u32)
@@ -75,9 +83,11 @@ impl Engine {
                 .collect()
         } else {
             match search.map(str::trim).filter(|s| !s.is_empty()) {
-                Some(s) => search_rows(&data, &s.to_lowercase()).await?,
+                Some(s) => search_rows(&data, &s.to_lowercase()).await.map_err(Refusal::Failed)?,
                 None => {
-                    bail!("tick rows, give column values, or type an address or keyword to rate every row that has it")
+                    refuse!(
+                        "tick rows, give column values, or type an address or keyword to rate every row that has it"
+                    )
                 }
             }
         };
@@ -89,7 +99,7 @@ impl Engine {
             }
         }
         if values.is_empty() {
-            bail!("no row matched, so nothing was rated");
+            refuse!("no row matched, so nothing was rated");
         }
         let base = crate::store::ratings::Rating {
             id: 0,
@@ -103,7 +113,7 @@ impl Engine {
             rated_by: who.to_string(),
             rated_at: String::new(),
         };
-        self.store.add_ratings(&base, &values)?;
+        self.store.add_ratings(&base, &values).map_err(Refusal::Failed)?;
         tracing::info!(run = %run_id, step = %step_id, field, rating, values = values.len(), who, "rated");
         Ok(values)
     }

@@ -20,9 +20,11 @@ use crate::engine::{Engine, RunRequest};
 use crate::model::params::{parse_all, ParseCtx};
 use crate::model::schedule::{describe, CronSpec, Missed, ScheduleSpec};
 use crate::playbook::Playbook;
+use crate::refuse;
 use crate::store::runs::RunState;
 use crate::store::schedules::Delivery;
 use crate::store::schedules::ScheduleRecord;
+use crate::util::refusal::Refusal;
 
 /// A schedule as the pages list it.
 #[derive(Debug, Clone, Serialize)]
@@ -238,20 +240,16 @@ impl Scheduler {
     }
 
     /// Starts a run of schedule `id` now, outside its timetable ("Run now" on the page).
-    pub fn run_now(self: &Arc<Self>, id: i64) -> Result<String> {
+    pub fn run_now(self: &Arc<Self>, id: i64) -> std::result::Result<String, Refusal> {
         let store = &self.engine.store;
-        let rec = store.schedule(id)?.ok_or_else(|| anyhow::anyhow!("no such schedule"))?;
-        let spec: ScheduleSpec = rec.spec_as().ok_or_else(|| anyhow::anyhow!("the stored schedule cannot be read"))?;
-        let pb = self
-            .engine
-            .catalog()
-            .entry(&rec.playbook)
-            .and_then(|e| e.runnable())
-            .cloned()
-            .ok_or_else(|| anyhow::anyhow!("the playbook is missing or has problems"))?;
+        let Some(rec) = store.schedule(id)? else { refuse!("no such schedule") };
+        let Some(spec) = rec.spec_as::<ScheduleSpec>() else { refuse!("the stored schedule cannot be read") };
+        let Some(pb) = self.engine.catalog().entry(&rec.playbook).and_then(|e| e.runnable()).cloned() else {
+            refuse!("the playbook is missing or has problems")
+        };
         if let Some(prev) = rec.last_run.as_deref().map(|r| store.run(r)).transpose()?.flatten() {
             if prev.state.is_active() {
-                anyhow::bail!("the previous run of this schedule is still going");
+                refuse!("the previous run of this schedule is still going");
             }
         }
         let run_id = uuid::Uuid::new_v4().simple().to_string();

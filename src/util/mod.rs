@@ -4,6 +4,7 @@
 pub mod markdown;
 pub mod paths;
 pub mod problem;
+pub mod refusal;
 pub mod text;
 pub mod timeutil;
 pub mod yaml;

@@ -16,6 +16,7 @@ use super::toolkit::{check_ids, join_multi, render, who, Result, UrlPath};
 use crate::engine::StepOutcome;
 use crate::results::paging::{TablePage, TableQuery};
 use crate::util::paths::join_inside;
+use crate::util::refusal::Refusal;
 
 /// The results page fragment: each shown step with its outputs rendered.
 #[derive(Serialize)]
@@ -211,7 +212,8 @@ pub async fn rate(
     let who = who(&state, &headers);
     match state.engine.rate(&run, &step, &rows, &conditions, search, get("field"), rating, get("note"), &who).await {
         Ok(values) => Ok(Json(json!({ "rated": values.len(), "values": values, "rating": rating })).into_response()),
-        Err(e) => Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "error": format!("{e:#}") }))).into_response()),
+        Err(Refusal::Refused(e)) => Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "error": e }))).into_response()),
+        Err(Refusal::Failed(e)) => Err(WebError::Internal(e)),
     }
 }
 

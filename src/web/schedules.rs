@@ -15,6 +15,7 @@ use super::state::AppState;
 use super::toolkit::{join_multi, page, parse_form, render, runnable, who, UrlPath};
 use crate::jobs::scheduler;
 use crate::model::schedule::{self, Missed, NotifySpec, NotifyWhen, ScheduleSpec};
+use crate::util::refusal::Refusal;
 
 type Result<T> = std::result::Result<T, WebError>;
 
@@ -221,6 +222,7 @@ pub async fn run_now(
     };
     match scheduler.run_now(rec.id) {
         Ok(_) => Ok(Redirect::to(&format!("/schedules#schedule-{sid}")).into_response()),
-        Err(e) => Err(WebError::BadRequest(format!("{e:#}"))),
+        Err(Refusal::Refused(m)) => Err(WebError::BadRequest(m)),
+        Err(Refusal::Failed(e)) => Err(WebError::Internal(e)),
     }
 }
