@@ -420,9 +420,7 @@ async fn run(
     let store = Store::open(&paths.state_db())?;
     let engine = Arc::new(Engine::new(catalog.clone(), store));
     let who = std::env::var("USER").unwrap_or_else(|_| "cli".into());
-    let outcome = engine
-        .run(RunRequest { playbook: pb.clone(), values, section: None, who, source: "cli".into(), schedule_id: None })
-        .await?;
+    let outcome = engine.run(RunRequest::new(pb.clone(), values, who, "cli")).await?;
     let mut failed = false;
     let tz = engine.tz();
     let mut out = std::io::stdout().lock();

@@ -13,6 +13,7 @@ use crate::results::table::write_parquet;
 use crate::results::StepData;
 use crate::sql::session::new_session;
 use crate::store::runs::StepRecord;
+use crate::util::markdown::to_html;
 
 impl Engine {
     /// Stores the rows of step `step_id` of run `run_id` that are not in run `prev`'s table
@@ -35,14 +36,12 @@ impl Engine {
                 ctx.register_parquet("prev", path_text(pf), opts).await?;
                 (
                     "SELECT * FROM cur EXCEPT SELECT * FROM prev".to_string(),
-                    format!(
-                        "Rows of this run's table that were not in the <a href=\"/runs/{p}\">previous run</a> of its schedule."
-                    ),
+                    format!("Rows of this run's table that were not in the [previous run](/runs/{p}) of its schedule."),
                 )
             }
             (None, Some(p)) => (
                 "SELECT * FROM cur".to_string(),
-                format!("The <a href=\"/runs/{p}\">previous run</a>'s table is no longer stored, so every row counts as new."),
+                format!("The [previous run](/runs/{p})'s table is no longer stored, so every row counts as new."),
             ),
             _ => ("SELECT * FROM cur".to_string(), "The first run of this schedule: every row is new.".to_string()),
         };
@@ -59,7 +58,7 @@ impl Engine {
             rows: Some(data.rows),
             elapsed_ms: 0,
             error: None,
-            html: Some(format!("<p class=\"muted\">{note}</p>")),
+            html: Some(to_html(&note)),
             chart: None,
             show_table: true,
             export: true,

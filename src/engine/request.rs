@@ -21,6 +21,28 @@ pub struct RunRequest {
     pub schedule_id: Option<i64>,
 }
 
+impl RunRequest {
+    /// A run of every section of `playbook` with `values` (from `params::parse_all`), started
+    /// by `who` from `source` (`page`, `api`, `cli`, `schedule`, `test`, …).
+    pub fn new(playbook: Arc<Playbook>, values: Values, who: impl Into<String>, source: impl Into<String>) -> Self {
+        RunRequest { playbook, values, section: None, who: who.into(), source: source.into(), schedule_id: None }
+    }
+
+    /// Only section `section` (and the earlier steps it reads); None = every section.
+    #[must_use]
+    pub fn section(mut self, section: Option<usize>) -> Self {
+        self.section = section;
+        self
+    }
+
+    /// Fired by schedule `id`.
+    #[must_use]
+    pub fn scheduled(mut self, id: Option<i64>) -> Self {
+        self.schedule_id = id;
+        self
+    }
+}
+
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct StepOutcome {
     pub id: String,

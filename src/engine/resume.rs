@@ -41,14 +41,9 @@ impl Engine {
                 bail!("run {}: parameter `{name}`: {e}", run.id);
             }
         };
-        let req = RunRequest {
-            playbook: pb,
-            values,
-            section: run.section.and_then(|s| usize::try_from(s).ok()),
-            who: run.started_by.clone(),
-            source: run.source.clone(),
-            schedule_id: run.schedule_id,
-        };
+        let req = RunRequest::new(pb, values, run.started_by.clone(), run.source.clone())
+            .section(run.section.and_then(|s| usize::try_from(s).ok()))
+            .scheduled(run.schedule_id);
         self.store.adopt(&run.id)?;
         tracing::info!(run = %run.id, playbook = %run.playbook, "resuming a run left unfinished by a restart");
         self.drive(req, run.id).await

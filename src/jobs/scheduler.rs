@@ -285,14 +285,8 @@ impl Scheduler {
             }
         };
         tracing::info!(schedule = %rec.name, playbook = %pb.id, run = %run_id, "schedule fired");
-        let req = RunRequest {
-            playbook: pb.clone(),
-            values,
-            section: None,
-            who: format!("schedule “{}”", rec.name),
-            source: "schedule".into(),
-            schedule_id: Some(rec.id),
-        };
+        let req =
+            RunRequest::new(pb.clone(), values, format!("schedule “{}”", rec.name), "schedule").scheduled(Some(rec.id));
         let outcome = self.engine.run_with_id(req, run_id.clone()).await?;
         let run = self.engine.store.run(&run_id)?;
         let succeeded = run.as_ref().is_some_and(|r| r.state == RunState::Succeeded);

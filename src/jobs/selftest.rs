@@ -39,14 +39,7 @@ pub async fn run(engine: &std::sync::Arc<Engine>, pb: &std::sync::Arc<Playbook>)
                 continue;
             }
         };
-        let req = RunRequest {
-            playbook: pb.clone(),
-            values,
-            section: None,
-            who: "self-test".into(),
-            source: "test".into(),
-            schedule_id: None,
-        };
+        let req = RunRequest::new(pb.clone(), values, "self-test", "test");
         let run = match engine.run(req).await {
             Ok(r) => r,
             Err(e) => {

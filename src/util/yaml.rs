@@ -49,5 +49,31 @@ fn clean_message(raw: &str) -> (String, Option<String>) {
     if let Some(rest) = msg.strip_prefix("missing field ") {
         return (format!("missing key {rest}"), None);
     }
+    // "invalid type: boolean `false`, expected a string": YAML read a bare word or digits as
+    // something other than text.
+    if let Some((found, expected)) = msg.strip_prefix("invalid type: ").and_then(|r| r.split_once(", expected ")) {
+        let found =
+            found.replace("boolean ", "").replace("integer ", "the number ").replace("floating point ", "the number ");
+        let hint =
+            (!found.starts_with("a ") && !found.starts_with("map") && !found.starts_with("sequence")).then(|| {
+                "quote it: YAML reads a bare y, n, yes, no, on or off as true or false, and digits as a number"
+                    .to_string()
+            });
+        return (format!("expected {expected} here, not {found}"), hint);
+    }
     (msg, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_word_read_as_true_or_false_says_to_quote_it() {
+        let (m, hint) = clean_message("invalid type: boolean `false`, expected a string at line 3 column 9");
+        assert_eq!(m, "expected a string here, not `false`");
+        assert!(hint.is_some_and(|h| h.starts_with("quote it")));
+        let (m, _) = clean_message("invalid type: integer `10`, expected a string");
+        assert_eq!(m, "expected a string here, not the number `10`");
+    }
 }

@@ -73,14 +73,7 @@ pub async fn start_run(
             return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "errors": errors }))).into_response());
         }
     };
-    let req = RunRequest {
-        playbook: pb.clone(),
-        values,
-        section: body.section,
-        who: who(&state, &headers),
-        source: "api".into(),
-        schedule_id: None,
-    };
+    let req = RunRequest::new(pb.clone(), values, who(&state, &headers), "api").section(body.section);
     let run_id = state.engine.submit(req).map_err(WebError::Internal)?;
     Ok((
         StatusCode::ACCEPTED,

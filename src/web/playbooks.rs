@@ -318,14 +318,7 @@ pub async fn run_section(
         Some(from) => format!("pivot from run {}", from.to_ascii_lowercase()),
         None => "page".into(),
     };
-    let req = RunRequest {
-        playbook: pb.clone(),
-        values,
-        section: Some(section),
-        who: who(&state, &headers),
-        source,
-        schedule_id: None,
-    };
+    let req = RunRequest::new(pb.clone(), values, who(&state, &headers), source).section(Some(section));
     let outcome = state.engine.run_with_id(req, run_id).await.map_err(WebError::Internal)?;
     let html = results_html(&state, &pb.id, &outcome.run_id, &outcome.steps, Some(section)).await?;
     Ok(Json(json!({ "run_id": outcome.run_id, "html": html })).into_response())
@@ -357,14 +350,7 @@ pub async fn rerun(
         ))
     })?;
     let section = rec.section.and_then(|s| usize::try_from(s).ok()).filter(|s| *s < pb.sections.len());
-    let req = RunRequest {
-        playbook: pb,
-        values,
-        section,
-        who: who(&state, &headers),
-        source: "page".into(),
-        schedule_id: None,
-    };
+    let req = RunRequest::new(pb, values, who(&state, &headers), "page").section(section);
     let id = state.engine.submit(req).map_err(WebError::Internal)?;
     Ok(axum::response::Redirect::to(&format!("/runs/{id}")).into_response())
 }
