@@ -223,12 +223,14 @@ pub async fn playbook_page(
     let shown = entry.shown().cloned();
     let runnable = entry.runnable().cloned();
     if let Some(pb) = shown.as_deref() {
-        // A link that fills the form in shows at once what is wrong with what it filled in.
+        // A link that fills the form in shows at once what is wrong with what it filled in
+        // (not yet filled in is not wrong: a blank required field is said when it is sent).
         let cx = state.engine.catalog().parse_ctx();
+        let filled = |name: &str| given.get(name).map(String::as_str).filter(|v| !v.trim().is_empty());
+        let errors = crate::model::params::parse_all(&pb.params, filled, &cx).err().unwrap_or_default();
         for p in &pb.params {
-            let value = given.get(&p.name).map(String::as_str);
-            let error = value.filter(|v| !v.trim().is_empty()).and_then(|v| p.parse(Some(v), &cx).err());
-            fields.push(field(&state, p, value, error).await);
+            let error = filled(&p.name).and_then(|_| errors.iter().find(|(n, _)| n == &p.name)).map(|(_, e)| e.clone());
+            fields.push(field(&state, p, given.get(&p.name).map(String::as_str), error).await);
         }
         for (i, s) in pb.sections.iter().enumerate() {
             sections.push(SectionView {
