@@ -87,6 +87,11 @@ pub enum Command {
         /// The address colleagues open, used in notification links (default: http://BIND).
         #[arg(long, env = "CASEBOOK_PUBLIC_URL")]
         public_url: Option<String>,
+        /// Another host name colleagues use to reach casebook (repeatable). Requests naming a
+        /// host casebook does not answer to are refused (DNS rebinding); `localhost`, IP
+        /// addresses and the host of --public-url are always answered.
+        #[arg(long = "allowed-host", env = "CASEBOOK_ALLOWED_HOSTS", value_delimiter = ',')]
+        allowed_hosts: Vec<String>,
         /// A YAML file of named secrets (`SOC_WEBHOOK: https://…`); names not in it are read
         /// from environment variables (default: secrets.yaml in the data folder).
         #[arg(long, env = "CASEBOOK_SECRETS")]
@@ -198,6 +203,7 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
             run_timeout_min,
             run_memory_mb,
             public_url,
+            allowed_hosts,
             secrets,
             playbooks_repo,
             dirs,
@@ -218,7 +224,16 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
                 ),
                 None => None,
             };
-            let opts = ServeOptions { bind, retention, user_header, limits, public_url, secrets, playbooks_repo };
+            let opts = ServeOptions {
+                bind,
+                retention,
+                user_header,
+                limits,
+                public_url,
+                allowed_hosts,
+                secrets,
+                playbooks_repo,
+            };
             serve(opts, &dirs).await.map(|_| ExitCode::SUCCESS)
         }
         Command::Check { dirs } => check(&dirs).await,
@@ -267,12 +282,17 @@ struct ServeOptions {
     user_header: Option<axum::http::HeaderName>,
     limits: crate::engine::Limits,
     public_url: Option<String>,
+    allowed_hosts: Vec<String>,
     secrets: Option<PathBuf>,
     playbooks_repo: Option<String>,
 }
 
 async fn serve(opts: ServeOptions, dirs: &Dirs) -> Result<()> {
-    let ServeOptions { bind, retention, user_header, limits, public_url, secrets, playbooks_repo } = opts;
+    let ServeOptions { bind, retention, user_header, limits, public_url, allowed_hosts, secrets, playbooks_repo } =
+        opts;
+    // The name colleagues open is one casebook answers to.
+    let public_host =
+        public_url.as_deref().and_then(|u| reqwest::Url::parse(u).ok()).and_then(|u| u.host_str().map(String::from));
     let paths = dirs.paths();
     if let Some(url) = &playbooks_repo {
         if crate::repo::clone_if_absent(url, &paths.playbooks).await? {
@@ -326,7 +346,12 @@ async fn serve(opts: ServeOptions, dirs: &Dirs) -> Result<()> {
         public_url.unwrap_or_else(|| format!("http://{addr}")),
     ));
     let _schedules = scheduler.clone().spawn();
+    let mut hosts = crate::web::AllowedHosts::default();
+    for h in allowed_hosts.iter().map(String::as_str).chain(public_host.as_deref()) {
+        hosts.add(h);
+    }
     let mut state = crate::web::AppState::new(engine, paths)?;
+    state.hosts = hosts;
     state.retention = retention;
     state.user_header = user_header;
     state.scheduler = Some(scheduler);

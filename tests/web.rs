@@ -673,3 +673,48 @@ async fn a_bad_id_in_an_address_is_a_missing_page_not_the_routers_text() {
         assert!(!body.contains("Cannot parse") && !body.contains("Invalid URL"), "{uri}: {body}");
     }
 }
+
+impl Client {
+    async fn send(&self, req: axum::http::request::Builder, body: &str) -> (StatusCode, String) {
+        let r = self.app.clone().oneshot(req.body(Body::from(body.to_string())).expect("req")).await.expect("resp");
+        let status = r.status();
+        let body = r.into_body().collect().await.expect("body").to_bytes();
+        (status, String::from_utf8_lossy(&body).to_string())
+    }
+}
+
+#[tokio::test]
+async fn a_page_on_another_site_cannot_reach_casebook_by_rebinding_its_name() {
+    let c = client().await;
+    // DNS rebinding: a page at evil.example points its name at 127.0.0.1.
+    let (status, body) = c.send(Request::get("/").header(header::HOST, "evil.example:8080"), "").await;
+    assert_eq!(status, StatusCode::MISDIRECTED_REQUEST);
+    assert!(
+        body.contains("does not answer to the name “evil.example:8080”") && body.contains("--allowed-host"),
+        "{body}"
+    );
+    assert!(!body.contains(&c.token), "no CSRF token is handed to another site");
+    let form = format!("_csrf={}", c.token);
+    let post = |host: &str| {
+        Request::post("/manage/selftests")
+            .header(header::HOST, host)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::COOKIE, &c.cookie)
+            .header("x-csrf-token", &c.token)
+    };
+    let (status, _) = c.send(post("evil.example:8080"), &form).await;
+    assert_eq!(status, StatusCode::MISDIRECTED_REQUEST);
+    // The names casebook answers to, and any IP address (rebinding needs a name).
+    for host in ["localhost:8080", "127.0.0.1:8080", "[::1]:8080", "10.1.2.3"] {
+        let (status, _) = c.send(Request::get("/").header(header::HOST, host), "").await;
+        assert_eq!(status, StatusCode::OK, "{host}");
+    }
+    // A change sent from another site's page is refused even with a valid token.
+    let (status, body) = c.send(post("127.0.0.1:8080").header(header::ORIGIN, "http://evil.example"), &form).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(body.contains("sent from a page that is not casebook"), "{body}");
+    let (status, _) = c.send(post("127.0.0.1:8080").header(header::ORIGIN, "null"), &form).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = c.send(post("127.0.0.1:8080").header(header::ORIGIN, "http://127.0.0.1:8080"), &form).await;
+    assert_eq!(status, StatusCode::OK);
+}

@@ -6,6 +6,7 @@ mod api;
 mod assets;
 mod csrf;
 mod error;
+mod guard;
 mod manage;
 mod playbooks;
 mod results;
@@ -20,7 +21,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub use error::WebError;
-pub use state::AppState;
+pub use state::{AllowedHosts, AppState};
 
 /// The routes table.
 pub fn app(state: AppState) -> Router {
@@ -62,6 +63,7 @@ pub fn app(state: AppState) -> Router {
         .route("/schema/playbook.json", get(|| async { json_response(crate::schema::playbook()) }))
         .route("/schema/connector.json", get(|| async { json_response(crate::schema::connector()) }))
         .fallback(toolkit::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::request_safety))
         .with_state(state)
 }
 
