@@ -718,3 +718,17 @@ async fn a_page_on_another_site_cannot_reach_casebook_by_rebinding_its_name() {
     let (status, _) = c.send(post("127.0.0.1:8080").header(header::ORIGIN, "http://127.0.0.1:8080"), &form).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn values_put_into_a_markdown_step_stay_text() {
+    let yaml = "title: Note\nparams:\n  name: { type: text, default: x }\nsections:\n  - title: S\n    steps:\n      - id: note\n        markdown: |\n          Host **{{ params.name }}** was seen; see [its runs](/p/note?name={{ params.name }}).\n";
+    let c = client_with(Some(("note", yaml))).await;
+    let evil = "[Reset your password](//evil.example) <img src=x onerror=alert(1)>";
+    let (status, body) = c.post("/p/note/run/0", &[("name", evil)], true).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let html =
+        serde_json::from_str::<serde_json::Value>(&body).expect("json")["html"].as_str().unwrap_or("").to_string();
+    assert!(html.contains("<strong>[Reset your password](//evil.example) &lt;img"), "{html}");
+    assert!(!html.contains("href=\"//evil.example") && !html.contains("<img"), "{html}");
+    assert!(html.contains("<a href=\"/p/note?name="), "the author's own link stays a link: {html}");
+}

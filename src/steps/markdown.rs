@@ -4,7 +4,7 @@
 
 use super::env::{Env, StepError};
 use crate::results::cells::row_json;
-use crate::util::markdown::to_html;
+use crate::util::markdown::{to_html_with_values, value_mark};
 use crate::util::problem::{Pos, Problems};
 
 #[derive(Debug, Clone)]
@@ -47,11 +47,26 @@ impl Markdown {
         }
         let params: serde_json::Map<String, serde_json::Value> =
             values.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.to_text(tz)))).collect();
-        let env = minijinja::Environment::new();
+        // Each value the template puts in stands as a mark until the Markdown is read, so data
+        // cannot add Markdown, HTML or links of its own.
+        let filled = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let mut env = minijinja::Environment::new();
+        let marks = filled.clone();
+        env.set_formatter(move |out, _state, value| {
+            let text = value.to_string();
+            if text.is_empty() {
+                return Ok(());
+            }
+            let mut list = marks.lock().map_err(|_| minijinja::Error::from(minijinja::ErrorKind::InvalidOperation))?;
+            list.push(text);
+            out.write_str(&value_mark(list.len() - 1))
+                .map_err(|_| minijinja::Error::from(minijinja::ErrorKind::WriteFailure))
+        });
         let text = env.render_str(template, serde_json::json!({"params": params, "steps": steps})).map_err(|e| {
             StepError::other(format!("could not fill in the text: {}", e.detail().unwrap_or("template error")))
         })?;
-        Ok(to_html(&text))
+        let values = filled.lock().map(|v| v.clone()).unwrap_or_default();
+        Ok(to_html_with_values(&text, &values))
     }
 }
 
