@@ -732,3 +732,23 @@ async fn values_put_into_a_markdown_step_stay_text() {
     assert!(!html.contains("href=\"//evil.example") && !html.contains("<img"), "{html}");
     assert!(html.contains("<a href=\"/p/note?name="), "the author's own link stays a link: {html}");
 }
+
+#[tokio::test]
+async fn a_table_the_playbook_hides_or_keeps_from_export_is_not_served() {
+    let c = client().await;
+    let (status, body) = c.post("/p/ip_flows/run/0", &[("src", cast::SCANNER), ("window", "last 7d")], true).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let run =
+        serde_json::from_str::<serde_json::Value>(&body).expect("json")["run_id"].as_str().unwrap_or("").to_string();
+    // `per_minute` is a chart (its table hidden) marked `export: false`.
+    let (status, body) = c.post(&format!("/runs/{run}/steps/per_minute/export"), &[("format", "csv")], true).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("does not offer this step"), "{body}");
+    let (status, _) = c.get(&format!("/runs/{run}/steps/per_minute/table")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // The table the page shows pages and exports as before.
+    let (status, _) = c.get(&format!("/runs/{run}/steps/flows_basic/table?page=2")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = c.post(&format!("/runs/{run}/steps/flows_basic/export"), &[("format", "csv")], true).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}

@@ -9,6 +9,9 @@ pub enum WebError {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    /// Asked for something the playbook does not offer (a hidden table, an export it forbids).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("the form has expired; reload the page and try again")]
     Csrf,
     #[error("something went wrong on the server; the details are in its log")]
@@ -20,6 +23,7 @@ impl WebError {
         match self {
             WebError::NotFound(_) => StatusCode::NOT_FOUND,
             WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            WebError::Forbidden(_) => StatusCode::FORBIDDEN,
             WebError::Csrf => StatusCode::FORBIDDEN,
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

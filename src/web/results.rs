@@ -169,12 +169,27 @@ pub struct TableParams {
     export: Option<String>,
 }
 
+/// What run `run` stored of step `step`: whether the page shows its table and offers it for
+/// export. A run recorded before outcomes were stored offers both, as it did then.
+fn offered(state: &AppState, run: &str, step: &str) -> Result<(bool, bool)> {
+    let rec = state
+        .engine
+        .store
+        .step(run, step)
+        .map_err(WebError::Internal)?
+        .ok_or_else(|| WebError::NotFound("No such result.".into()))?;
+    Ok(rec.outcome_as::<StepOutcome>().map_or((true, true), |o| (o.show_table, o.export)))
+}
+
 pub async fn table(
     State(state): State<AppState>,
     UrlPath((run, step)): UrlPath<(String, String)>,
     Query(p): Query<TableParams>,
 ) -> Result<Response> {
     check_ids(&run, &step)?;
+    if !offered(&state, &run, &step)?.0 {
+        return Err(WebError::Forbidden("The playbook does not show this step's table.".into()));
+    }
     let q = TableQuery {
         page: p.page.unwrap_or(1),
         size: p.size.unwrap_or(25),
@@ -225,6 +240,10 @@ pub async fn export(
 ) -> Result<Response> {
     let given = join_multi(&form);
     check_ids(&run, &step)?;
+    let (shown, exported) = offered(&state, &run, &step)?;
+    if !(shown && exported) {
+        return Err(WebError::Forbidden("The playbook does not offer this step's table for export.".into()));
+    }
     let format = given.get("format").map(String::as_str).unwrap_or("csv");
     if !matches!(format, "csv" | "json" | "parquet") {
         return Err(WebError::BadRequest("Export as csv, json or parquet.".into()));
