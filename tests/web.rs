@@ -752,3 +752,39 @@ async fn a_table_the_playbook_hides_or_keeps_from_export_is_not_served() {
     let (status, body) = c.post(&format!("/runs/{run}/steps/flows_basic/export"), &[("format", "csv")], true).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+#[tokio::test]
+async fn every_response_carries_the_security_headers() {
+    let c = client().await;
+    let (_, body) = c.post("/p/rdp_bruteforce/run/0", &[("window", "last 7d")], true).await;
+    let run =
+        serde_json::from_str::<serde_json::Value>(&body).expect("json")["run_id"].as_str().unwrap_or("").to_string();
+    let uris = [
+        "/".to_string(),
+        "/p/ip_flows".into(),
+        format!("/runs/{run}/steps/attempts/table"),
+        "/static/casebook.css".into(),
+        "/api/runs/0123".into(),
+        "/no/such/page".into(),
+    ];
+    for uri in &uris {
+        let r =
+            c.app.clone().oneshot(Request::get(uri.as_str()).body(Body::empty()).expect("req")).await.expect("resp");
+        let csp = r.headers().get(header::CONTENT_SECURITY_POLICY).and_then(|v| v.to_str().ok()).unwrap_or("");
+        for part in ["default-src 'self'", "base-uri 'none'", "form-action 'self'", "frame-ancestors 'none'"] {
+            assert!(csp.contains(part), "{uri}: {csp}");
+        }
+        assert_eq!(
+            r.headers().get(header::X_CONTENT_TYPE_OPTIONS).map(|v| v.as_bytes()),
+            Some(&b"nosniff"[..]),
+            "{uri}"
+        );
+    }
+    let r = c
+        .app
+        .clone()
+        .oneshot(Request::get("/").header(header::HOST, "evil.example").body(Body::empty()).expect("req"))
+        .await
+        .expect("resp");
+    assert!(r.headers().contains_key(header::CONTENT_SECURITY_POLICY), "refusals too");
+}

@@ -1,16 +1,31 @@
 //! Request safety on every route, before any handler: the host a request names must be one
 //! casebook answers to (no DNS rebinding), and a change sent by a browser must come from one
-//! of casebook's own pages (its `Origin`). Applied in the routes table, so a new route is
-//! covered without anyone remembering to.
+//! of casebook's own pages (its `Origin`). Every response, pages, fragments, errors and files
+//! alike, carries the Content-Security-Policy and the other security headers. Applied in the
+//! routes table, so a new route is covered without anyone remembering to.
 
 use axum::extract::{Request, State};
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 
 use super::state::AppState;
 
-pub async fn request_safety(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Only casebook's own scripts, styles and images; no `<base>`, forms post only to casebook,
+/// and no other site may frame a page.
+const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; \
+                   base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+pub async fn request_safety(state: State<AppState>, req: Request, next: Next) -> Response {
+    let mut r = checked(state, req, next).await;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    r
+}
+
+async fn checked(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let headers = req.headers();
     if let Some(host) = headers.get(header::HOST) {
         let shown = String::from_utf8_lossy(host.as_bytes()).chars().take(100).collect::<String>();

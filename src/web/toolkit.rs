@@ -39,18 +39,13 @@ pub(super) fn render(state: &AppState, name: &str, ctx: impl serde::Serialize) -
     Ok(state.templates.get_template(name)?.render(ctx)?)
 }
 
-/// A full page: the CSRF cookie when new, and the Content-Security-Policy every page sends.
+/// A full page, with the CSRF cookie when new (every response's security headers are set by
+/// `guard::request_safety`).
 pub(super) fn page(html: String, cookie: Option<HeaderValue>) -> Response {
     let mut r = Html(html).into_response();
     if let Some(c) = cookie {
         r.headers_mut().insert(header::SET_COOKIE, c);
     }
-    r.headers_mut().insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'",
-        ),
-    );
     r
 }
 
