@@ -102,6 +102,13 @@ pub struct Service {
     pub fields: Vec<(String, String)>,
 }
 
+impl Service {
+    /// The names of the fields an answer gives (each becomes a `<column>_<field>` column).
+    pub fn field_names(&self) -> Vec<String> {
+        self.fields.iter().map(|(f, _)| f.clone()).collect()
+    }
+}
+
 /// Whether a connector file is a service (`kind: http`) rather than files.
 pub fn is_service(text: &str) -> bool {
     #[derive(Deserialize)]

@@ -15,6 +15,7 @@ use serde_saphyr::Spanned;
 
 use super::env::{Env, PlanEnv, Reported, StepError};
 use crate::lookup::{host_of, split_domain, Context, Geo, Place, SourceRows, TopDomains};
+use crate::model::service::Service;
 use crate::reputation::Lookup;
 use crate::results::{cell_text, StepData};
 use crate::sql::quote_ident;
@@ -177,7 +178,7 @@ impl Enrich {
             .reputation
             .as_deref()
             .and_then(|r| env.services.iter().find(|s| s.name == r))
-            .map(|s| s.fields.iter().map(|(f, _)| f.clone()).collect())
+            .map(Service::field_names)
             .unwrap_or_default();
         let mut fields: Vec<Field> = from.fields().iter().map(|f| f.as_ref().clone()).collect();
         for f in added_fields(e, &rep_fields) {
@@ -268,7 +269,7 @@ impl Enrich {
                 }
             }
             let answers = service.lookup_all(&values, env.secrets, env.store).await;
-            src.reputation = Some((service.fields.iter().map(|(f, _)| f.clone()).collect(), answers));
+            src.reputation = Some((service.field_names(), answers));
         }
         let merged = from.merged().map_err(StepError::Other)?;
         let out = apply(merged, self, &src, |col, r| cell_text(col, r, tz)).map_err(StepError::Message)?;

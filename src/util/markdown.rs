@@ -22,9 +22,9 @@ pub fn to_html(md: &str) -> String {
 /// `md` as HTML, each [`value_mark`] replaced by its value as text (escaped where it lands;
 /// a link it lands in is checked like any other).
 pub fn to_html_with_values(md: &str, values: &[String]) -> String {
-    let put = |s: CowStr<'_>| -> CowStr<'static> {
+    fn put<'a>(s: CowStr<'a>, values: &[String]) -> CowStr<'a> {
         if values.is_empty() || !s.contains(OPEN) {
-            return CowStr::from(s.into_string());
+            return s;
         }
         let mut out = String::with_capacity(s.len());
         let mut rest: &str = &s;
@@ -44,16 +44,22 @@ pub fn to_html_with_values(md: &str, values: &[String]) -> String {
         }
         out.push_str(rest);
         CowStr::from(out)
-    };
+    }
     let parser = Parser::new_ext(md, Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH).map(|ev| match ev {
-        Event::Html(s) | Event::InlineHtml(s) | Event::Text(s) => Event::Text(put(s)),
-        Event::Code(s) => Event::Code(put(s)),
-        Event::Start(Tag::Link { link_type, dest_url, title, id }) => {
-            Event::Start(Tag::Link { link_type, dest_url: safe_url(put(dest_url)), title: put(title), id })
-        }
-        Event::Start(Tag::Image { link_type, dest_url, title, id }) => {
-            Event::Start(Tag::Image { link_type, dest_url: safe_url(put(dest_url)), title: put(title), id })
-        }
+        Event::Html(s) | Event::InlineHtml(s) | Event::Text(s) => Event::Text(put(s, values)),
+        Event::Code(s) => Event::Code(put(s, values)),
+        Event::Start(Tag::Link { link_type, dest_url, title, id }) => Event::Start(Tag::Link {
+            link_type,
+            dest_url: safe_url(put(dest_url, values)),
+            title: put(title, values),
+            id,
+        }),
+        Event::Start(Tag::Image { link_type, dest_url, title, id }) => Event::Start(Tag::Image {
+            link_type,
+            dest_url: safe_url(put(dest_url, values)),
+            title: put(title, values),
+            id,
+        }),
         other => other,
     });
     let mut out = String::new();

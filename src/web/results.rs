@@ -245,7 +245,7 @@ pub async fn export(
         return Err(WebError::Forbidden("The playbook does not offer this step's table for export.".into()));
     }
     let format = given.get("format").map(String::as_str).unwrap_or("csv");
-    if !matches!(format, "csv" | "json" | "parquet") {
+    if !crate::results::formats::FORMATS.contains(&format) {
         return Err(WebError::BadRequest("Export as csv, json or parquet.".into()));
     }
     let rec = state.engine.export(&run, &step, format, &who(&state, &headers)).await.map_err(WebError::Internal)?;
