@@ -10,6 +10,8 @@ pub mod secrets;
 pub mod sql;
 pub mod store;
 
+pub mod auth;
+
 pub mod model;
 pub mod results;
 

@@ -120,6 +120,18 @@ impl Driver {
         }
     }
 
+    /// Signs in on the sign-in page as a person does, and lands on `path`.
+    async fn sign_in(&self, addr: std::net::SocketAddr, path: &str) {
+        self.go(&format!("http://{addr}{path}")).await;
+        let url = self.js("return location.pathname").await;
+        assert_eq!(url, "/login", "a signed-out browser is sent to the sign-in page");
+        self.type_into("input[name=name]", common::ME).await;
+        self.type_into("input[name=password]", common::PASSWORD).await;
+        self.click("button[type=submit]").await;
+        let back = path.split('?').next().unwrap_or(path);
+        self.wait_for(&format!("return location.pathname === {back:?} || null"), "back on the page asked for").await;
+    }
+
     async fn screenshot(&self, name: &str) {
         let v = self.cmd(reqwest::Method::GET, "/screenshot", json!({})).await;
         let png = base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or_default()).expect("png");
@@ -133,10 +145,9 @@ impl Driver {
 async fn analyst_runs_ip_flows_in_headless_chromium() {
     let data = common::fresh_data();
     let (addr, server) = common::serve(data.path()).await;
-    let site = format!("http://{addr}");
 
     let d = Driver::start().await;
-    d.go(&format!("{site}/")).await;
+    d.sign_in(addr, "/").await;
     d.wait_for("return document.querySelectorAll('#playbooks .card').length >= 3", "the index").await;
     d.click("a.card[href='/p/ip_flows']").await;
     d.wait_for("return document.getElementById('f-src') !== null", "the form").await;
@@ -194,7 +205,7 @@ async fn analyst_runs_both_sections_of_rdp_bruteforce() {
     let (addr, server) = common::serve(data.path()).await;
 
     let d = Driver::start().await;
-    d.go(&format!("http://{addr}/p/rdp_bruteforce")).await;
+    d.sign_in(addr, "/p/rdp_bruteforce").await;
     d.click("button.run[data-section='0']").await;
     let first = d
         .wait_for(
@@ -235,7 +246,7 @@ async fn the_html_report_opens_offline_with_its_tables_and_charts() {
     let data = common::fresh_data();
     let engine = common::engine(data.path()).await;
     let run = common::run_all(&engine, "rdp_bruteforce", &[]).await;
-    let app = casebook::web::app(casebook::web::AppState::new(engine, common::paths_with(data.path())).expect("state"));
+    let app = common::app(casebook::web::AppState::new(engine, common::paths_with(data.path())).expect("state"));
     let get = |uri: String| {
         let app = app.clone();
         async move {
@@ -277,7 +288,7 @@ async fn analyst_rates_rows_saves_a_threat_and_opens_its_storyboard() {
     let d = Driver::start().await;
 
     // Score the connections; the beacon is among the most suspicious.
-    d.go(&format!("{site}/p/suspicious_connects?window=last+7d&top=20")).await;
+    d.sign_in(addr, "/p/suspicious_connects?window=last+7d&top=20").await;
     d.click("button.run[data-section='0']").await;
     d.wait_for(
         "return document.querySelectorAll('#results-0 table.data tbody input.row-pick').length >= 5",

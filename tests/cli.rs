@@ -166,14 +166,23 @@ async fn serve_on_an_empty_data_folder_generates_the_demo_and_lists_the_playbook
             .expect("json");
     assert!(manifest["flows"].as_u64().unwrap_or(0) >= 1_000_000, "{manifest}");
 
-    let index = reqwest::get(format!("http://{}/", server.addr)).await.expect("index").text().await.expect("body");
+    // The first start without accounts prints a one-time link that makes the administrator.
+    assert!(server.setup.as_deref().is_some_and(|l| l.contains("/setup/")), "a setup link is printed");
+    let signed_out = reqwest::get(format!("http://{}/", server.addr)).await.expect("index");
+    assert!(
+        signed_out.url().path().starts_with("/login") || signed_out.status() == 401,
+        "signed out: {}",
+        signed_out.url()
+    );
+    let me = server.session().await;
+    let (_, index) = server.get(&me, "/").await;
     let cards = index.matches("class=\"card").count();
     assert!(cards >= 3, "{cards} playbooks listed");
     for title in ["IP flows between hosts", "RDP brute force and scanning", "Event timeline in time buckets"] {
         assert!(index.contains(title), "{title} is not listed");
     }
-    let page = reqwest::get(format!("http://{}/p/rdp_bruteforce", server.addr)).await.expect("page");
-    assert_eq!(page.status(), reqwest::StatusCode::OK);
+    let (status, _) = server.get(&me, "/p/rdp_bruteforce").await;
+    assert_eq!(status, reqwest::StatusCode::OK);
     let css = reqwest::get(format!("http://{}/static/casebook.css", server.addr)).await.expect("css");
     assert_eq!(css.status(), reqwest::StatusCode::OK);
 }

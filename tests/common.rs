@@ -5,6 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use casebook::catalog::Catalog;
 use casebook::engine::Engine;
+use casebook::store::accounts::Role;
 use casebook::store::Store;
 use casebook::util::paths::Paths;
 
@@ -80,9 +81,46 @@ pub fn csrf_cookie(r: &axum::http::Response<axum::body::Body>) -> (String, Strin
     (cookie, token)
 }
 
-/// The real server on 127.0.0.1 over demo data in `data`; returns its address.
+/// The password of every account tests make.
+pub const PASSWORD: &str = "correct horse battery staple";
+/// The account tests act as unless they say otherwise (an administrator, so that every page
+/// is open to it; the role matrix is tested on its own).
+pub const ME: &str = "analyst";
+
+/// Makes account `name` with `role` (password [`PASSWORD`]) if it is missing, and signs it
+/// in: returns the session's `name=value` for a Cookie header.
+pub fn sign_in(store: &Store, name: &str, role: Role) -> String {
+    if store.account(name).expect("account").is_none() {
+        let hash = casebook::auth::hash_password(PASSWORD).expect("hash");
+        store.add_account(name, role, &[], Some(&hash)).expect("add account");
+    }
+    let (token, _) = casebook::auth::start_session(store, name).expect("session");
+    format!("casebook_session={token}")
+}
+
+/// The server's routes with every request signed in as [`ME`], an administrator.
+pub fn app(state: casebook::web::AppState) -> axum::Router {
+    let cookie = sign_in(&state.engine.store, ME, Role::Admin);
+    app_with_cookie(state, &cookie)
+}
+
+/// The server's routes with `cookie` added to every request (`""`: signed out).
+pub fn app_with_cookie(state: casebook::web::AppState, cookie: &str) -> axum::Router {
+    let value = axum::http::HeaderValue::from_str(cookie).expect("cookie");
+    let signed = !cookie.is_empty();
+    casebook::web::app(state).layer(axum::middleware::map_request(move |mut req: axum::extract::Request| {
+        if signed {
+            req.headers_mut().append(axum::http::header::COOKIE, value.clone());
+        }
+        async move { req }
+    }))
+}
+
+/// The real server on 127.0.0.1 over demo data in `data`, with account [`ME`] (password
+/// [`PASSWORD`]) to sign in with; returns its address.
 pub async fn serve(data: &Path) -> (std::net::SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>) {
     let state = casebook::web::AppState::new(engine(data).await, paths_with(data)).expect("state");
+    let _ = sign_in(&state.engine.store, ME, Role::Admin);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     (addr, tokio::spawn(async move { axum::serve(listener, casebook::web::app(state)).await }))
@@ -144,6 +182,16 @@ pub struct Server {
     child: std::process::Child,
     /// `127.0.0.1:<port>`, from the address line the server prints.
     pub addr: String,
+    /// The one-time setup link the server printed, when it had no accounts.
+    pub setup: Option<String>,
+}
+
+/// A signed-in browser's cookies: the session's and the CSRF token's.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// For a Cookie header.
+    pub cookie: String,
+    pub csrf: String,
 }
 
 impl Server {
@@ -165,10 +213,40 @@ impl Server {
         let mut reader = std::io::BufReader::new(stdout);
         let mut line = String::new();
         reader.read_line(&mut line).expect("the address line");
+        let mut second = String::new();
+        reader.read_line(&mut second).expect("the setup or sign-in line");
         // Keep reading, so that the server never writes to a closed pipe.
         std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
         let addr = line.split("http://").nth(1).unwrap_or_else(|| panic!("an address in {line:?}"));
-        Server { child, addr: addr.trim().trim_end_matches('/').to_string() }
+        let setup = second.contains("/setup/").then(|| second.split_whitespace().last().unwrap_or("").to_string());
+        Server { child, addr: addr.trim().trim_end_matches('/').to_string(), setup }
+    }
+
+    /// Signs in as [`ME`] the way a browser does: through the setup link on a server
+    /// without accounts (making [`ME`] its administrator), else through the sign-in form.
+    pub async fn session(&self) -> Session {
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+        let page_url = self.setup.clone().unwrap_or_else(|| format!("http://{}/login", self.addr));
+        let page = http.get(&page_url).send().await.expect("sign-in page");
+        let csrf_pair =
+            page.headers()["set-cookie"].to_str().expect("cookie").split(';').next().expect("pair").to_string();
+        let csrf = csrf_pair.split('=').nth(1).expect("token").to_string();
+        let form = [("_csrf", csrf.as_str()), ("name", ME), ("password", PASSWORD), ("again", PASSWORD)];
+        let r = http.post(&page_url).header("cookie", &csrf_pair).form(&form).send().await.expect("sign in");
+        assert_eq!(r.status(), reqwest::StatusCode::SEE_OTHER, "signed in through {page_url}");
+        let session = r.headers()["set-cookie"].to_str().expect("cookie").split(';').next().expect("pair").to_string();
+        Session { cookie: format!("{csrf_pair}; {session}"), csrf }
+    }
+
+    /// A page's status and text, signed in.
+    pub async fn get(&self, session: &Session, path: &str) -> (reqwest::StatusCode, String) {
+        let r = reqwest::Client::new()
+            .get(format!("http://{}{path}", self.addr))
+            .header("cookie", &session.cookie)
+            .send()
+            .await
+            .expect("get");
+        (r.status(), r.text().await.expect("body"))
     }
 }
 

@@ -5,6 +5,7 @@
 // Test and bench code may stop at the first surprise; the lints guard product code.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod access;
 mod browser;
 mod cli;
 mod common;

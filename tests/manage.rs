@@ -67,9 +67,7 @@ async fn duplicates_are_listed_and_only_those_are_deleted() {
     ];
     assert_eq!(listed, expected);
     // Through the page: the listed files plus one that is not a duplicate.
-    let app = casebook::web::app(
-        casebook::web::AppState::new(engine.clone(), engine.catalog().paths.clone()).expect("state"),
-    );
+    let app = common::app(casebook::web::AppState::new(engine.clone(), engine.catalog().paths.clone()).expect("state"));
     let r = app.clone().oneshot(Request::get("/manage").body(Body::empty()).expect("req")).await.expect("resp");
     assert_eq!(r.status(), StatusCode::OK);
     let (cookie, token) = common::csrf_cookie(&r);
@@ -154,7 +152,7 @@ async fn stored_data_and_retention_delete_exactly_what_they_list() {
     assert!(items.iter().all(|s| s.bytes > 0 && s.owner == "ana"));
 
     // On the page, select one run (and send a key that is not listed): only that run goes.
-    let app = casebook::web::app(casebook::web::AppState::new(engine.clone(), catalog.paths.clone()).expect("state"));
+    let app = common::app(casebook::web::AppState::new(engine.clone(), catalog.paths.clone()).expect("state"));
     let r = app.clone().oneshot(Request::get("/manage").body(Body::empty()).expect("req")).await.expect("resp");
     let (cookie, token) = common::csrf_cookie(&r);
     let page = String::from_utf8_lossy(&r.into_body().collect().await.expect("body").to_bytes()).to_string();
@@ -260,7 +258,7 @@ async fn health_checks_each_data_source_and_service_now() {
     assert_eq!(catalog.services.len(), 2);
     let mut engine = Engine::new(catalog, casebook::store::Store::open(&paths.state_db()).expect("store"));
     engine.secrets = casebook::secrets::Secrets::new(Some(data.path().join("secrets.yaml")));
-    let app = casebook::web::app(casebook::web::AppState::new(Arc::new(engine), paths).expect("state"));
+    let app = common::app(casebook::web::AppState::new(Arc::new(engine), paths).expect("state"));
     std::fs::remove_file(data.path().join("ctx/hosts.csv")).expect("remove");
     let r = app.clone().oneshot(Request::get("/manage").body(Body::empty()).expect("req")).await.expect("resp");
     let (cookie, token) = common::csrf_cookie(&r);

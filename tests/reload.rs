@@ -40,7 +40,7 @@ async fn edits_are_served_within_two_seconds_without_a_restart() {
     let store = casebook::store::Store::open(&paths.state_db()).expect("store");
     let engine = std::sync::Arc::new(casebook::engine::Engine::new(catalog, store));
     let _watcher = casebook::jobs::watch::spawn(engine.clone()).expect("watcher");
-    let app = casebook::web::app(casebook::web::AppState::new(engine.clone(), paths).expect("state"));
+    let app = common::app(casebook::web::AppState::new(engine.clone(), paths).expect("state"));
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     // 1. A new title.

@@ -81,7 +81,7 @@ async fn check_then_update_discards_local_edits_and_reports_broken_incoming_vers
     );
 
     // Update through the management page.
-    let app = casebook::web::app(casebook::web::AppState::new(engine.clone(), paths.clone()).expect("state"));
+    let app = common::app(casebook::web::AppState::new(engine.clone(), paths.clone()).expect("state"));
     let r = app.clone().oneshot(Request::get("/manage").body(Body::empty()).expect("req")).await.expect("resp");
     let (cookie, token) = common::csrf_cookie(&r);
     let page = String::from_utf8_lossy(&r.into_body().collect().await.expect("body").to_bytes()).to_string();
@@ -182,9 +182,10 @@ async fn a_configured_repository_is_cloned_into_an_empty_playbooks_folder() {
         "--playbooks-repo".as_ref(),
         remote.as_os_str(),
     ]);
-    let index = reqwest::get(format!("http://{}/", server.addr)).await.expect("index").text().await.expect("body");
+    let me = server.session().await;
+    let (_, index) = server.get(&me, "/").await;
     assert!(index.contains("RDP brute force and scanning") && index.contains("1 playbook"), "{index}");
-    let manage = reqwest::get(format!("http://{}/manage", server.addr)).await.expect("manage").text().await.expect("b");
+    let (_, manage) = server.get(&me, "/manage").await;
     assert!(manage.contains("First playbook") && manage.contains("origin&#x2f;main"), "the checkout is shown");
     drop(server);
 

@@ -100,9 +100,8 @@ async fn a_chunked_week_killed_half_way_resumes_and_equals_an_uninterrupted_run(
     let server = start(data.path(), pb_dir.path());
     let addr = server.addr.clone();
     let http = reqwest::Client::new();
-    let page = http.get(format!("http://{addr}/p/chunked")).send().await.expect("page");
-    let cookie = page.headers()["set-cookie"].to_str().expect("cookie").split(';').next().expect("pair").to_string();
-    let token = cookie.split('=').nth(1).expect("token").to_string();
+    let me = server.session().await;
+    let (cookie, token) = (me.cookie.clone(), me.csrf.clone());
     let run = "5eed0000000000000000000000000001";
     let post = {
         let http = http.clone();

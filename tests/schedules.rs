@@ -210,7 +210,7 @@ async fn an_analyst_schedules_a_filled_form_and_switches_it_off() {
     let data = common::fresh_data();
     let engine = common::engine(data.path()).await;
     let state = casebook::web::AppState::new(engine.clone(), common::paths_with(data.path())).unwrap();
-    let app = casebook::web::app(state);
+    let app = common::app(state);
     let page = app
         .clone()
         .oneshot(axum::http::Request::get("/p/rdp_bruteforce").body(axum::body::Body::empty()).unwrap())

@@ -58,7 +58,7 @@ fn the_playbook_schema_knows_every_key_the_shipped_playbooks_use() {
 async fn schemas_are_served_and_written() {
     let data = common::fresh_data();
     let engine = common::engine(data.path()).await;
-    let app = casebook::web::app(casebook::web::AppState::new(engine, common::paths_with(data.path())).expect("state"));
+    let app = common::app(casebook::web::AppState::new(engine, common::paths_with(data.path())).expect("state"));
     let r = app.oneshot(Request::get("/schema/playbook.json").body(Body::empty()).expect("req")).await.expect("resp");
     assert_eq!(r.headers()["content-type"], "application/schema+json");
     let served = String::from_utf8_lossy(&r.into_body().collect().await.expect("body").to_bytes()).to_string();

@@ -6,7 +6,8 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 use casebook::demo::cast;
-use casebook::web::{app, AppState};
+use casebook::web::AppState;
+use common::app;
 
 use crate::common;
 
@@ -257,24 +258,42 @@ async fn a_run_has_a_permalink_that_shows_its_stored_results() {
 }
 
 #[tokio::test]
-async fn runs_record_the_user_named_by_a_trusted_proxy() {
+async fn runs_record_the_account_a_trusted_proxy_names_and_no_one_else_can_name_one() {
     let data = common::fresh_data();
     let engine = common::engine(data.path()).await;
+    let hash = casebook::auth::hash_password(common::PASSWORD).expect("hash");
+    let analyst = casebook::store::accounts::Role::Analyst;
+    engine.store.add_account("jane.analyst", analyst, &[], Some(&hash)).expect("account");
     let mut state = AppState::new(engine.clone(), common::paths_with(data.path())).expect("state");
-    state.user_header = Some(axum::http::HeaderName::from_static("x-remote-user"));
-    let app = app(state);
+    state.proxy = Some(casebook::web::Proxy {
+        header: axum::http::HeaderName::from_static("x-remote-user"),
+        trusted: vec!["10.9.0.0/24".parse().expect("net")],
+    });
+    let app = casebook::web::app(state);
     let token = "0123456789abcdef0123456789abcdef";
-    let req = Request::post("/p/rdp_bruteforce/run/0")
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .header(header::COOKIE, format!("casebook_csrf={token}"))
-        .header("x-csrf-token", token)
-        .header("x-remote-user", "jane.analyst")
-        .body(Body::from("window=last%207d"))
-        .expect("req");
-    let r = app.oneshot(req).await.expect("resp");
+    let run = |from: &str, user: &str| {
+        let mut req = Request::post("/p/rdp_bruteforce/run/0")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::COOKIE, format!("casebook_csrf={token}"))
+            .header("x-csrf-token", token)
+            .header("x-remote-user", user)
+            .body(Body::from("window=last%207d"))
+            .expect("req");
+        let peer: std::net::SocketAddr = format!("{from}:40000").parse().expect("addr");
+        req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+        app.clone().oneshot(req)
+    };
+    let r = run("10.9.0.5", "jane.analyst").await.expect("resp");
     assert_eq!(r.status(), StatusCode::OK);
     let runs = engine.store.recent_runs("rdp_bruteforce", 1).expect("runs");
     assert_eq!(runs[0].started_by, "jane.analyst");
+    // The same header from an address that is not the proxy names no one.
+    let r = run("127.0.0.1", "jane.analyst").await.expect("resp");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "an untrusted sender of the header is signed out");
+    // The proxy naming someone without an account does not make one.
+    let r = run("10.9.0.5", "mallory").await.expect("resp");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(engine.store.recent_runs("rdp_bruteforce", 5).expect("runs").len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -426,7 +445,7 @@ async fn a_past_run_runs_again_from_its_permalink() {
 async fn ratings_are_saved_survive_a_restart_and_leave_the_suspicious_list() {
     let data = common::fresh_data();
     let app = |engine: std::sync::Arc<casebook::engine::Engine>| {
-        casebook::web::app(AppState::new(engine, common::paths_with(data.path())).expect("state"))
+        common::app(AppState::new(engine, common::paths_with(data.path())).expect("state"))
     };
     let first = common::engine(data.path()).await;
     let a = app(first.clone());
@@ -517,7 +536,7 @@ async fn ratings_are_saved_survive_a_restart_and_leave_the_suspicious_list() {
 async fn a_saved_threat_keeps_its_evidence_survives_a_restart_and_exports_as_stix() {
     let data = common::fresh_data();
     let engine = common::engine(data.path()).await;
-    let a = casebook::web::app(AppState::new(engine.clone(), common::paths_with(data.path())).expect("state"));
+    let a = common::app(AppState::new(engine.clone(), common::paths_with(data.path())).expect("state"));
     let r = a.clone().oneshot(Request::get("/threats").body(Body::empty()).expect("req")).await.expect("resp");
     let (cookie, token) = common::csrf_cookie(&r);
     let post = |uri: String, body: String| common::form_post(&uri, &body, &cookie, &token);
@@ -561,7 +580,7 @@ async fn a_saved_threat_keeps_its_evidence_survives_a_restart_and_exports_as_sti
     drop(a);
     drop(engine);
     let engine = common::engine(data.path()).await;
-    let b = casebook::web::app(AppState::new(engine.clone(), common::paths_with(data.path())).expect("state"));
+    let b = common::app(AppState::new(engine.clone(), common::paths_with(data.path())).expect("state"));
     let get = |uri: String| {
         let b = b.clone();
         async move {

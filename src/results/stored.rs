@@ -94,6 +94,7 @@ impl Results {
         let bytes = std::fs::metadata(&path).map(|m| m.len() as i64).unwrap_or(0);
         let mut rec = ExportRecord {
             id: 0,
+            key: String::new(),
             run_id: run_id.to_string(),
             playbook: run.playbook,
             step_id: step_id.to_string(),
@@ -104,7 +105,7 @@ impl Results {
             created_at: String::new(),
             created_by: who.to_string(),
         };
-        rec.id = self.store.add_export(&rec)?;
+        (rec.id, rec.key) = self.store.add_export(&rec)?;
         tracing::info!(export = rec.id, file = %rec.file, rows = rec.rows, who, "exported");
         Ok(rec)
     }

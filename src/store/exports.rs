@@ -1,4 +1,5 @@
-//! Exports: files written under `data/exports/`, fetched by their id.
+//! Exports: files written under `data/exports/`, fetched by a random key (an id could be
+//! counted through).
 
 use anyhow::Result;
 use rusqlite::{params, OptionalExtension};
@@ -9,6 +10,8 @@ use super::{now, Store};
 #[derive(Debug, Clone, Serialize)]
 pub struct ExportRecord {
     pub id: i64,
+    /// What the download URL names: 128 random bits.
+    pub key: String,
     pub run_id: String,
     pub playbook: String,
     pub step_id: String,
@@ -21,21 +24,30 @@ pub struct ExportRecord {
 }
 
 impl Store {
-    pub fn add_export(&self, e: &ExportRecord) -> Result<i64> {
+    /// Records an export; returns its id and its key.
+    pub fn add_export(&self, e: &ExportRecord) -> Result<(i64, String)> {
+        let key = super::random_key()?;
         self.with(|c| {
             c.execute(
-                "INSERT INTO exports (run_id, playbook, step_id, format, file, bytes, rows, created_at, created_by)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![e.run_id, e.playbook, e.step_id, e.format, e.file, e.bytes, e.rows, now(), e.created_by],
+                "INSERT INTO exports (run_id, playbook, step_id, format, file, bytes, rows, created_at, created_by, key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![e.run_id, e.playbook, e.step_id, e.format, e.file, e.bytes, e.rows, now(), e.created_by, key],
             )?;
-            Ok(c.last_insert_rowid())
+            Ok((c.last_insert_rowid(), key.clone()))
+        })
+    }
+
+    /// The export a download URL names.
+    pub fn export_by_key(&self, key: &str) -> Result<Option<ExportRecord>> {
+        self.with(|c| {
+            c.query_row(&format!("SELECT {COLUMNS} FROM exports WHERE key = ?1"), params![key], export_row).optional()
         })
     }
 
     pub fn exports(&self, playbook: &str) -> Result<Vec<ExportRecord>> {
         self.with(|c| {
             let mut st = c.prepare(
-                "SELECT id, run_id, playbook, step_id, format, file, bytes, rows, created_at, created_by
+                "SELECT id, run_id, playbook, step_id, format, file, bytes, rows, created_at, created_by, key
                  FROM exports WHERE playbook = ?1 ORDER BY id DESC",
             )?;
             let rows = st.query_map(params![playbook], export_row)?;
@@ -46,7 +58,7 @@ impl Store {
     pub fn export(&self, id: i64) -> Result<Option<ExportRecord>> {
         self.with(|c| {
             c.query_row(
-                "SELECT id, run_id, playbook, step_id, format, file, bytes, rows, created_at, created_by FROM exports WHERE id = ?1",
+                "SELECT id, run_id, playbook, step_id, format, file, bytes, rows, created_at, created_by, key FROM exports WHERE id = ?1",
                 params![id],
                 export_row,
             )
@@ -58,7 +70,7 @@ impl Store {
     pub fn all_exports(&self) -> Result<Vec<ExportRecord>> {
         self.with(|c| {
             let mut st = c.prepare(
-                "SELECT id, run_id, playbook, step_id, format, file, bytes, rows, created_at, created_by
+                "SELECT id, run_id, playbook, step_id, format, file, bytes, rows, created_at, created_by, key
                  FROM exports ORDER BY id DESC",
             )?;
             let rows = st.query_map([], export_row)?;
@@ -70,6 +82,8 @@ impl Store {
         self.with(|c| c.execute("DELETE FROM exports WHERE id = ?1", params![id]).map(|_| ()))
     }
 }
+
+const COLUMNS: &str = "id, run_id, playbook, step_id, format, file, bytes, rows, created_at, created_by, key";
 
 fn export_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ExportRecord> {
     Ok(ExportRecord {
@@ -83,5 +97,6 @@ fn export_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ExportRecord> {
         rows: r.get(7)?,
         created_at: r.get(8)?,
         created_by: r.get(9)?,
+        key: r.get(10)?,
     })
 }

@@ -1,7 +1,10 @@
 //! State in SQLite (`data/casebook.sqlite`), one file per table group: runs with their
-//! steps and chunks, exports, schedules and notifications, ratings, threats, and cached
-//! reputation answers. The tables and their migrations are in [`schema`].
+//! steps and chunks, exports, schedules and notifications, ratings, threats, cached
+//! reputation answers, accounts with their sessions, and the audit log. The tables and their
+//! migrations are in [`schema`].
 
+pub mod accounts;
+pub mod audit;
 pub mod exports;
 pub mod lookups;
 pub mod ratings;
@@ -23,6 +26,13 @@ pub struct Store {
 
 fn now() -> String {
     stamp(chrono::Utc::now())
+}
+
+/// 128 random bits as hex: a key that cannot be guessed or counted through.
+pub fn random_key() -> Result<String> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no randomness for a key: {e}"))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 /// A time as the state database stores it (text that sorts as time).

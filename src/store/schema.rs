@@ -116,6 +116,34 @@ CREATE TABLE IF NOT EXISTS notifications (
     detail TEXT NOT NULL,
     at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS accounts (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    groups TEXT NOT NULL,
+    password_hash TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    digest TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    who TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    prev TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_who ON audit(who, id);
+CREATE TRIGGER IF NOT EXISTS audit_append_only_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_append_only_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 ";
 
 /// Creates the tables that are missing and adds the columns that older files lack.
@@ -132,6 +160,15 @@ pub fn migrate(conn: &Connection) -> Result<()> {
         if !present {
             conn.execute_batch(&format!("ALTER TABLE runs ADD COLUMN {column} {kind}"))?;
         }
+    }
+    let has_key: bool = conn.prepare("SELECT 1 FROM pragma_table_info('exports') WHERE name = 'key'")?.exists([])?;
+    if !has_key {
+        // Downloads were named by a counted id; every older export gets a random key.
+        conn.execute_batch(
+            "ALTER TABLE exports ADD COLUMN key TEXT;
+             UPDATE exports SET key = lower(hex(randomblob(16)));
+             CREATE UNIQUE INDEX IF NOT EXISTS exports_key ON exports(key);",
+        )?;
     }
     Ok(())
 }

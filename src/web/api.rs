@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -15,7 +15,8 @@ use serde_json::json;
 
 use super::error::WebError;
 use super::state::AppState;
-use super::toolkit::{check_run, parse_form, runnable, who, UrlPath};
+use super::toolkit::{audit, check_run, parse_form, runnable, UrlPath};
+use crate::auth::Caller;
 use crate::engine::RunRequest;
 
 type Result<T> = std::result::Result<T, WebError>;
@@ -34,11 +35,7 @@ pub struct StartRun {
 
 /// Starts a run in the background: 202 with its id and where to follow it, or 422 with a
 /// message per parameter.
-pub async fn start_run(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Json(body): Json<StartRun>,
-) -> Result<Response> {
+pub async fn start_run(State(state): State<AppState>, me: Caller, Json(body): Json<StartRun>) -> Result<Response> {
     let pb = runnable(&state, &body.playbook, "run")?;
     if body.section.is_some_and(|s| s >= pb.sections.len()) {
         return Err(WebError::BadRequest(format!(
@@ -73,8 +70,15 @@ pub async fn start_run(
             return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "errors": errors }))).into_response());
         }
     };
-    let req = RunRequest::new(pb.clone(), values, who(&state, &headers), "api").section(body.section);
+    let req = RunRequest::new(pb.clone(), values, me.name.clone(), "api").section(body.section);
     let run_id = state.engine.submit(req).map_err(WebError::Internal)?;
+    audit(
+        &state,
+        &me.name,
+        "run",
+        &pb.id,
+        json!({ "run": run_id, "section": body.section, "params": given, "via": "api" }),
+    );
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "run_id": run_id, "url": format!("/runs/{run_id}"), "api": format!("/api/runs/{run_id}") })),

@@ -12,6 +12,11 @@ pub enum WebError {
     /// Asked for something the playbook does not offer (a hidden table, an export it forbids).
     #[error("{0}")]
     Forbidden(String),
+    /// A limit per person or per server is reached; try again later.
+    #[error("{0}")]
+    TooBusy(String),
+    #[error("sign in first")]
+    SignIn,
     #[error("the form has expired; reload the page and try again")]
     Csrf,
     #[error("something went wrong on the server; the details are in its log")]
@@ -25,6 +30,8 @@ impl WebError {
             WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
             WebError::Forbidden(_) => StatusCode::FORBIDDEN,
             WebError::Csrf => StatusCode::FORBIDDEN,
+            WebError::SignIn => StatusCode::UNAUTHORIZED,
+            WebError::TooBusy(_) => StatusCode::TOO_MANY_REQUESTS,
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -46,8 +53,13 @@ impl IntoResponse for WebError {
         let body = format!(
             "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{code} · casebook</title>\
              <link rel=\"stylesheet\" href=\"/static/casebook.css\"></head><body><main class=\"page narrow\">\
-             <h1>{code}</h1><p class=\"error-text\">{msg}</p><p><a href=\"/\">Back to the playbooks</a></p></main></body></html>",
-            code = status.as_u16()
+             <h1>{code}</h1><p class=\"error-text\">{msg}</p><p>{back}</p></main></body></html>",
+            code = status.as_u16(),
+            back = if matches!(self, WebError::SignIn) {
+                "<a href=\"/login\">Sign in</a>"
+            } else {
+                "<a href=\"/\">Back to the playbooks</a>"
+            }
         );
         (status, Html(body)).into_response()
     }

@@ -1,7 +1,8 @@
 //! The management page: validity of every playbook and connector, self-tests on demand,
 //! duplicated playbook files, stored data with sizes and ages (select and delete), the
-//! retention policy, disk use and version. Open to everyone until accounts exist; every
-//! change is a CSRF-checked POST that deletes only what the page listed.
+//! retention policy, disk use and version. Authors see it and run self-tests; deleting and
+//! updating are an administrator's, each a CSRF-checked POST that deletes only what the
+//! page listed, and each in the audit log.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -13,6 +14,8 @@ use serde_json::json;
 use super::csrf;
 use super::error::WebError;
 use super::state::AppState;
+use super::toolkit::audit;
+use crate::auth::Caller;
 use crate::manage;
 
 type Result<T> = std::result::Result<T, WebError>;
@@ -194,7 +197,7 @@ async fn time_span(ctx: &datafusion::prelude::SessionContext, table: &str, colum
     }
 }
 
-pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
+pub async fn page(State(state): State<AppState>, me: Caller, headers: HeaderMap) -> Result<Response> {
     let (token, cookie) = csrf::ensure(&headers);
     let catalog = state.engine.catalog();
     let playbooks: Vec<PlaybookHealth<'_>> = catalog
@@ -229,8 +232,9 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Result<R
             ServiceHealth { name: s.name.clone(), url: s.base_url.as_str().to_string(), key }
         })
         .collect();
-    let html = super::toolkit::render(
+    let html = super::toolkit::render_page(
         &state,
+        &me,
         "manage.html",
         ManagePage {
             csrf: token,
@@ -280,24 +284,31 @@ fn values(form: &[(String, String)], name: &str) -> Vec<String> {
 
 pub async fn delete_duplicates(
     State(state): State<AppState>,
+    me: Caller,
     csrf::CheckedForm(form): csrf::CheckedForm,
 ) -> Result<Response> {
     let catalog = state.engine.catalog();
-    manage::delete_duplicates(&catalog, &values(&form, "file")).map_err(WebError::Internal)?;
+    let files = values(&form, "file");
+    manage::delete_duplicates(&catalog, &files).map_err(WebError::Internal)?;
+    audit(&state, &me.name, "delete-duplicates", "", json!({ "files": files }));
     state.engine.reload().await;
     Ok(Redirect::to("/manage#duplicates").into_response())
 }
 
 pub async fn delete_stored(
     State(state): State<AppState>,
+    me: Caller,
     csrf::CheckedForm(form): csrf::CheckedForm,
 ) -> Result<Response> {
     let catalog = state.engine.catalog();
-    manage::delete_stored(&catalog, &state.engine.store, &values(&form, "key")).map_err(WebError::Internal)?;
+    let keys = values(&form, "key");
+    manage::delete_stored(&catalog, &state.engine.store, &keys).map_err(WebError::Internal)?;
+    audit(&state, &me.name, "delete-stored", "", json!({ "items": keys }));
     Ok(Redirect::to("/manage#stored").into_response())
 }
 
-pub async fn self_tests(State(state): State<AppState>, _: csrf::Checked) -> Result<Response> {
+pub async fn self_tests(State(state): State<AppState>, me: Caller, _: csrf::Checked) -> Result<Response> {
+    audit(&state, &me.name, "self-tests", "", serde_json::Value::Null);
     let catalog = state.engine.catalog();
     let mut outcomes = Vec::new();
     for e in &catalog.playbooks {
@@ -341,6 +352,7 @@ pub async fn repo_check(State(state): State<AppState>, headers: HeaderMap, _: cs
 /// Moves the playbooks to the upstream commit (discarding local edits) and reloads.
 pub async fn repo_update(
     State(state): State<AppState>,
+    me: Caller,
     csrf::CheckedForm(form): csrf::CheckedForm,
 ) -> Result<Response> {
     let catalog = state.engine.catalog();
@@ -350,6 +362,7 @@ pub async fn repo_update(
         .map(|(_, v)| v.as_str())
         .ok_or_else(|| WebError::BadRequest("no commit given: check for updates first".into()))?;
     crate::repo::update(&catalog.paths.playbooks, target).await.map_err(|e| WebError::BadRequest(format!("{e:#}")))?;
+    audit(&state, &me.name, "repo-update", target, serde_json::Value::Null);
     state.engine.reload().await;
     Ok(Redirect::to("/manage#repo").into_response())
 }

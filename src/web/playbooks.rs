@@ -14,7 +14,10 @@ use super::csrf;
 use super::error::WebError;
 use super::results::results_html;
 use super::state::AppState;
-use super::toolkit::{check_run, find_entry, join_multi, page, parse_form, render, runnable, who, Result, UrlPath};
+use super::toolkit::{
+    audit, check_run, entered, find_entry, join_multi, page, parse_form, render_page, runnable, Result, UrlPath,
+};
+use crate::auth::Caller;
 use crate::catalog::Entry;
 use crate::engine::RunRequest;
 use crate::model::params::{Param, ParamKind};
@@ -116,12 +119,13 @@ struct StepRef<'a> {
     title: &'a str,
 }
 
-pub async fn index(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
+pub async fn index(State(state): State<AppState>, me: Caller, headers: HeaderMap) -> Result<Response> {
     let (token, cookie) = csrf::ensure(&headers);
     let catalog = state.engine.catalog();
     let cards: Vec<PlaybookCard> = catalog.playbooks.iter().map(card).collect();
-    let html = render(
+    let html = render_page(
         &state,
+        &me,
         "index.html",
         IndexPage {
             csrf: token,
@@ -212,6 +216,7 @@ pub async fn playbook_page(
     State(state): State<AppState>,
     UrlPath(id): UrlPath<String>,
     Query(query): Query<Vec<(String, String)>>,
+    me: Caller,
     headers: HeaderMap,
 ) -> Result<Response> {
     let (token, cookie) = csrf::ensure(&headers);
@@ -265,8 +270,9 @@ pub async fn playbook_page(
     let ratings = state.engine.store.ratings(Some(&id)).map_err(WebError::Internal)?;
     // Opened from another run's table (a pivot): the run it came from, recorded with the new run.
     let from = given.get("_from").filter(|r| r.len() == 32 && r.chars().all(|c| c.is_ascii_hexdigit())).cloned();
-    let html = render(
+    let html = render_page(
         &state,
+        &me,
         "playbook.html",
         PlaybookPage {
             csrf: token,
@@ -296,7 +302,7 @@ pub async fn playbook_page(
 pub async fn run_section(
     State(state): State<AppState>,
     UrlPath((id, section)): UrlPath<(String, usize)>,
-    headers: HeaderMap,
+    me: Caller,
     csrf::CheckedForm(form): csrf::CheckedForm,
 ) -> Result<Response> {
     let given = join_multi(&form);
@@ -320,7 +326,8 @@ pub async fn run_section(
         Some(from) => format!("pivot from run {}", from.to_ascii_lowercase()),
         None => "page".into(),
     };
-    let req = RunRequest::new(pb.clone(), values, who(&state, &headers), source).section(Some(section));
+    audit(&state, &me.name, "run", &pb.id, json!({ "run": run_id, "section": section, "params": entered(&form) }));
+    let req = RunRequest::new(pb.clone(), values, me.name.clone(), source).section(Some(section));
     let outcome = state.engine.run_with_id(req, run_id).await.map_err(WebError::Internal)?;
     let html = results_html(&state, &pb.id, &outcome.run_id, &outcome.steps, Some(section)).await?;
     Ok(Json(json!({ "run_id": outcome.run_id, "html": html })).into_response())
@@ -331,7 +338,7 @@ pub async fn run_section(
 pub async fn rerun(
     State(state): State<AppState>,
     UrlPath(run): UrlPath<String>,
-    headers: HeaderMap,
+    me: Caller,
     csrf::CheckedForm(_): csrf::CheckedForm,
 ) -> Result<Response> {
     check_run(&run)?;
@@ -352,7 +359,8 @@ pub async fn rerun(
         ))
     })?;
     let section = rec.section.and_then(|s| usize::try_from(s).ok()).filter(|s| *s < pb.sections.len());
-    let req = RunRequest::new(pb, values, who(&state, &headers), "page").section(section);
+    let req = RunRequest::new(pb, values, me.name.clone(), "page").section(section);
     let id = state.engine.submit(req).map_err(WebError::Internal)?;
+    audit(&state, &me.name, "run", &rec.playbook, json!({ "run": id, "again_of": run, "params": given }));
     Ok(axum::response::Redirect::to(&format!("/runs/{id}")).into_response())
 }

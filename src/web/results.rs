@@ -3,7 +3,7 @@
 
 use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -12,7 +12,8 @@ use serde_json::json;
 use super::csrf;
 use super::error::WebError;
 use super::state::AppState;
-use super::toolkit::{check_ids, join_multi, render, who, Result, UrlPath};
+use super::toolkit::{audit, check_ids, join_multi, render, Result, UrlPath};
+use crate::auth::Caller;
 use crate::engine::StepOutcome;
 use crate::results::paging::{TablePage, TableQuery};
 use crate::util::paths::join_inside;
@@ -211,7 +212,7 @@ pub async fn table(
 pub async fn rate(
     State(state): State<AppState>,
     UrlPath((run, step)): UrlPath<(String, String)>,
-    headers: HeaderMap,
+    me: Caller,
     csrf::CheckedForm(form): csrf::CheckedForm,
 ) -> Result<Response> {
     check_ids(&run, &step)?;
@@ -224,9 +225,13 @@ pub async fn rate(
     let vals = form.iter().filter(|(k, _)| k == "where_val").map(|(_, v)| v.clone());
     let conditions: Vec<(String, String)> =
         cols.zip(vals).filter(|(c, v)| !c.is_empty() && !v.trim().is_empty()).collect();
-    let who = who(&state, &headers);
-    match state.engine.rate(&run, &step, &rows, &conditions, search, get("field"), rating, get("note"), &who).await {
-        Ok(values) => Ok(Json(json!({ "rated": values.len(), "values": values, "rating": rating })).into_response()),
+    match state.engine.rate(&run, &step, &rows, &conditions, search, get("field"), rating, get("note"), &me.name).await
+    {
+        Ok(values) => {
+            let detail = json!({ "run": run, "step": step, "field": get("field"), "rating": rating, "values": values });
+            audit(&state, &me.name, "rate", &run, detail);
+            Ok(Json(json!({ "rated": values.len(), "values": values, "rating": rating })).into_response())
+        }
         Err(Refusal::Refused(e)) => Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "error": e }))).into_response()),
         Err(Refusal::Failed(e)) => Err(WebError::Internal(e)),
     }
@@ -235,7 +240,7 @@ pub async fn rate(
 pub async fn export(
     State(state): State<AppState>,
     UrlPath((run, step)): UrlPath<(String, String)>,
-    headers: HeaderMap,
+    me: Caller,
     csrf::CheckedForm(form): csrf::CheckedForm,
 ) -> Result<Response> {
     let given = join_multi(&form);
@@ -248,30 +253,33 @@ pub async fn export(
     if !crate::results::formats::FORMATS.contains(&format) {
         return Err(WebError::BadRequest("Export as csv, json or parquet.".into()));
     }
-    let rec = state.engine.export(&run, &step, format, &who(&state, &headers)).await.map_err(WebError::Internal)?;
+    let rec = state.engine.export(&run, &step, format, &me.name).await.map_err(WebError::Internal)?;
+    let detail = json!({ "run": run, "step": step, "format": format, "rows": rec.rows, "file": rec.file });
+    audit(&state, &me.name, "export", &rec.playbook, detail);
     let exports = state.engine.store.exports(&rec.playbook).map_err(WebError::Internal)?;
     let html = render(&state, "exports.html", ExportsFragment { exports, new: rec.id })?;
     Ok(Html(html).into_response())
 }
 
-pub async fn download(State(state): State<AppState>, UrlPath(id): UrlPath<i64>) -> Result<Response> {
-    let rec = state
-        .engine
-        .store
-        .export(id)
-        .map_err(WebError::Internal)?
-        .ok_or_else(|| WebError::NotFound("No such export.".into()))?;
-    let path = join_inside(&state.paths.exports_dir(), &rec.file)
-        .ok_or_else(|| WebError::NotFound("No such export.".into()))?;
-    let bytes =
-        tokio::fs::read(&path).await.map_err(|_| WebError::NotFound("The exported file was deleted.".into()))?;
+/// An export's file, streamed (a large export is never read whole into memory).
+pub async fn download(State(state): State<AppState>, me: Caller, UrlPath(key): UrlPath<String>) -> Result<Response> {
+    let missing = || WebError::NotFound("No such export.".into());
+    if key.len() != 32 || !key.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(WebError::NotFound("There is nothing at this address.".into()));
+    }
+    let rec = state.engine.store.export_by_key(&key).map_err(WebError::Internal)?.ok_or_else(missing)?;
+    let path = join_inside(&state.paths.exports_dir(), &rec.file).ok_or_else(missing)?;
+    let file =
+        tokio::fs::File::open(&path).await.map_err(|_| WebError::NotFound("The exported file was deleted.".into()))?;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    audit(&state, &me.name, "download", &rec.playbook, json!({ "export": rec.file, "run": rec.run_id }));
     let ctype = match rec.format.as_str() {
         "csv" => "text/csv; charset=utf-8",
         "json" => "application/json",
         _ => "application/vnd.apache.parquet",
     };
     let name = rec.file.rsplit('/').next().unwrap_or("export").to_string();
-    let mut r = Response::new(Body::from(bytes));
+    let mut r = Response::new(body);
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
         r.headers_mut().insert(header::CONTENT_DISPOSITION, v);

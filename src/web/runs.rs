@@ -12,7 +12,9 @@ use super::csrf;
 use super::error::WebError;
 use super::results::results_html;
 use super::state::AppState;
-use super::toolkit::{check_run, page, render, urlencode, Result, UrlPath};
+use super::toolkit::{audit, check_run, page, render_page, urlencode, Result, UrlPath};
+use crate::auth::Caller;
+use crate::store::accounts::Role;
 
 pub(super) fn report_text(state: &AppState, run: &str) -> Result<String> {
     check_run(run)?;
@@ -34,8 +36,15 @@ pub async fn report_html(State(state): State<AppState>, UrlPath(run): UrlPath<St
 }
 
 /// The same report as PDF, printed by headless Chromium.
-pub async fn report_pdf(State(state): State<AppState>, UrlPath(run): UrlPath<String>) -> Result<Response> {
+/// Chromium is heavy: one PDF at a time per person, and two at once on the server.
+pub async fn report_pdf(State(state): State<AppState>, me: Caller, UrlPath(run): UrlPath<String>) -> Result<Response> {
     let html = report_text(&state, &run)?;
+    let Some(_turn) = state.reports.take(&me.name) else {
+        return Err(WebError::TooBusy(
+            "A PDF report you asked for is still being made; wait for it, or download the HTML report.".into(),
+        ));
+    };
+    let _slot = state.reports.slots.acquire().await.map_err(|e| WebError::Internal(e.into()))?;
     if !crate::report::pdf_available() {
         return Err(WebError::NotFound(
             "PDF reports need Chromium on the server; download the HTML report instead.".into(),
@@ -55,6 +64,7 @@ pub async fn report_pdf(State(state): State<AppState>, UrlPath(run): UrlPath<Str
 pub async fn run_page(
     State(state): State<AppState>,
     UrlPath(run): UrlPath<String>,
+    me: Caller,
     headers: HeaderMap,
 ) -> Result<Response> {
     check_run(&run)?;
@@ -80,8 +90,9 @@ pub async fn run_page(
         .join("&");
     let changed = shown.is_some_and(|p| p.hash != rec.playbook_hash);
     let results = results_html(&state, &rec.playbook, &run, &outcomes, None).await?;
-    let html = render(
+    let html = render_page(
         &state,
+        &me,
         "run.html",
         RunPage {
             csrf: token,
@@ -124,10 +135,20 @@ struct RunPage<'a> {
 pub async fn cancel_run(
     State(state): State<AppState>,
     UrlPath(run): UrlPath<String>,
+    me: Caller,
     _: csrf::Checked,
 ) -> Result<Response> {
     check_run(&run)?;
+    let rec = state.engine.store.run(&run).map_err(WebError::Internal)?;
+    let rec = rec.ok_or_else(|| WebError::NotFound("There is no such run.".into()))?;
+    if rec.started_by != me.name && !me.may(Role::Admin) {
+        return Err(WebError::Forbidden(format!(
+            "This run was started by {}; only they or an administrator may cancel it.",
+            rec.started_by
+        )));
+    }
     let stopped = state.engine.cancel(&run);
+    audit(&state, &me.name, "cancel", &rec.playbook, json!({ "run": run, "stopped": stopped }));
     Ok(Json(json!({ "cancelled": stopped })).into_response())
 }
 

@@ -12,9 +12,11 @@ use serde_json::json;
 use super::csrf;
 use super::error::WebError;
 use super::state::AppState;
-use super::toolkit::{join_multi, page, parse_form, render, runnable, who, UrlPath};
+use super::toolkit::{audit, join_multi, page, parse_form, render_page, runnable, UrlPath};
+use crate::auth::Caller;
 use crate::jobs::scheduler;
 use crate::model::schedule::{self, Missed, NotifySpec, NotifyWhen, ScheduleSpec};
+use crate::store::accounts::Role;
 use crate::util::refusal::Refusal;
 
 type Result<T> = std::result::Result<T, WebError>;
@@ -29,11 +31,12 @@ struct SchedulesPage<'a> {
     tz: &'a str,
 }
 
-pub async fn page_all(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
+pub async fn page_all(State(state): State<AppState>, me: Caller, headers: HeaderMap) -> Result<Response> {
     let (token, cookie) = csrf::ensure(&headers);
     let list = scheduler::list(&state.engine, None).map_err(WebError::Internal)?;
-    let html = render(
+    let html = render_page(
         &state,
+        &me,
         "schedules.html",
         SchedulesPage {
             csrf: token,
@@ -85,7 +88,7 @@ fn cron_from_form(f: &HashMap<String, String>) -> std::result::Result<String, St
 pub async fn create(
     State(state): State<AppState>,
     UrlPath(id): UrlPath<String>,
-    headers: HeaderMap,
+    me: Caller,
     csrf::CheckedForm(form): csrf::CheckedForm,
 ) -> Result<Response> {
     let given = join_multi(&form);
@@ -151,8 +154,9 @@ pub async fn create(
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "errors": fields }))).into_response());
     }
     let text = serde_json::to_string(&spec).map_err(|e| WebError::Internal(e.into()))?;
-    match state.engine.store.add_schedule(&pb.id, &name, &text, &who(&state, &headers)) {
+    match state.engine.store.add_schedule(&pb.id, &name, &text, &me.name) {
         Ok(sid) => {
+            audit(&state, &me.name, "schedule-add", &pb.id, json!({ "schedule": sid, "name": name, "spec": spec }));
             tracing::info!(schedule = sid, playbook = %pb.id, cron = %spec.cron, "schedule created");
             Ok(Json(json!({ "location": format!("/schedules#schedule-{sid}") })).into_response())
         }
@@ -166,27 +170,37 @@ pub async fn create(
     }
 }
 
-fn schedule_or_404(state: &AppState, sid: i64) -> Result<crate::store::schedules::ScheduleRecord> {
-    state
+/// Schedule `sid`, if `me` may change it: an analyst their own, an administrator any.
+fn schedule_of(state: &AppState, me: &Caller, sid: i64) -> Result<crate::store::schedules::ScheduleRecord> {
+    let rec = state
         .engine
         .store
         .schedule(sid)
         .map_err(WebError::Internal)?
-        .ok_or_else(|| WebError::NotFound("No such schedule.".into()))
+        .ok_or_else(|| WebError::NotFound("No such schedule.".into()))?;
+    if rec.created_by != me.name && !me.may(Role::Admin) {
+        return Err(WebError::Forbidden(format!(
+            "“{}” is {}'s schedule; only they or an administrator may change it.",
+            rec.name, rec.created_by
+        )));
+    }
+    Ok(rec)
 }
 
 pub async fn set_enabled(
     State(state): State<AppState>,
     UrlPath((sid, action)): UrlPath<(i64, String)>,
+    me: Caller,
     csrf::CheckedForm(_): csrf::CheckedForm,
 ) -> Result<Response> {
-    let rec = schedule_or_404(&state, sid)?;
+    let rec = schedule_of(&state, &me, sid)?;
     let enabled = match action.as_str() {
         "enable" => true,
         "disable" => false,
         _ => return Err(WebError::NotFound("No such action.".into())),
     };
     state.engine.store.set_schedule_enabled(rec.id, enabled).map_err(WebError::Internal)?;
+    audit(&state, &me.name, &format!("schedule-{action}"), &rec.playbook, json!({ "schedule": sid, "name": rec.name }));
     // Switching on starts from now: fires missed while it was off are not "missed".
     if enabled {
         let now = scheduler::format_time(chrono::Utc::now());
@@ -198,9 +212,10 @@ pub async fn set_enabled(
 pub async fn delete(
     State(state): State<AppState>,
     UrlPath(sid): UrlPath<i64>,
+    me: Caller,
     csrf::CheckedForm(_): csrf::CheckedForm,
 ) -> Result<Response> {
-    let rec = schedule_or_404(&state, sid)?;
+    let rec = schedule_of(&state, &me, sid)?;
     if rec.origin != "analyst" {
         return Err(WebError::BadRequest(format!(
             "“{}” is declared in the playbook file; remove it there (or switch it off here).",
@@ -208,20 +223,25 @@ pub async fn delete(
         )));
     }
     state.engine.store.delete_schedule(sid).map_err(WebError::Internal)?;
+    audit(&state, &me.name, "schedule-delete", &rec.playbook, json!({ "schedule": sid, "name": rec.name }));
     Ok(Redirect::to("/schedules").into_response())
 }
 
 pub async fn run_now(
     State(state): State<AppState>,
     UrlPath(sid): UrlPath<i64>,
+    me: Caller,
     csrf::CheckedForm(_): csrf::CheckedForm,
 ) -> Result<Response> {
-    let rec = schedule_or_404(&state, sid)?;
+    let rec = schedule_of(&state, &me, sid)?;
     let Some(scheduler) = state.scheduler.clone() else {
         return Err(WebError::BadRequest("This server runs no scheduler.".into()));
     };
     match scheduler.run_now(rec.id) {
-        Ok(_) => Ok(Redirect::to(&format!("/schedules#schedule-{sid}")).into_response()),
+        Ok(_) => {
+            audit(&state, &me.name, "schedule-run-now", &rec.playbook, json!({ "schedule": sid, "name": rec.name }));
+            Ok(Redirect::to(&format!("/schedules#schedule-{sid}")).into_response())
+        }
         Err(Refusal::Refused(m)) => Err(WebError::BadRequest(m)),
         Err(Refusal::Failed(e)) => Err(WebError::Internal(e)),
     }

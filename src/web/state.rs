@@ -14,8 +14,16 @@ pub struct AppState {
     pub paths: Paths,
     /// The retention policy applied daily, shown on the management page.
     pub retention: Option<crate::manage::Retention>,
-    /// The header in which a trusted reverse proxy names the user (e.g. `X-Remote-User`).
-    pub user_header: Option<axum::http::HeaderName>,
+    /// A reverse proxy that signs users on and names them in a header.
+    pub proxy: Option<Proxy>,
+    /// Failed sign-ins, to pause sign-in after too many.
+    pub sign_ins: Arc<crate::auth::SignIns>,
+    /// The one-time link that creates the first account, while there is none.
+    pub setup: Arc<std::sync::Mutex<Option<String>>>,
+    /// Whether cookies are marked `Secure` (casebook is reached over TLS, `--public-url https://…`).
+    pub secure_cookies: bool,
+    /// PDF reports being made: one per person, two at once.
+    pub reports: Arc<Turns>,
     /// The schedule loop, when this server runs one.
     pub scheduler: Option<Arc<crate::jobs::scheduler::Scheduler>>,
     /// The host names requests may name (`Host`, and `Origin` of a change).
@@ -68,6 +76,27 @@ fn bare_host(host: &str) -> &str {
     }
 }
 
+/// Single sign-on through a reverse proxy: the account named in `header` is the caller, but
+/// only when the request comes from one of the `trusted` addresses (anyone else could send
+/// the header too).
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    pub header: axum::http::HeaderName,
+    pub trusted: Vec<ipnet::IpNet>,
+}
+
+impl Proxy {
+    /// The account name a request from `peer` carries, if `peer` is trusted.
+    pub fn named(&self, peer: Option<std::net::IpAddr>, headers: &axum::http::HeaderMap) -> Option<String> {
+        let peer = peer?;
+        if !self.trusted.iter().any(|n| n.contains(&peer)) {
+            return None;
+        }
+        let v = headers.get(&self.header)?.to_str().ok()?.trim();
+        crate::auth::check_name(v).is_ok().then(|| v.to_string())
+    }
+}
+
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState").field("paths", &self.paths).finish_non_exhaustive()
@@ -82,9 +111,47 @@ impl AppState {
             templates,
             paths,
             retention: None,
-            user_header: None,
+            proxy: None,
+            sign_ins: Arc::default(),
+            setup: Arc::default(),
+            secure_cookies: false,
+            reports: Arc::new(Turns::new(2)),
             scheduler: None,
             hosts: AllowedHosts::default(),
         })
+    }
+}
+
+/// Work one person may have only one of at a time, and the server only `slots` of.
+#[derive(Debug)]
+pub struct Turns {
+    busy: std::sync::Mutex<std::collections::HashSet<String>>,
+    pub slots: tokio::sync::Semaphore,
+}
+
+impl Turns {
+    pub fn new(slots: usize) -> Turns {
+        Turns { busy: Default::default(), slots: tokio::sync::Semaphore::new(slots) }
+    }
+
+    /// `who`'s turn, or None while they already have one; the turn ends when dropped.
+    pub fn take(&self, who: &str) -> Option<Turn<'_>> {
+        let mut b = self.busy.lock().ok()?;
+        b.insert(who.to_string()).then(|| Turn { turns: self, who: who.to_string() })
+    }
+}
+
+/// One person's turn at [`Turns`].
+#[derive(Debug)]
+pub struct Turn<'a> {
+    turns: &'a Turns,
+    who: String,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut b) = self.turns.busy.lock() {
+            b.remove(&self.who);
+        }
     }
 }

@@ -11,7 +11,8 @@ use serde_json::json;
 use super::csrf;
 use super::error::WebError;
 use super::state::AppState;
-use super::toolkit::{check_run, page, render, who, UrlPath};
+use super::toolkit::{audit, check_run, page, render_page, UrlPath};
+use crate::auth::Caller;
 use crate::threat::{self, NewThreat};
 
 type Result<T> = std::result::Result<T, WebError>;
@@ -20,7 +21,7 @@ type Result<T> = std::result::Result<T, WebError>;
 pub async fn save(
     State(state): State<AppState>,
     UrlPath(run): UrlPath<String>,
-    headers: HeaderMap,
+    me: Caller,
     csrf::CheckedForm(form): csrf::CheckedForm,
 ) -> Result<Response> {
     check_run(&run)?;
@@ -32,7 +33,7 @@ pub async fn save(
         severity: get("threat_severity"),
         kind: get("threat_kind"),
         entity: get("threat_entity"),
-        who: who(&state, &headers),
+        who: me.name.clone(),
     };
     let problems = t.check();
     if !problems.is_empty() {
@@ -44,6 +45,8 @@ pub async fn save(
         return Err(WebError::NotFound("There is no such run.".into()));
     }
     let id = threat::save(&state.engine, &t).await.map_err(WebError::Internal)?;
+    let detail = json!({ "threat": id, "run": run, "title": t.title, "severity": t.severity, "entity": t.entity });
+    audit(&state, &me.name, "save-threat", &run, detail);
     Ok(Json(json!({ "location": format!("/threats/{id}") })).into_response())
 }
 
@@ -74,16 +77,18 @@ struct Evidence {
     shown: Vec<Vec<String>>,
 }
 
-pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
+pub async fn list(State(state): State<AppState>, me: Caller, headers: HeaderMap) -> Result<Response> {
     let (token, cookie) = csrf::ensure(&headers);
     let threats = state.engine.store.threats().map_err(WebError::Internal)?;
-    let html = render(&state, "threats.html", ThreatsPage { csrf: token, threats, tz: state.engine.tz().name() })?;
+    let html =
+        render_page(&state, &me, "threats.html", ThreatsPage { csrf: token, threats, tz: state.engine.tz().name() })?;
     Ok(page(html, cookie))
 }
 
 pub async fn storyboard(
     State(state): State<AppState>,
     UrlPath(id): UrlPath<i64>,
+    me: Caller,
     headers: HeaderMap,
 ) -> Result<Response> {
     let (token, cookie) = csrf::ensure(&headers);
@@ -112,7 +117,12 @@ pub async fn storyboard(
         evidence.push(Evidence { step, title, rows, columns, shown });
     }
     let params = t.params_json();
-    let html = render(&state, "storyboard.html", StoryboardPage { csrf: token, t, params, evidence, tz: tz.name() })?;
+    let html = render_page(
+        &state,
+        &me,
+        "storyboard.html",
+        StoryboardPage { csrf: token, t, params, evidence, tz: tz.name() },
+    )?;
     Ok(page(html, cookie))
 }
 
@@ -123,8 +133,11 @@ pub async fn story_json(State(state): State<AppState>, UrlPath(id): UrlPath<i64>
 }
 
 /// `/threats/export/csv`, `/json` or `/stix` (a STIX 2.1 bundle).
-pub async fn export(State(state): State<AppState>, UrlPath(file): UrlPath<String>) -> Result<Response> {
+pub async fn export(State(state): State<AppState>, me: Caller, UrlPath(file): UrlPath<String>) -> Result<Response> {
     let threats = state.engine.store.threats().map_err(WebError::Internal)?;
+    if matches!(file.as_str(), "csv" | "json" | "stix") {
+        audit(&state, &me.name, "export-threats", &file, json!({ "threats": threats.len() }));
+    }
     let (body, kind) = match file.as_str() {
         "csv" => (threat::csv(threats), "text/csv; charset=utf-8"),
         "json" => {

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderValue};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::error::WebError;
@@ -17,21 +17,41 @@ use crate::util::text::is_identifier;
 /// What a handler returns: a response, or the one web error type.
 pub type Result<T> = std::result::Result<T, WebError>;
 
-/// Who is acting: the user a trusted reverse proxy names in the configured header
-/// (`serve --user-header`), else "analyst". Accounts of casebook's own come later.
-pub(super) fn who(state: &AppState, headers: &HeaderMap) -> String {
-    let named = state
-        .user_header
-        .as_ref()
-        .and_then(|h| headers.get(h))
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| !c.is_control()));
-    match (named, &state.user_header) {
-        (Some(v), _) => v.to_string(),
-        (None, Some(_)) => "anonymous".into(),
-        (None, None) => "analyst".into(),
+/// Appends to the audit log. A failure to is logged and does not undo what was done.
+pub(super) fn audit(state: &AppState, who: &str, action: &str, target: &str, detail: serde_json::Value) {
+    if let Err(e) = state.engine.store.audit(who, action, target, &detail) {
+        tracing::error!(error = %format!("{e:#}"), action, "writing the audit log");
     }
+}
+
+/// What a person entered in a form, for the audit log: its fields without the form's own
+/// (`_csrf`, `_run`, …).
+pub(super) fn entered(form: &[(String, String)]) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for (k, v) in form.iter().filter(|(k, _)| !k.starts_with('_')) {
+        match m.get_mut(k) {
+            Some(serde_json::Value::String(e)) => {
+                e.push(',');
+                e.push_str(v);
+            }
+            _ => {
+                m.insert(k.clone(), serde_json::Value::String(v.clone()));
+            }
+        }
+    }
+    serde_json::Value::Object(m)
+}
+
+/// A full page: its typed context, plus `me` (the caller) for the layout's menu.
+pub(super) fn render_page(
+    state: &AppState,
+    me: &crate::auth::Caller,
+    name: &str,
+    ctx: impl serde::Serialize,
+) -> Result<String> {
+    let ctx =
+        minijinja::context! { me => minijinja::Value::from_serialize(me), ..minijinja::Value::from_serialize(ctx) };
+    Ok(state.templates.get_template(name)?.render(ctx)?)
 }
 
 /// Renders template `name` with `ctx`, a page's typed context (or a widget's).

@@ -1,4 +1,8 @@
-//! Command line: `serve`, `check`, `run` and `demo` (clap), each a thin shell over the library.
+//! Command line: `serve`, `check`, `run`, `test`, `demo` and `user` (clap), each a thin
+//! shell over the library.
+
+mod serve;
+mod users;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -71,10 +75,14 @@ pub enum Command {
         /// Oldest stored data is deleted daily while the total exceeds this many GB (0: no limit).
         #[arg(long, default_value_t = 20)]
         retain_gb: u64,
-        /// Take the user's name from this request header, set by a trusted reverse proxy
-        /// that authenticates users (e.g. X-Remote-User); runs and exports record it.
-        #[arg(long)]
+        /// Single sign-on: a reverse proxy that authenticates users names the account in
+        /// this header (e.g. X-Remote-User). Believed only from --trusted-proxy addresses.
+        #[arg(long, requires = "trusted_proxy")]
         user_header: Option<String>,
+        /// An address or network (127.0.0.1, 10.0.0.0/24) whose --user-header is believed
+        /// (repeatable).
+        #[arg(long = "trusted-proxy", value_delimiter = ',')]
+        trusted_proxy: Vec<String>,
         /// Runs executing at once; more wait in order of arrival.
         #[arg(long, default_value_t = 4)]
         max_runs: usize,
@@ -140,6 +148,13 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Accounts: add, set a password, change, remove, list.
+    User {
+        #[command(subcommand)]
+        command: users::UserCommand,
+        #[command(flatten)]
+        dirs: Dirs,
+    },
     /// (Re)generate the demo data.
     Demo {
         /// Flow records to generate.
@@ -199,6 +214,7 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
             retain_days,
             retain_gb,
             user_header,
+            trusted_proxy,
             max_runs,
             run_timeout_min,
             run_memory_mb,
@@ -217,24 +233,33 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
                 max_age_days: if retain_days == 0 { f64::INFINITY } else { f64::from(retain_days) },
                 max_bytes: if retain_gb == 0 { u64::MAX } else { retain_gb.saturating_mul(1 << 30) },
             });
-            let user_header = match user_header {
-                Some(h) => Some(
-                    axum::http::HeaderName::from_bytes(h.as_bytes())
+            let proxy = match user_header {
+                Some(h) => Some(crate::web::Proxy {
+                    header: axum::http::HeaderName::from_bytes(h.as_bytes())
                         .map_err(|_| anyhow::anyhow!("--user-header `{h}` is not a header name"))?,
-                ),
+                    trusted: trusted_proxy
+                        .iter()
+                        .map(|t| {
+                            let t = t.trim();
+                            t.parse::<ipnet::IpNet>()
+                                .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                                .map_err(|_| anyhow::anyhow!("--trusted-proxy `{t}` is not an address or network"))
+                        })
+                        .collect::<Result<_>>()?,
+                }),
                 None => None,
             };
-            let opts = ServeOptions {
+            let opts = serve::ServeOptions {
                 bind,
                 retention,
-                user_header,
+                proxy,
                 limits,
                 public_url,
                 allowed_hosts,
                 secrets,
                 playbooks_repo,
             };
-            serve(opts, &dirs).await.map(|_| ExitCode::SUCCESS)
+            serve::serve(opts, &dirs).await.map(|_| ExitCode::SUCCESS)
         }
         Command::Check { dirs } => check(&dirs).await,
         Command::Run { playbook, params, step, format, max_rows, dirs } => {
@@ -257,6 +282,10 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::User { command, dirs } => {
+            let store = Store::open(&dirs.paths().state_db())?;
+            users::run(command, &store)
+        }
         Command::Demo { rows, seed, hours, end, dirs } => {
             let paths = dirs.paths();
             let end = match end {
@@ -273,96 +302,6 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// `casebook serve`'s settings beyond the folders.
-struct ServeOptions {
-    bind: SocketAddr,
-    retention: Option<crate::manage::Retention>,
-    user_header: Option<axum::http::HeaderName>,
-    limits: crate::engine::Limits,
-    public_url: Option<String>,
-    allowed_hosts: Vec<String>,
-    secrets: Option<PathBuf>,
-    playbooks_repo: Option<String>,
-}
-
-async fn serve(opts: ServeOptions, dirs: &Dirs) -> Result<()> {
-    let ServeOptions { bind, retention, user_header, limits, public_url, allowed_hosts, secrets, playbooks_repo } =
-        opts;
-    // The name colleagues open is one casebook answers to.
-    let public_host =
-        public_url.as_deref().and_then(|u| reqwest::Url::parse(u).ok()).and_then(|u| u.host_str().map(String::from));
-    let paths = dirs.paths();
-    if let Some(url) = &playbooks_repo {
-        if crate::repo::clone_if_absent(url, &paths.playbooks).await? {
-            eprintln!("Cloned the playbook repository into {}", paths.playbooks.display());
-        }
-    }
-    if !crate::demo::present(&paths.data) {
-        eprintln!("No demo data in {} yet: generating it (once)…", paths.data.display());
-        let summary = crate::demo::generate(&paths.data, &crate::demo::Options::default())?;
-        eprintln!("{summary}");
-    }
-    let catalog = Arc::new(Catalog::load(paths.clone(), dirs.tz()?).await);
-    let problems = catalog.problems().count();
-    if problems > 0 {
-        eprintln!("{problems} problem(s) in playbooks or connectors; see `casebook check` or the pages");
-    }
-    let store = Store::open(&paths.state_db())?;
-    let mut engine = Engine::with_limits(catalog.clone(), store, limits);
-    engine.secrets = crate::secrets::Secrets::new(Some(secrets.unwrap_or_else(|| paths.data.join("secrets.yaml"))));
-    let engine = Arc::new(engine);
-    let resumed = engine.resume_unfinished()?;
-    if resumed > 0 {
-        tracing::warn!(runs = resumed, "resuming runs left unfinished by the last server");
-    }
-    let _watcher = match crate::jobs::watch::spawn(engine.clone()) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "hot reload is off");
-            None
-        }
-    };
-    if let Some(policy) = retention {
-        let engine = engine.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_secs(24 * 3600));
-            loop {
-                every.tick().await;
-                let catalog = engine.catalog();
-                match crate::manage::apply_retention(&catalog, &engine.store, policy) {
-                    Ok(d) if !d.is_empty() => tracing::info!(deleted = d.len(), "retention policy applied"),
-                    Ok(_) => {}
-                    Err(e) => tracing::error!(error = %format!("{e:#}"), "retention policy failed"),
-                }
-            }
-        });
-    }
-    let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("binding {bind}"))?;
-    let addr = listener.local_addr()?;
-    let scheduler = Arc::new(crate::jobs::scheduler::Scheduler::new(
-        engine.clone(),
-        public_url.unwrap_or_else(|| format!("http://{addr}")),
-    ));
-    let _schedules = scheduler.clone().spawn();
-    let mut hosts = crate::web::AllowedHosts::default();
-    for h in allowed_hosts.iter().map(String::as_str).chain(public_host.as_deref()) {
-        hosts.add(h);
-    }
-    let mut state = crate::web::AppState::new(engine, paths)?;
-    state.hosts = hosts;
-    state.retention = retention;
-    state.user_header = user_header;
-    state.scheduler = Some(scheduler);
-    let app = crate::web::app(state);
-    println!("casebook is serving {} playbooks at http://{addr}/", catalog.playbooks.len());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
-    Ok(())
 }
 
 async fn check(dirs: &Dirs) -> Result<ExitCode> {
