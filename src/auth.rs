@@ -43,6 +43,71 @@ impl Caller {
     }
 }
 
+/// Playbooks limited to groups (`access.yaml` in the data folder): each rule names a folder of
+/// the playbooks folder or a tag, and the groups whose members see the playbooks it matches,
+/// with their runs, results, exports, schedules and threats. A playbook no rule matches is
+/// seen by every account; administrators see everything.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct AccessRules(Vec<AccessRule>);
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessRule {
+    /// A folder under the playbooks folder (`incident-response`, `network/sensitive`).
+    #[serde(default)]
+    pub folder: Option<String>,
+    #[serde(default)]
+    pub tag: Option<String>,
+    pub groups: Vec<String>,
+}
+
+impl AccessRules {
+    /// The rules in `file`; none when it does not exist. A broken file is an error, so that
+    /// a typo never opens restricted playbooks to everyone.
+    pub fn load(file: &std::path::Path) -> Result<AccessRules> {
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(AccessRules::default()),
+            Err(e) => return Err(anyhow!("cannot read {}: {e}", file.display())),
+        };
+        if text.trim().is_empty() {
+            return Ok(AccessRules::default());
+        }
+        let rules: Vec<AccessRule> =
+            crate::util::yaml::parse(&file.display().to_string(), &text).map_err(|p| anyhow!("{p}"))?;
+        for r in &rules {
+            if r.folder.is_none() == r.tag.is_none() {
+                return Err(anyhow!("{}: each rule names either a `folder` or a `tag`", file.display()));
+            }
+        }
+        Ok(AccessRules(rules))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `who` sees a playbook at `folder` (its path under the playbooks folder) with
+    /// `tags`.
+    pub fn sees(&self, who: &Caller, folder: &std::path::Path, tags: &[String]) -> bool {
+        if who.may(Role::Admin) {
+            return true;
+        }
+        let mut matched = self
+            .0
+            .iter()
+            .filter(|r| {
+                r.folder.as_deref().is_some_and(|f| folder.starts_with(f.trim_matches('/')))
+                    || r.tag.as_deref().is_some_and(|t| tags.iter().any(|x| x == t))
+            })
+            .peekable();
+        if matched.peek().is_none() {
+            return true;
+        }
+        matched.any(|r| r.groups.iter().any(|g| who.groups.contains(g)))
+    }
+}
+
 /// An account name: letters, digits and `.`, `_`, `-`, `@`, at most 64 characters.
 pub fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
@@ -182,6 +247,33 @@ const DUMMY_HASH: &str =
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rule_limits_its_playbooks_to_its_groups() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("access.yaml");
+        std::fs::write(&file, "- folder: incident-response\n  groups: [ir]\n- tag: hr\n  groups: [hr, ir]\n")?;
+        let rules = AccessRules::load(&file)?;
+        let who = |role, groups: &[&str]| Caller {
+            name: "x".into(),
+            role,
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        };
+        let ir = std::path::Path::new("incident-response/ransomware.yaml");
+        let net = std::path::Path::new("network/ip_flows.yaml");
+        assert!(rules.sees(&who(Role::Analyst, &["ir"]), ir, &[]));
+        assert!(!rules.sees(&who(Role::Analyst, &["soc"]), ir, &[]));
+        assert!(rules.sees(&who(Role::Admin, &[]), ir, &[]), "administrators see everything");
+        assert!(rules.sees(&who(Role::Viewer, &[]), net, &[]), "no rule: everyone");
+        assert!(!rules.sees(&who(Role::Analyst, &["soc"]), net, &["hr".into()]));
+        assert!(rules.sees(&who(Role::Analyst, &["hr"]), net, &["hr".into()]));
+        std::fs::write(&file, "- folder: x\n  tag: y\n  groups: [a]\n")?;
+        assert!(AccessRules::load(&file).is_err());
+        std::fs::write(&file, "- folder: x\n  group: [a]\n")?;
+        assert!(AccessRules::load(&file).is_err(), "a typo is an error, not an open door");
+        assert!(AccessRules::load(&dir.path().join("none.yaml"))?.is_empty());
+        Ok(())
+    }
 
     #[test]
     fn a_password_verifies_against_its_own_hash_only() -> Result<()> {

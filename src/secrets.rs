@@ -1,7 +1,9 @@
 //! Named secrets (webhook URLs, API keys): looked up in a secrets file (`NAME: value` lines of
-//! YAML, read on every lookup so an edit takes effect at once), then in the environment
-//! variable of the same name. A [`Secret`] never prints its value: not in logs, pages,
-//! errors or `Debug` output.
+//! YAML, read on every lookup so an edit takes effect at once, and refused while others may
+//! read it), then in an environment variable, but only one an administrator named
+//! (`serve --secret-env`): a playbook cannot reach an unrelated variable by naming it. A
+//! [`Secret`] never prints its value: not in logs, pages, errors or `Debug` output, and a
+//! "not set" message never says which variables exist.
 
 use std::path::PathBuf;
 
@@ -33,6 +35,8 @@ impl std::fmt::Display for Secret {
 #[derive(Debug, Clone, Default)]
 pub struct Secrets {
     file: Option<PathBuf>,
+    /// Environment variables that may be read as secrets.
+    env: Vec<String>,
 }
 
 /// A secret name as playbooks write it: `SOC_WEBHOOK`.
@@ -44,7 +48,38 @@ pub fn valid_name(name: &str) -> bool {
 
 impl Secrets {
     pub fn new(file: Option<PathBuf>) -> Secrets {
-        Secrets { file }
+        Secrets { file, env: Vec::new() }
+    }
+
+    /// Also reads these environment variables (and no others) as secrets.
+    pub fn with_env(mut self, names: &[String]) -> Result<Secrets, String> {
+        for n in names {
+            if !valid_name(n) {
+                return Err(format!("`{n}` is not a secret name (use capitals, digits and _, e.g. SOC_WEBHOOK)"));
+            }
+        }
+        self.env = names.to_vec();
+        Ok(self)
+    }
+
+    /// Whether the secrets file is safe to use: readable by its owner only. The message says
+    /// the `chmod` to run.
+    pub fn check_file(&self) -> Result<(), String> {
+        let Some(path) = &self.file else { return Ok(()) };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            match std::fs::metadata(path) {
+                Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                    return Err(format!(
+                        "the secrets file {p} can be read by other users of this machine; run `chmod 600 {p}`",
+                        p = path.display()
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// The secret called `name`. The error says where to put it, never any value.
@@ -55,19 +90,20 @@ impl Secrets {
         if let Some(v) = self.read_file()?.shift_remove(name) {
             return Ok(Secret(v));
         }
-        if let Ok(v) = std::env::var(name) {
-            if !v.trim().is_empty() {
-                return Ok(Secret(v.trim().to_string()));
+        if self.env.iter().any(|n| n == name) {
+            if let Ok(v) = std::env::var(name) {
+                if !v.trim().is_empty() {
+                    return Ok(Secret(v.trim().to_string()));
+                }
             }
         }
         Err(match &self.file {
             Some(f) => format!(
-                "secret `{name}` is not set: add `{name}: …` to {} or set the environment variable {name}",
+                "secret `{name}` is not set: add `{name}: …` to {}, or let casebook read the environment variable \
+                 with serve --secret-env {name}",
                 f.display()
             ),
-            None => {
-                format!("secret `{name}` is not set: set the environment variable {name} or give serve --secrets FILE")
-            }
+            None => format!("secret `{name}` is not set: give serve --secrets FILE, or --secret-env {name}"),
         })
     }
 
@@ -78,6 +114,7 @@ impl Secrets {
 
     fn read_file(&self) -> Result<IndexMap<String, String>, String> {
         let Some(path) = &self.file else { return Ok(IndexMap::new()) };
+        self.check_file()?;
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(IndexMap::new()),
@@ -104,11 +141,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let file = dir.path().join("secrets.yaml");
         std::fs::write(&file, "SOC_WEBHOOK: http://127.0.0.1:9/hook\n").unwrap_or_else(|e| panic!("{e}"));
-        let secrets = Secrets::new(Some(file));
+        let secrets = Secrets::new(Some(file.clone()));
+        let open = secrets.get("SOC_WEBHOOK").err().unwrap_or_default();
+        assert!(open.contains("can be read by other users") && open.contains("chmod 600"), "{open}");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(secrets.get("SOC_WEBHOOK").map(|s| s.expose().to_string()), Ok("http://127.0.0.1:9/hook".into()));
         assert_eq!(secrets.names(), vec!["SOC_WEBHOOK".to_string()]);
         let missing = secrets.get("CASEBOOK_TEST_NOT_SET").err().unwrap_or_default();
         assert!(missing.contains("is not set"), "{missing}");
         assert!(secrets.get("lower").is_err());
+        // An environment variable is read only when named: PATH exists, yet is no secret.
+        let path = secrets.get("PATH").err().unwrap_or_default();
+        assert!(path.contains("secret `PATH` is not set"), "{path}");
+        let allowed = secrets.clone().with_env(&["PATH".into()]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(allowed.get("PATH").is_ok());
     }
 }

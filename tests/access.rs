@@ -298,3 +298,101 @@ async fn the_audit_log_shows_a_session_in_order_and_finds_an_edited_entry() {
     let (_, page, _) = send(&app, request(&Method::GET, "/audit", &admin, false)).await;
     assert!(page.contains("has been tampered with"), "{page}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_playbook_limited_to_a_group_and_its_runs_are_hidden_from_everyone_else() {
+    let data = common::fresh_data();
+    let engine = common::engine(data.path()).await;
+    let paths = common::paths_with(data.path());
+    let app = casebook::web::app(AppState::new(engine.clone(), paths.clone()).expect("state"));
+    // An administrator runs ip_flows, exports a table and saves a threat from it.
+    let out =
+        common::run_all(&engine, "ip_flows", &[("src", casebook::demo::cast::SCANNER), ("window", "last 7d")]).await;
+    let run = out.run_id;
+    let export = engine.export(&run, "flows_basic", "csv", "boss").await.expect("export");
+    std::fs::write(data.path().join("access.yaml"), "- folder: network\n  groups: [soc]\n").expect("rules");
+
+    let hash = casebook::auth::hash_password(common::PASSWORD).expect("hash");
+    engine.store.add_account("member", Role::Analyst, &["soc".to_string()], Some(&hash)).expect("account");
+    let member = common::sign_in(&engine.store, "member", Role::Analyst);
+    let outsider = common::sign_in(&engine.store, "outsider", Role::Analyst);
+    let get = |uri: String, cookie: &str| send(&app, request(&Method::GET, &uri, cookie, false));
+
+    let (_, index, _) = get("/".into(), &outsider).await;
+    assert!(!index.contains("/p/ip_flows") && index.contains("/p/event_timeline"), "the index hides network/");
+    let (_, index, _) = get("/".into(), &member).await;
+    assert!(index.contains("/p/ip_flows"), "a member of soc sees it");
+    for uri in [
+        "/p/ip_flows".to_string(),
+        format!("/runs/{run}"),
+        format!("/runs/{run}/steps/flows_basic/table"),
+        format!("/runs/{run}/report.html"),
+        format!("/api/runs/{run}"),
+        format!("/exports/{}", export.key),
+    ] {
+        let (status, body, _) = get(uri.clone(), &outsider).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri} is hidden from an outsider: {body}");
+        let (status, body, _) = get(uri.clone(), &member).await;
+        assert_eq!(status, StatusCode::OK, "{uri} is open to a member: {body}");
+    }
+    // A broken rules file hides nothing silently: the pages say something is wrong.
+    std::fs::write(data.path().join("access.yaml"), "- folder: network\n  group: [soc]\n").expect("rules");
+    let (status, _, _) = get("/".into(), &outsider).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+#[tokio::test]
+async fn accounts_are_managed_on_the_command_line_and_a_secrets_file_others_can_read_stops_serve() {
+    let data = common::fresh_data();
+    let bin = env!("CARGO_BIN_EXE_casebook");
+    let user = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(bin)
+            .current_dir(common::repo())
+            .arg("user")
+            .args(args)
+            .arg("--data")
+            .arg(data.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("casebook user");
+        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write");
+        let out = child.wait_with_output().expect("wait");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (ok, text) = user(&["add", "ana", "--role", "analyst", "--groups", "soc,ir"], "a long enough secret\n");
+    assert!(ok, "{text}");
+    let (ok, text) = user(&["add", "bob", "--role", "boss"], "a long enough secret\n");
+    assert!(!ok && text.contains("is not a role"), "{text}");
+    let (ok, text) = user(&["passwd", "ana"], "short\n");
+    assert!(!ok && text.contains("at least 10 characters"), "{text}");
+    let (ok, text) = user(&["set", "ana", "--role", "author"], "");
+    assert!(ok, "{text}");
+    let (ok, list) = user(&["list"], "");
+    assert!(ok && list.contains("ana") && list.contains("author") && list.contains("soc,ir"), "{list}");
+    let store = casebook::store::Store::open(&common::paths_with(data.path()).state_db()).expect("store");
+    let (_, token, _) =
+        casebook::auth::SignIns::default().sign_in(&store, "ana", "a long enough secret", None).expect("sign in");
+    assert_eq!(token.len(), 64);
+    let actions: Vec<String> =
+        store.audit_entries(&Default::default()).expect("audit").into_iter().rev().map(|e| e.action).collect();
+    assert_eq!(actions, ["account-add", "account-change"], "the command line's changes are audited");
+    let (ok, _) = user(&["remove", "ana"], "");
+    assert!(ok);
+    assert!(store.account("ana").expect("db").is_none());
+
+    // serve refuses a secrets file that others may read, and says how to fix it.
+    let secrets = data.path().join("secrets.yaml");
+    std::fs::write(&secrets, "SOC_WEBHOOK: https://hooks.example/T0/B0/xyz\n").expect("write");
+    let out = std::process::Command::new(bin)
+        .current_dir(common::repo())
+        .args(["serve", "--bind", "127.0.0.1:0", "--data"])
+        .arg(data.path())
+        .output()
+        .expect("serve");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("chmod 600"), "{err}");
+    assert!(!err.contains("hooks.example"), "the value is never printed: {err}");
+}

@@ -54,6 +54,13 @@ pub fn paths_with(data: &Path) -> Paths {
     }
 }
 
+/// Writes a secrets file as an administrator would: readable by its owner only.
+pub fn write_secrets(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).expect("secrets file");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+}
+
 /// A fresh state folder sharing the demo data (so tests do not see each other's runs).
 pub fn fresh_data() -> tempfile::TempDir {
     let t = tempfile::tempdir().expect("tempdir");

@@ -249,7 +249,7 @@ async fn health_checks_each_data_source_and_service_now() {
         )
         .expect("yaml");
     }
-    std::fs::write(data.path().join("secrets.yaml"), "HEALTH_KEY: s3cr3t-health-key\n").expect("secrets");
+    common::write_secrets(&data.path().join("secrets.yaml"), "HEALTH_KEY: s3cr3t-health-key\n");
     let mut paths = common::paths_with(data.path());
     paths.connectors = conns.path().to_path_buf();
     paths.playbooks = conns.path().join("none");

@@ -73,7 +73,7 @@ async fn a_failing_reputation_service_leaves_readable_statuses_and_nothing_lost(
         ),
     )
     .unwrap();
-    std::fs::write(data.path().join("secrets.yaml"), format!("TEST_VT_KEY: {KEY}\n")).unwrap();
+    common::write_secrets(&data.path().join("secrets.yaml"), &format!("TEST_VT_KEY: {KEY}\n"));
     let mut paths = common::paths_with(data.path());
     paths.playbooks = pb_dir;
     paths.connectors = conn_dir;
@@ -135,7 +135,7 @@ async fn a_failing_reputation_service_leaves_readable_statuses_and_nothing_lost(
     assert!(!String::from_utf8_lossy(&db).contains(KEY));
 
     // Without the secret, rows say what is missing, and the run still completes.
-    std::fs::write(data.path().join("secrets.yaml"), "OTHER: x\n").unwrap();
+    common::write_secrets(&data.path().join("secrets.yaml"), "OTHER: x\n");
     let no_key = engine.run(run()).await.unwrap();
     assert!(no_key.steps.iter().all(|s| s.error.is_none()));
     let rows = table(no_key.run_id.clone()).await;

@@ -69,7 +69,7 @@ fn setup(dir: &std::path::Path, hook: &str) -> Paths {
     std::fs::write(dir.join("playbooks/watch.yaml"), WATCH).unwrap();
     std::fs::write(dir.join("connectors/alerts.yaml"), "format: csv\npath: alerts\n").unwrap();
     std::fs::write(dir.join("data/alerts/a.csv"), "host,score\n10.0.0.1,9\n10.0.0.2,1\n10.0.0.3,7\n").unwrap();
-    std::fs::write(dir.join("data/secrets.yaml"), format!("TEST_HOOK: {hook}\n")).unwrap();
+    common::write_secrets(&dir.join("data/secrets.yaml"), &format!("TEST_HOOK: {hook}\n"));
     let root = common::repo();
     Paths {
         playbooks: dir.join("playbooks"),

@@ -86,6 +86,9 @@ pub enum Command {
         /// Runs executing at once; more wait in order of arrival.
         #[arg(long, default_value_t = 4)]
         max_runs: usize,
+        /// Runs one person may have queued or running at once; more are refused with a message.
+        #[arg(long, default_value_t = 8)]
+        max_runs_per_person: usize,
         /// Minutes after which a run is stopped.
         #[arg(long, default_value_t = 30)]
         run_timeout_min: u64,
@@ -100,10 +103,14 @@ pub enum Command {
         /// addresses and the host of --public-url are always answered.
         #[arg(long = "allowed-host", env = "CASEBOOK_ALLOWED_HOSTS", value_delimiter = ',')]
         allowed_hosts: Vec<String>,
-        /// A YAML file of named secrets (`SOC_WEBHOOK: https://…`); names not in it are read
-        /// from environment variables (default: secrets.yaml in the data folder).
+        /// A YAML file of named secrets (`SOC_WEBHOOK: https://…`), readable by its owner
+        /// only (default: secrets.yaml in the data folder).
         #[arg(long, env = "CASEBOOK_SECRETS")]
         secrets: Option<PathBuf>,
+        /// An environment variable that may be read as a secret of the same name
+        /// (repeatable); no other variable is.
+        #[arg(long = "secret-env", env = "CASEBOOK_SECRET_ENV", value_delimiter = ',')]
+        secret_env: Vec<String>,
         /// A git repository of playbooks (URL or path), cloned into the playbooks folder when
         /// that folder is missing or empty; the management page then checks it for updates.
         #[arg(long, env = "CASEBOOK_PLAYBOOKS_REPO")]
@@ -216,11 +223,13 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
             user_header,
             trusted_proxy,
             max_runs,
+            max_runs_per_person,
             run_timeout_min,
             run_memory_mb,
             public_url,
             allowed_hosts,
             secrets,
+            secret_env,
             playbooks_repo,
             dirs,
         } => {
@@ -228,6 +237,7 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
                 concurrent: max_runs.max(1),
                 timeout: std::time::Duration::from_secs(run_timeout_min.max(1) * 60),
                 memory_bytes: run_memory_mb.max(16) << 20,
+                per_person: max_runs_per_person.max(1),
             };
             let retention = (retain_days > 0 || retain_gb > 0).then(|| crate::manage::Retention {
                 max_age_days: if retain_days == 0 { f64::INFINITY } else { f64::from(retain_days) },
@@ -257,6 +267,7 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
                 public_url,
                 allowed_hosts,
                 secrets,
+                secret_env,
                 playbooks_repo,
             };
             serve::serve(opts, &dirs).await.map(|_| ExitCode::SUCCESS)

@@ -21,11 +21,17 @@ pub struct ServeOptions {
     pub public_url: Option<String>,
     pub allowed_hosts: Vec<String>,
     pub secrets: Option<PathBuf>,
+    pub secret_env: Vec<String>,
     pub playbooks_repo: Option<String>,
 }
 
 pub async fn serve(opts: ServeOptions, dirs: &Dirs) -> Result<()> {
-    let ServeOptions { bind, retention, proxy, limits, public_url, allowed_hosts, secrets, playbooks_repo } = opts;
+    let ServeOptions { bind, retention, proxy, limits, public_url, allowed_hosts, secrets, secret_env, playbooks_repo } =
+        opts;
+    let secrets = crate::secrets::Secrets::new(Some(secrets.unwrap_or_else(|| dirs.paths().data.join("secrets.yaml"))))
+        .with_env(&secret_env)
+        .map_err(|e| anyhow::anyhow!("--secret-env: {e}"))?;
+    secrets.check_file().map_err(|e| anyhow::anyhow!("{e}"))?;
     let secure_cookies = public_url.as_deref().is_some_and(|u| u.starts_with("https://"));
     // The name colleagues open is one casebook answers to.
     let public_host =
@@ -48,7 +54,7 @@ pub async fn serve(opts: ServeOptions, dirs: &Dirs) -> Result<()> {
     }
     let store = Store::open(&paths.state_db())?;
     let mut engine = Engine::with_limits(catalog.clone(), store, limits);
-    engine.secrets = crate::secrets::Secrets::new(Some(secrets.unwrap_or_else(|| paths.data.join("secrets.yaml"))));
+    engine.secrets = secrets;
     let engine = Arc::new(engine);
     let resumed = engine.resume_unfinished()?;
     if resumed > 0 {

@@ -43,11 +43,16 @@ pub struct Limits {
     pub timeout: std::time::Duration,
     /// DataFusion memory per run; a query needing more fails with a clear message.
     pub memory_bytes: usize,
+    /// Runs one person may have queued or running at once (from pages and the API).
+    pub per_person: usize,
 }
+
+/// Rows one export may hold.
+pub const MAX_EXPORT_ROWS: usize = 5_000_000;
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { concurrent: 4, timeout: std::time::Duration::from_secs(30 * 60), memory_bytes: 4 << 30 }
+        Limits { concurrent: 4, timeout: std::time::Duration::from_secs(30 * 60), memory_bytes: 4 << 30, per_person: 8 }
     }
 }
 
@@ -191,8 +196,22 @@ impl Engine {
     }
 
     /// Exports a stored step table as `format` into `data/exports/<playbook>/`.
-    pub async fn export(&self, run_id: &str, step_id: &str, format: &str, who: &str) -> Result<ExportRecord> {
-        self.results.export(run_id, step_id, format, who, self.tz())
+    /// Refused when the table has more than [`MAX_EXPORT_ROWS`] rows.
+    pub async fn export(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        format: &str,
+        who: &str,
+    ) -> std::result::Result<ExportRecord, crate::util::refusal::Refusal> {
+        let rows = self.results.step_data(run_id, step_id)?.rows;
+        if rows > MAX_EXPORT_ROWS {
+            crate::refuse!(
+                "this table has {rows} rows, more than the {MAX_EXPORT_ROWS} an export may hold; narrow the run's \
+                 window or filters and export again"
+            );
+        }
+        Ok(self.results.export(run_id, step_id, format, who, self.tz())?)
     }
 
     /// Options of a select whose choices come from a query, kept for a minute so that form

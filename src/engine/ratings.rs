@@ -13,6 +13,9 @@ use crate::results::cell_text;
 use crate::results::paging::search_rows;
 use crate::util::refusal::Refusal;
 
+/// Different values one rating request may rate.
+pub const MAX_RATED: usize = 1000;
+
 impl Engine {
     /// Makes the analysts' ratings the `ratings` table of a run's session.
     pub(super) fn register_ratings(&self, ctx: &datafusion::prelude::SessionContext) -> Result<()> {
@@ -92,10 +95,17 @@ impl Engine {
             }
         };
         let mut values: Vec<String> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for r in picked {
             let v = cell_text(merged.column(col), r as usize, tz);
-            if !v.is_empty() && !values.contains(&v) {
+            if !v.is_empty() && seen.insert(v.clone()) {
                 values.push(v);
+                if values.len() > MAX_RATED {
+                    refuse!(
+                        "this would rate more than {MAX_RATED} different values at once; narrow the search or tick \
+                         the rows to rate"
+                    );
+                }
             }
         }
         if values.is_empty() {

@@ -292,6 +292,17 @@ impl Store {
     }
 
     /// Every run, newest first.
+    /// Runs of `who` that are queued or running.
+    pub fn active_runs_of(&self, who: &str) -> Result<i64> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM runs WHERE started_by = ?1 AND state IN ('queued', 'running')",
+                params![who],
+                |r| r.get(0),
+            )
+        })
+    }
+
     pub fn all_runs(&self) -> Result<Vec<RunRecord>> {
         self.with(|c| {
             let mut st = c.prepare(&format!("SELECT {RUN_COLUMNS} FROM runs ORDER BY started_at DESC"))?;

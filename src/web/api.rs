@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::error::WebError;
 use super::state::AppState;
-use super::toolkit::{audit, check_run, parse_form, runnable, UrlPath};
+use super::toolkit::{audit, check_quota, parse_form, runnable, Sight, UrlPath};
 use crate::auth::Caller;
 use crate::engine::RunRequest;
 
@@ -36,7 +36,7 @@ pub struct StartRun {
 /// Starts a run in the background: 202 with its id and where to follow it, or 422 with a
 /// message per parameter.
 pub async fn start_run(State(state): State<AppState>, me: Caller, Json(body): Json<StartRun>) -> Result<Response> {
-    let pb = runnable(&state, &body.playbook, "run")?;
+    let pb = runnable(&state, &me, &body.playbook, "run")?;
     if body.section.is_some_and(|s| s >= pb.sections.len()) {
         return Err(WebError::BadRequest(format!(
             "the playbook has {} section(s), numbered from 0",
@@ -70,6 +70,7 @@ pub async fn start_run(State(state): State<AppState>, me: Caller, Json(body): Js
             return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "errors": errors }))).into_response());
         }
     };
+    check_quota(&state, &me)?;
     let req = RunRequest::new(pb.clone(), values, me.name.clone(), "api").section(body.section);
     let run_id = state.engine.submit(req).map_err(WebError::Internal)?;
     audit(
@@ -87,13 +88,9 @@ pub async fn start_run(State(state): State<AppState>, me: Caller, Json(body): Js
 }
 
 /// A run's state, live progress and steps.
-pub async fn run_status(State(state): State<AppState>, UrlPath(run): UrlPath<String>) -> Result<Response> {
-    check_run(&run)?;
+pub async fn run_status(State(state): State<AppState>, me: Caller, UrlPath(run): UrlPath<String>) -> Result<Response> {
+    let rec = Sight::new(&state, &me)?.run(&state, &run)?;
     let store = &state.engine.store;
-    let rec = store
-        .run(&run)
-        .map_err(WebError::Internal)?
-        .ok_or_else(|| WebError::NotFound("There is no such run.".into()))?;
     let steps: Vec<serde_json::Value> = store
         .steps(&run)
         .map_err(WebError::Internal)?

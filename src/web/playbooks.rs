@@ -15,7 +15,8 @@ use super::error::WebError;
 use super::results::results_html;
 use super::state::AppState;
 use super::toolkit::{
-    audit, check_run, entered, find_entry, join_multi, page, parse_form, render_page, runnable, Result, UrlPath,
+    audit, check_quota, entered, find_entry, join_multi, page, parse_form, render_page, runnable, Result, Sight,
+    UrlPath,
 };
 use crate::auth::Caller;
 use crate::catalog::Entry;
@@ -122,7 +123,8 @@ struct StepRef<'a> {
 pub async fn index(State(state): State<AppState>, me: Caller, headers: HeaderMap) -> Result<Response> {
     let (token, cookie) = csrf::ensure(&headers);
     let catalog = state.engine.catalog();
-    let cards: Vec<PlaybookCard> = catalog.playbooks.iter().map(card).collect();
+    let sight = Sight::new(&state, &me)?;
+    let cards: Vec<PlaybookCard> = catalog.playbooks.iter().filter(|e| sight.playbook(&e.id)).map(card).collect();
     let html = render_page(
         &state,
         &me,
@@ -220,7 +222,7 @@ pub async fn playbook_page(
     headers: HeaderMap,
 ) -> Result<Response> {
     let (token, cookie) = csrf::ensure(&headers);
-    let entry = find_entry(&state, &id)?;
+    let entry = find_entry(&state, &me, &id)?;
     let given = join_multi(&query);
     let mut fields = Vec::new();
     let mut sections = Vec::new();
@@ -306,7 +308,7 @@ pub async fn run_section(
     csrf::CheckedForm(form): csrf::CheckedForm,
 ) -> Result<Response> {
     let given = join_multi(&form);
-    let pb = runnable(&state, &id, "run")?;
+    let pb = runnable(&state, &me, &id, "run")?;
     if section >= pb.sections.len() {
         return Err(WebError::NotFound("No such section.".into()));
     }
@@ -326,6 +328,7 @@ pub async fn run_section(
         Some(from) => format!("pivot from run {}", from.to_ascii_lowercase()),
         None => "page".into(),
     };
+    check_quota(&state, &me)?;
     audit(&state, &me.name, "run", &pb.id, json!({ "run": run_id, "section": section, "params": entered(&form) }));
     let req = RunRequest::new(pb.clone(), values, me.name.clone(), source).section(Some(section));
     let outcome = state.engine.run_with_id(req, run_id).await.map_err(WebError::Internal)?;
@@ -341,14 +344,8 @@ pub async fn rerun(
     me: Caller,
     csrf::CheckedForm(_): csrf::CheckedForm,
 ) -> Result<Response> {
-    check_run(&run)?;
-    let rec = state
-        .engine
-        .store
-        .run(&run)
-        .map_err(WebError::Internal)?
-        .ok_or_else(|| WebError::NotFound("There is no such run.".into()))?;
-    let pb = runnable(&state, &rec.playbook, "run")?;
+    let rec = Sight::new(&state, &me)?.run(&state, &run)?;
+    let pb = runnable(&state, &me, &rec.playbook, "run")?;
     let given: HashMap<String, String> = rec.entered().into_iter().collect();
     let values = parse_form(&pb, &given, &state.engine.catalog().parse_ctx()).map_err(|errors| {
         let mut list: Vec<String> = errors.into_iter().map(|(k, v)| format!("{k}: {v}")).collect();
@@ -359,6 +356,7 @@ pub async fn rerun(
         ))
     })?;
     let section = rec.section.and_then(|s| usize::try_from(s).ok()).filter(|s| *s < pb.sections.len());
+    check_quota(&state, &me)?;
     let req = RunRequest::new(pb, values, me.name.clone(), "page").section(section);
     let id = state.engine.submit(req).map_err(WebError::Internal)?;
     audit(&state, &me.name, "run", &rec.playbook, json!({ "run": id, "again_of": run, "params": given }));

@@ -12,7 +12,7 @@ use serde_json::json;
 use super::csrf;
 use super::error::WebError;
 use super::state::AppState;
-use super::toolkit::{audit, check_ids, join_multi, render, Result, UrlPath};
+use super::toolkit::{audit, check_ids, join_multi, render, Result, Sight, UrlPath};
 use crate::auth::Caller;
 use crate::engine::StepOutcome;
 use crate::results::paging::{TablePage, TableQuery};
@@ -171,8 +171,11 @@ pub struct TableParams {
 }
 
 /// What run `run` stored of step `step`: whether the page shows its table and offers it for
-/// export. A run recorded before outcomes were stored offers both, as it did then.
-fn offered(state: &AppState, run: &str, step: &str) -> Result<(bool, bool)> {
+/// export. A run recorded before outcomes were stored offers both, as it did then. A run of
+/// a playbook `me` may not see is no such result.
+fn offered(state: &AppState, me: &Caller, run: &str, step: &str) -> Result<(bool, bool)> {
+    check_ids(run, step)?;
+    Sight::new(state, me)?.run(state, run).map_err(|_| WebError::NotFound("No such result.".into()))?;
     let rec = state
         .engine
         .store
@@ -186,9 +189,9 @@ pub async fn table(
     State(state): State<AppState>,
     UrlPath((run, step)): UrlPath<(String, String)>,
     Query(p): Query<TableParams>,
+    me: Caller,
 ) -> Result<Response> {
-    check_ids(&run, &step)?;
-    if !offered(&state, &run, &step)?.0 {
+    if !offered(&state, &me, &run, &step)?.0 {
         return Err(WebError::Forbidden("The playbook does not show this step's table.".into()));
     }
     let q = TableQuery {
@@ -215,7 +218,9 @@ pub async fn rate(
     me: Caller,
     csrf::CheckedForm(form): csrf::CheckedForm,
 ) -> Result<Response> {
-    check_ids(&run, &step)?;
+    if !offered(&state, &me, &run, &step)?.0 {
+        return Err(WebError::Forbidden("The playbook does not show this step's table.".into()));
+    }
     let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).unwrap_or("");
     let rows: Vec<u32> = form.iter().filter(|(k, _)| k == "row").filter_map(|(_, v)| v.parse().ok()).collect();
     let rating: i64 = get("rating").parse().unwrap_or(0);
@@ -244,8 +249,7 @@ pub async fn export(
     csrf::CheckedForm(form): csrf::CheckedForm,
 ) -> Result<Response> {
     let given = join_multi(&form);
-    check_ids(&run, &step)?;
-    let (shown, exported) = offered(&state, &run, &step)?;
+    let (shown, exported) = offered(&state, &me, &run, &step)?;
     if !(shown && exported) {
         return Err(WebError::Forbidden("The playbook does not offer this step's table for export.".into()));
     }
@@ -253,7 +257,11 @@ pub async fn export(
     if !crate::results::formats::FORMATS.contains(&format) {
         return Err(WebError::BadRequest("Export as csv, json or parquet.".into()));
     }
-    let rec = state.engine.export(&run, &step, format, &me.name).await.map_err(WebError::Internal)?;
+    let rec = match state.engine.export(&run, &step, format, &me.name).await {
+        Ok(r) => r,
+        Err(Refusal::Refused(m)) => return Err(WebError::BadRequest(m)),
+        Err(Refusal::Failed(e)) => return Err(WebError::Internal(e)),
+    };
     let detail = json!({ "run": run, "step": step, "format": format, "rows": rec.rows, "file": rec.file });
     audit(&state, &me.name, "export", &rec.playbook, detail);
     let exports = state.engine.store.exports(&rec.playbook).map_err(WebError::Internal)?;
@@ -268,6 +276,9 @@ pub async fn download(State(state): State<AppState>, me: Caller, UrlPath(key): U
         return Err(WebError::NotFound("There is nothing at this address.".into()));
     }
     let rec = state.engine.store.export_by_key(&key).map_err(WebError::Internal)?.ok_or_else(missing)?;
+    if !Sight::new(&state, &me)?.playbook(&rec.playbook) {
+        return Err(missing());
+    }
     let path = join_inside(&state.paths.exports_dir(), &rec.file).ok_or_else(missing)?;
     let file =
         tokio::fs::File::open(&path).await.map_err(|_| WebError::NotFound("The exported file was deleted.".into()))?;

@@ -12,21 +12,18 @@ use super::csrf;
 use super::error::WebError;
 use super::results::results_html;
 use super::state::AppState;
-use super::toolkit::{audit, check_run, page, render_page, urlencode, Result, UrlPath};
+use super::toolkit::{audit, check_run, page, render_page, urlencode, Result, Sight, UrlPath};
 use crate::auth::Caller;
 use crate::store::accounts::Role;
 
-pub(super) fn report_text(state: &AppState, run: &str) -> Result<String> {
-    check_run(run)?;
-    if state.engine.store.run(run).map_err(WebError::Internal)?.is_none() {
-        return Err(WebError::NotFound("No such run.".into()));
-    }
+pub(super) fn report_text(state: &AppState, me: &Caller, run: &str) -> Result<String> {
+    Sight::new(state, me)?.run(state, run)?;
     crate::report::html(&state.engine, &state.templates, &state.paths.web, run).map_err(WebError::Internal)
 }
 
 /// A run as one self-contained HTML file, downloaded.
-pub async fn report_html(State(state): State<AppState>, UrlPath(run): UrlPath<String>) -> Result<Response> {
-    let html = report_text(&state, &run)?;
+pub async fn report_html(State(state): State<AppState>, me: Caller, UrlPath(run): UrlPath<String>) -> Result<Response> {
+    let html = report_text(&state, &me, &run)?;
     let mut r = Response::new(Body::from(html));
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"casebook-report-{}.html\"", &run[..8])) {
@@ -38,7 +35,7 @@ pub async fn report_html(State(state): State<AppState>, UrlPath(run): UrlPath<St
 /// The same report as PDF, printed by headless Chromium.
 /// Chromium is heavy: one PDF at a time per person, and two at once on the server.
 pub async fn report_pdf(State(state): State<AppState>, me: Caller, UrlPath(run): UrlPath<String>) -> Result<Response> {
-    let html = report_text(&state, &run)?;
+    let html = report_text(&state, &me, &run)?;
     let Some(_turn) = state.reports.take(&me.name) else {
         return Err(WebError::TooBusy(
             "A PDF report you asked for is still being made; wait for it, or download the HTML report.".into(),
@@ -67,14 +64,8 @@ pub async fn run_page(
     me: Caller,
     headers: HeaderMap,
 ) -> Result<Response> {
-    check_run(&run)?;
     let (token, cookie) = csrf::ensure(&headers);
-    let rec = state
-        .engine
-        .store
-        .run(&run)
-        .map_err(WebError::Internal)?
-        .ok_or_else(|| WebError::NotFound("There is no such run; it may have been deleted.".into()))?;
+    let rec = Sight::new(&state, &me)?.run(&state, &run)?;
     let outcomes: Vec<crate::engine::StepOutcome> =
         state.engine.store.steps(&run).map_err(WebError::Internal)?.iter().filter_map(|s| s.outcome_as()).collect();
     let catalog = state.engine.catalog();
@@ -138,9 +129,7 @@ pub async fn cancel_run(
     me: Caller,
     _: csrf::Checked,
 ) -> Result<Response> {
-    check_run(&run)?;
-    let rec = state.engine.store.run(&run).map_err(WebError::Internal)?;
-    let rec = rec.ok_or_else(|| WebError::NotFound("There is no such run.".into()))?;
+    let rec = Sight::new(&state, &me)?.run(&state, &run)?;
     if rec.started_by != me.name && !me.may(Role::Admin) {
         return Err(WebError::Forbidden(format!(
             "This run was started by {}; only they or an administrator may cancel it.",
@@ -154,9 +143,14 @@ pub async fn cancel_run(
 
 /// Progress of a run as server-sent events: a `progress` event four times a second while it
 /// is queued or running, then one `done` event with its final state.
-pub async fn run_events(State(state): State<AppState>, UrlPath(run): UrlPath<String>) -> Result<Response> {
+pub async fn run_events(State(state): State<AppState>, me: Caller, UrlPath(run): UrlPath<String>) -> Result<Response> {
     use axum::response::sse::{Event, KeepAlive, Sse};
     check_run(&run)?;
+    // A run not registered yet may be waited for (the page asks as it starts one); one that
+    // exists must be the caller's to see.
+    if state.engine.store.run(&run).map_err(WebError::Internal)?.is_some() {
+        Sight::new(&state, &me)?.run(&state, &run)?;
+    }
     let engine = state.engine.clone();
     let stream = futures::stream::unfold((0u32, false), move |(tick, finished)| {
         let engine = engine.clone();

@@ -33,7 +33,9 @@ struct SchedulesPage<'a> {
 
 pub async fn page_all(State(state): State<AppState>, me: Caller, headers: HeaderMap) -> Result<Response> {
     let (token, cookie) = csrf::ensure(&headers);
-    let list = scheduler::list(&state.engine, None).map_err(WebError::Internal)?;
+    let sight = super::toolkit::Sight::new(&state, &me)?;
+    let mut list = scheduler::list(&state.engine, None).map_err(WebError::Internal)?;
+    list.retain(|s| sight.playbook(&s.playbook));
     let html = render_page(
         &state,
         &me,
@@ -92,7 +94,7 @@ pub async fn create(
     csrf::CheckedForm(form): csrf::CheckedForm,
 ) -> Result<Response> {
     let given = join_multi(&form);
-    let pb = runnable(&state, &id, "be scheduled")?;
+    let pb = runnable(&state, &me, &id, "be scheduled")?;
     let catalog = state.engine.catalog();
     let cx = catalog.parse_ctx();
     let mut fields: HashMap<String, String> = HashMap::new();

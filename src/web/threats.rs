@@ -11,7 +11,7 @@ use serde_json::json;
 use super::csrf;
 use super::error::WebError;
 use super::state::AppState;
-use super::toolkit::{audit, check_run, page, render_page, UrlPath};
+use super::toolkit::{audit, check_run, page, render_page, Sight, UrlPath};
 use crate::auth::Caller;
 use crate::threat::{self, NewThreat};
 
@@ -41,9 +41,7 @@ pub async fn save(
             problems.into_iter().map(|(k, v)| (format!("threat_{k}"), serde_json::Value::String(v))).collect();
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "errors": errors }))).into_response());
     }
-    if state.engine.store.run(&run).map_err(WebError::Internal)?.is_none() {
-        return Err(WebError::NotFound("There is no such run.".into()));
-    }
+    Sight::new(&state, &me)?.run(&state, &run)?;
     let id = threat::save(&state.engine, &t).await.map_err(WebError::Internal)?;
     let detail = json!({ "threat": id, "run": run, "title": t.title, "severity": t.severity, "entity": t.entity });
     audit(&state, &me.name, "save-threat", &run, detail);
@@ -79,7 +77,9 @@ struct Evidence {
 
 pub async fn list(State(state): State<AppState>, me: Caller, headers: HeaderMap) -> Result<Response> {
     let (token, cookie) = csrf::ensure(&headers);
-    let threats = state.engine.store.threats().map_err(WebError::Internal)?;
+    let sight = Sight::new(&state, &me)?;
+    let mut threats = state.engine.store.threats().map_err(WebError::Internal)?;
+    threats.retain(|t| sight.playbook(&t.playbook));
     let html =
         render_page(&state, &me, "threats.html", ThreatsPage { csrf: token, threats, tz: state.engine.tz().name() })?;
     Ok(page(html, cookie))
@@ -93,9 +93,11 @@ pub async fn storyboard(
 ) -> Result<Response> {
     let (token, cookie) = csrf::ensure(&headers);
     let store = &state.engine.store;
+    let sight = Sight::new(&state, &me)?;
     let t = store
         .threat(id)
         .map_err(WebError::Internal)?
+        .filter(|t| sight.playbook(&t.playbook))
         .ok_or_else(|| WebError::NotFound("There is no such threat.".into()))?;
     let tz = state.engine.tz();
     let dir = state.engine.catalog().paths.data.join("threats").join(id.to_string());
@@ -126,7 +128,12 @@ pub async fn storyboard(
     Ok(page(html, cookie))
 }
 
-pub async fn story_json(State(state): State<AppState>, UrlPath(id): UrlPath<i64>) -> Result<Response> {
+pub async fn story_json(State(state): State<AppState>, me: Caller, UrlPath(id): UrlPath<i64>) -> Result<Response> {
+    let seen = state.engine.store.threat(id).map_err(WebError::Internal)?;
+    let sight = Sight::new(&state, &me)?;
+    if !seen.is_some_and(|t| sight.playbook(&t.playbook)) {
+        return Err(WebError::NotFound("There is no such threat.".into()));
+    }
     let data = threat::storyboard_json(&state.engine.store, &state.engine.catalog().paths.data, id, state.engine.tz())
         .map_err(|_| WebError::NotFound("There is no such threat.".into()))?;
     Ok(Json(data).into_response())
@@ -134,7 +141,9 @@ pub async fn story_json(State(state): State<AppState>, UrlPath(id): UrlPath<i64>
 
 /// `/threats/export/csv`, `/json` or `/stix` (a STIX 2.1 bundle).
 pub async fn export(State(state): State<AppState>, me: Caller, UrlPath(file): UrlPath<String>) -> Result<Response> {
-    let threats = state.engine.store.threats().map_err(WebError::Internal)?;
+    let sight = Sight::new(&state, &me)?;
+    let mut threats = state.engine.store.threats().map_err(WebError::Internal)?;
+    threats.retain(|t| sight.playbook(&t.playbook));
     if matches!(file.as_str(), "csv" | "json" | "stix") {
         audit(&state, &me.name, "export-threats", &file, json!({ "threats": threats.len() }));
     }

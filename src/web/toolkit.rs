@@ -24,6 +24,69 @@ pub(super) fn audit(state: &AppState, who: &str, action: &str, target: &str, det
     }
 }
 
+/// What the caller may see: the playbooks `access.yaml` (in the data folder) limits to groups,
+/// read once per request. A broken file shows nothing but the error, so a typo never opens
+/// a restricted playbook to everyone.
+pub(super) struct Sight<'a> {
+    me: &'a crate::auth::Caller,
+    rules: crate::auth::AccessRules,
+    catalog: std::sync::Arc<crate::catalog::Catalog>,
+}
+
+impl<'a> Sight<'a> {
+    pub fn new(state: &AppState, me: &'a crate::auth::Caller) -> Result<Sight<'a>> {
+        let rules =
+            crate::auth::AccessRules::load(&state.paths.data.join("access.yaml")).map_err(WebError::Internal)?;
+        Ok(Sight { me, rules, catalog: state.engine.catalog() })
+    }
+
+    /// Whether the caller sees playbook `id` (and its runs, results and threats). A
+    /// playbook no longer in the catalog is seen by administrators only once rules exist.
+    pub fn playbook(&self, id: &str) -> bool {
+        if self.rules.is_empty() || self.me.may(crate::store::accounts::Role::Admin) {
+            return true;
+        }
+        let Some(e) = self.catalog.entry(id) else { return false };
+        let absolute = |p: &std::path::Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                std::env::current_dir().map(|c| c.join(p)).unwrap_or_else(|_| p.to_path_buf())
+            }
+        };
+        let file = absolute(std::path::Path::new(&e.path));
+        let root = absolute(&self.catalog.paths.playbooks);
+        let folder = file.strip_prefix(&root).map(std::path::Path::to_path_buf).unwrap_or(file);
+        let tags = e.shown().map(|p| p.tags.clone()).unwrap_or_default();
+        self.rules.sees(self.me, &folder, &tags)
+    }
+
+    /// Run `run`, when it exists and the caller may see its playbook (else the same "no
+    /// such run" as for a run that does not exist).
+    pub fn run(&self, state: &AppState, run: &str) -> Result<crate::store::runs::RunRecord> {
+        check_run(run)?;
+        let missing = || WebError::NotFound("There is no such run; it may have been deleted.".into());
+        let rec = state.engine.store.run(run).map_err(WebError::Internal)?.ok_or_else(missing)?;
+        if !self.playbook(&rec.playbook) {
+            return Err(missing());
+        }
+        Ok(rec)
+    }
+}
+
+/// Refuses a new run while `me` already has as many queued or running as one person may.
+pub(super) fn check_quota(state: &AppState, me: &crate::auth::Caller) -> Result<()> {
+    let limit = state.engine.limits.per_person;
+    let active = state.engine.store.active_runs_of(&me.name).map_err(WebError::Internal)?;
+    if usize::try_from(active).unwrap_or(usize::MAX) >= limit {
+        return Err(WebError::TooBusy(format!(
+            "You have {active} runs queued or running, as many as one person may at once; wait for one to finish \
+             or cancel one."
+        )));
+    }
+    Ok(())
+}
+
 /// What a person entered in a form, for the audit log: its fields without the form's own
 /// (`_csrf`, `_run`, …).
 pub(super) fn entered(form: &[(String, String)]) -> serde_json::Value {
@@ -71,20 +134,25 @@ pub(super) fn page(html: String, cookie: Option<HeaderValue>) -> Response {
 
 /// The runnable version of playbook `id`, or a message that it cannot `what` ("run", "be
 /// scheduled") until its author fixes it.
-pub(super) fn runnable(state: &AppState, id: &str, what: &str) -> Result<std::sync::Arc<Playbook>> {
-    find_entry(state, id)?
+pub(super) fn runnable(
+    state: &AppState,
+    me: &crate::auth::Caller,
+    id: &str,
+    what: &str,
+) -> Result<std::sync::Arc<Playbook>> {
+    find_entry(state, me, id)?
         .runnable()
         .cloned()
         .ok_or_else(|| WebError::BadRequest(format!("This playbook has problems and cannot {what}; see its page.")))
 }
 
-pub(super) fn find_entry(state: &AppState, id: &str) -> Result<Entry> {
-    state
-        .engine
-        .catalog()
-        .entry(id)
-        .cloned()
-        .ok_or_else(|| WebError::NotFound(format!("There is no playbook called “{id}”.")))
+/// Playbook `id`'s entry, when it exists and `me` may see it.
+pub(super) fn find_entry(state: &AppState, me: &crate::auth::Caller, id: &str) -> Result<Entry> {
+    let missing = || WebError::NotFound(format!("There is no playbook called “{id}”."));
+    if !Sight::new(state, me)?.playbook(id) {
+        return Err(missing());
+    }
+    state.engine.catalog().entry(id).cloned().ok_or_else(missing)
 }
 
 /// Form and query values: repeated names (multiple select) joined with `,`.
