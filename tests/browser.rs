@@ -361,3 +361,125 @@ async fn analyst_rates_rows_saves_a_threat_and_opens_its_storyboard() {
     d.cmd(reqwest::Method::DELETE, "", json!({})).await;
     server.abort();
 }
+
+/// Values an attacker can put into the data (a DNS name, a user agent, a log line).
+const HOSTILE_CSV: &str = "name,host,hits
+\"<script>window.__pwned=1</script>\",10.0.0.1,5
+\"<img src=x onerror=\"\"window.__pwned=2\"\">\",10.0.0.2,4
+\"[Reset your password](//evil.example/a)\",10.0.0.3,3
+\"# Urgent ![x](http://evil.example/p.png)\",10.0.0.4,2
+\"javascript:window.__pwned=3\",10.0.0.5,1
+";
+
+const HOSTILE_PLAYBOOK: &str = "title: Hostile data
+sections:
+  - title: S
+    steps:
+      - id: rows
+        title: Rows
+        query:
+          connector: hostile
+          sql: SELECT name, host, hits FROM hostile ORDER BY hits DESC
+      - id: note
+        markdown: |
+          Top name: {{ steps.rows.first.name }}. All: {% for r in steps.rows.data %}{{ r.name }} · {% endfor %}
+      - id: per_name
+        title: Hits per name
+        query:
+          sql: SELECT name, hits FROM rows
+        chart: { type: bar, x: name, y: hits }
+";
+
+/// Checks that nothing of the hostile data ran or became a link, image or heading.
+async fn inert(d: &Driver, place: &str) {
+    let pwned = d.js("return window.__pwned || null").await;
+    assert!(pwned.is_null(), "a script ran on {place}: {pwned}");
+    let bad = d
+        .js("return [...document.querySelectorAll('a[href], img[src], script[src], h1, h2, h3, h4')]
+                .filter(e => (e.getAttribute('href') || e.getAttribute('src') || '').includes('evil.example')
+                          || (e.getAttribute('href') || '').startsWith('javascript:')
+                          || e.textContent.includes('Urgent')).map(e => e.outerHTML)")
+        .await;
+    assert_eq!(bad, json!([]), "hostile data became markup on {place}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_and_markdown_inside_data_stay_inert_in_tables_charts_storyboards_and_reports() {
+    let data = common::fresh_data();
+    let root = tempfile::tempdir().expect("dir");
+    for d in ["playbooks", "connectors"] {
+        std::fs::create_dir_all(root.path().join(d)).expect("dir");
+    }
+    std::fs::create_dir_all(data.path().join("hostile")).expect("dir");
+    std::fs::write(data.path().join("hostile/h.csv"), HOSTILE_CSV).expect("csv");
+    std::fs::write(root.path().join("connectors/hostile.yaml"), "format: csv\npath: hostile\n").expect("connector");
+    std::fs::write(root.path().join("playbooks/hostile.yaml"), HOSTILE_PLAYBOOK).expect("playbook");
+    let mut paths = common::paths_with(data.path());
+    paths.playbooks = root.path().join("playbooks");
+    paths.connectors = root.path().join("connectors");
+    let (addr, server) = common::serve_paths(paths.clone()).await;
+    let site = format!("http://{addr}");
+    let d = Driver::start().await;
+    d.sign_in(addr, "/p/hostile").await;
+    d.click("button.run[data-section='0']").await;
+    d.wait_for("return document.querySelectorAll('#results-0 table.data tbody tr').length >= 5 || null", "the table")
+        .await;
+    let labels = d
+        .wait_for(
+            "const c = document.querySelector('#results-0 canvas'); const ch = c && window.Chart && Chart.getChart(c);
+             return ch && ch.data.labels.length ? ch.data.labels : null",
+            "the chart",
+        )
+        .await;
+    assert_eq!(labels[0], json!("<script>window.__pwned=1</script>"), "a label is drawn text: {labels}");
+    let cells =
+        d.js("return [...document.querySelectorAll('#results-0 table.data tbody td')].map(td => td.textContent)").await;
+    let cells = cells.as_array().cloned().unwrap_or_default();
+    for v in ["<script>window.__pwned=1</script>", "[Reset your password](//evil.example/a)"] {
+        assert!(
+            cells.iter().any(|c| c.as_str().is_some_and(|t| t.trim() == v)),
+            "{v} is shown as the text it is: {cells:?}"
+        );
+    }
+    let note = d.js("return document.querySelector('#results-0 .md-output').textContent").await;
+    assert!(note.as_str().unwrap_or("").contains("[Reset your password](//evil.example/a)"), "{note}");
+    inert(&d, "the playbook page").await;
+
+    // The run's permalink, the saved threat's storyboard, and the report opened from disk.
+    let run = d.js("return document.querySelector('#results-0 [data-run]').dataset.run").await;
+    let run = run.as_str().expect("run id").to_string();
+    d.go(&format!("{site}/runs/{run}")).await;
+    d.wait_for("return document.querySelectorAll('table.data tbody tr').length >= 5 || null", "the permalink").await;
+    inert(&d, "the permalink").await;
+    d.js("document.getElementById('save-threat').open = true; return true").await;
+    d.type_into("#threat-form [name=threat_title]", "Hostile names").await;
+    d.type_into("#threat-form [name=threat_entity]", "10.0.0.1").await;
+    d.click("#threat-form button[type=submit]").await;
+    d.wait_for("return location.pathname.startsWith('/threats/') || null", "the storyboard").await;
+    d.wait_for(
+        "return document.querySelectorAll('details.evidence table.data tbody tr').length >= 5 || null",
+        "its evidence",
+    )
+    .await;
+    inert(&d, "the storyboard").await;
+
+    let cookie = d.cmd(reqwest::Method::GET, "/cookie/casebook_session", json!({})).await;
+    let session = format!("casebook_session={}", cookie["value"].as_str().expect("session cookie"));
+    let report = reqwest::Client::new()
+        .get(format!("{site}/runs/{run}/report.html"))
+        .header("cookie", session)
+        .send()
+        .await
+        .expect("report")
+        .text()
+        .await
+        .expect("text");
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("report.html");
+    std::fs::write(&file, report).expect("write");
+    d.go(&format!("file://{}", file.display())).await;
+    d.wait_for("return document.body.dataset.ready === '1' || null", "the report script").await;
+    inert(&d, "the report").await;
+    d.cmd(reqwest::Method::DELETE, "", json!({})).await;
+    server.abort();
+}

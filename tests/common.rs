@@ -126,7 +126,15 @@ pub fn app_with_cookie(state: casebook::web::AppState, cookie: &str) -> axum::Ro
 /// The real server on 127.0.0.1 over demo data in `data`, with account [`ME`] (password
 /// [`PASSWORD`]) to sign in with; returns its address.
 pub async fn serve(data: &Path) -> (std::net::SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>) {
-    let state = casebook::web::AppState::new(engine(data).await, paths_with(data)).expect("state");
+    serve_paths(paths_with(data)).await
+}
+
+/// [`serve`] over other folders.
+pub async fn serve_paths(paths: Paths) -> (std::net::SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let catalog = Arc::new(Catalog::load(paths.clone(), chrono_tz::Tz::UTC).await);
+    let store = Store::open(&paths.state_db()).expect("state db");
+    let engine = Arc::new(Engine::new(catalog, store));
+    let state = casebook::web::AppState::new(engine, paths).expect("state");
     let _ = sign_in(&state.engine.store, ME, Role::Admin);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -207,13 +215,27 @@ impl Server {
         I: IntoIterator<Item = A>,
         A: AsRef<std::ffi::OsStr>,
     {
+        Server::start_logged(args, None)
+    }
+
+    /// [`Server::start`], its log (every level of casebook's own) written to `log`.
+    pub fn start_logged<I, A>(args: I, log: Option<&Path>) -> Server
+    where
+        I: IntoIterator<Item = A>,
+        A: AsRef<std::ffi::OsStr>,
+    {
         use std::io::BufRead;
+        let stderr = match log {
+            Some(p) => std::process::Stdio::from(std::fs::File::create(p).expect("log file")),
+            None => std::process::Stdio::null(),
+        };
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_casebook"))
             .current_dir(repo())
+            .env("RUST_LOG", "casebook=trace,info")
             .args(["serve", "--bind", "127.0.0.1:0"])
             .args(args)
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("start casebook serve");
         let stdout = child.stdout.take().expect("stdout");

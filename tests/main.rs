@@ -21,5 +21,6 @@ mod reputation;
 mod resume;
 mod schedules;
 mod schema;
+mod secrecy;
 mod tidy;
 mod web;
