@@ -91,9 +91,7 @@ async fn no_secret_appears_in_any_response_log_line_export_report_or_audit_entry
     std::fs::create_dir_all(&pb_dir).expect("dir");
     std::fs::create_dir_all(&conn_dir).expect("dir");
     std::fs::write(pb_dir.join("rep.yaml"), PLAYBOOK).expect("playbook");
-    for c in ["flows.yaml"] {
-        std::fs::copy(common::repo().join("connectors").join(c), conn_dir.join(c)).expect("connector");
-    }
+    std::fs::copy(common::repo().join("connectors/flows.yaml"), conn_dir.join("flows.yaml")).expect("connector");
     std::fs::write(
         conn_dir.join("vt.yaml"),
         format!(
@@ -170,7 +168,7 @@ async fn no_secret_appears_in_any_response_log_line_export_report_or_audit_entry
         all.take(path, get(path).await.expect("get")).await;
     }
     drop(server);
-    let _ = fake_task;
+    fake_task.abort();
 
     // Now search everything.
     let mut places: Vec<(String, String)> =
