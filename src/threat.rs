@@ -109,15 +109,21 @@ pub async fn save(engine: &Arc<Engine>, t: &NewThreat) -> Result<i64> {
     })?;
     let dir = engine.catalog().paths.data.join("threats").join(id.to_string());
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    // Evidence: the run's step tables, copied.
+    // Evidence: the run's step tables, copied; not those the playbook hides or keeps from
+    // export (the storyboard shows their rows).
     for s in engine.store.steps(&t.run_id)? {
         let Some(file) = s.file.clone() else { continue };
         if !crate::util::text::is_identifier(&s.step_id) || file != format!("{}.parquet", s.step_id) {
             continue;
         }
+        let outcome = s.outcome_as::<serde_json::Value>();
+        let offered = |key: &str| outcome.as_ref().and_then(|o| o[key].as_bool()).unwrap_or(true);
+        if !offered("show_table") || !offered("export") {
+            continue;
+        }
         let from = engine.catalog().paths.run_dir(&t.run_id).join(&file);
         if std::fs::copy(&from, dir.join(format!("evidence_{}", file))).is_ok() {
-            let title = s.outcome_as::<serde_json::Value>().and_then(|o| o["title"].as_str().map(String::from));
+            let title = outcome.as_ref().and_then(|o| o["title"].as_str().map(String::from));
             engine.store.add_evidence(id, &s.step_id, title.as_deref().unwrap_or(&s.step_id), s.rows.unwrap_or(0))?;
         }
     }

@@ -770,6 +770,29 @@ async fn a_table_the_playbook_hides_or_keeps_from_export_is_not_served() {
     assert_eq!(status, StatusCode::OK);
     let (status, body) = c.post(&format!("/runs/{run}/steps/flows_basic/export"), &[("format", "csv")], true).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    // Nor through a rating, a report or a saved threat's storyboard: `flows` is hidden too.
+    let rate = [("field", "sip"), ("rating", "1"), ("row", "0")];
+    let (status, _) = c.post(&format!("/runs/{run}/steps/flows/rate"), &rate, true).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, report) = c.get(&format!("/runs/{run}/report.html")).await;
+    assert!(report.contains("<span class=\"sort\">sport</span>"), "the shown table is in the report");
+    assert!(!report.contains("<span class=\"sort\">rip</span>"), "the hidden `flows` table is not");
+    let threat = [
+        ("threat_title", "Scanner"),
+        ("threat_severity", "high"),
+        ("threat_kind", "ip"),
+        ("threat_entity", cast::SCANNER),
+        ("threat_description", "seen"),
+    ];
+    let (status, body) = c.post(&format!("/runs/{run}/threat"), &threat, true).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let at =
+        serde_json::from_str::<serde_json::Value>(&body).expect("json")["location"].as_str().unwrap_or("").to_string();
+    let (_, story) = c.get(&at).await;
+    assert!(story.contains("<summary>Flows <span"), "the shown table is evidence: {story}");
+    assert!(!story.contains("<summary>flows <span") && !story.contains("Flows per minute"), "hidden ones are not");
+    let (_, json) = c.get(&format!("{at}/story.json")).await;
+    assert!(!json.contains("per_minute") && !json.contains("\"flows\""), "{json}");
 }
 
 #[tokio::test]
