@@ -335,6 +335,11 @@ async fn a_playbook_limited_to_a_group_and_its_runs_are_hidden_from_everyone_els
         let (status, body, _) = get(uri.clone(), &member).await;
         assert_eq!(status, StatusCode::OK, "{uri} is open to a member: {body}");
     }
+    // An author outside the group does not see it on the management page either.
+    let author = common::sign_in(&engine.store, "author-elsewhere", Role::Author);
+    let (status, manage, _) = get("/manage".into(), &author).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!manage.contains("ip_flows") && manage.contains("event_timeline"), "the management page hides network/");
     // A broken rules file hides nothing silently: the pages say something is wrong.
     std::fs::write(data.path().join("access.yaml"), "- folder: network\n  group: [soc]\n").expect("rules");
     let (status, _, _) = get("/".into(), &outsider).await;

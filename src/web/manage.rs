@@ -200,9 +200,12 @@ async fn time_span(ctx: &datafusion::prelude::SessionContext, table: &str, colum
 pub async fn page(State(state): State<AppState>, me: Caller, headers: HeaderMap) -> Result<Response> {
     let (token, cookie) = csrf::ensure(&headers);
     let catalog = state.engine.catalog();
+    // An author sees the playbooks (and their stored data) their groups may see.
+    let sight = super::toolkit::Sight::new(&state, &me)?;
     let playbooks: Vec<PlaybookHealth<'_>> = catalog
         .playbooks
         .iter()
+        .filter(|e| sight.playbook(&e.id))
         .map(|e| PlaybookHealth {
             id: &e.id,
             path: &e.path,
@@ -212,7 +215,8 @@ pub async fn page(State(state): State<AppState>, me: Caller, headers: HeaderMap)
             last_good: e.last_good.is_some(),
         })
         .collect();
-    let stored = manage::stored(&catalog, &state.engine.store).map_err(WebError::Internal)?;
+    let mut stored = manage::stored(&catalog, &state.engine.store).map_err(WebError::Internal)?;
+    stored.retain(|s| sight.playbook(&s.playbook));
     let repo = match crate::repo::status(&catalog.paths.playbooks).await {
         Ok(r) => json!(r),
         Err(e) => json!({"error": format!("{e:#}")}),
