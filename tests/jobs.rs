@@ -87,6 +87,20 @@ async fn the_run_time_limit_ends_a_run_with_a_message() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_over_the_memory_limit_says_what_to_do_not_datafusions_settings() {
+    let data = common::fresh_data();
+    let limits = Limits { memory_bytes: 1 << 20, ..Limits::default() };
+    let (engine, _dir) = engine(data.path(), &[], limits).await;
+    let out = engine.run(request(&engine, "rdp_bruteforce")).await.expect("run");
+    let failed = out.steps.iter().find(|s| s.error.is_some()).expect("a step over 1 MB fails");
+    let err = failed.error.clone().unwrap_or_default();
+    assert!(err.contains("needs more memory than one run may use") && err.contains("narrow the time window"), "{err}");
+    assert!(err.contains("--run-memory-mb"), "the hint says who can raise it: {err}");
+    assert!(!err.contains("datafusion.") && !err.contains("ExternalSorter"), "{err}");
+    assert_eq!(engine.store.run(&out.run_id).expect("db").expect("run").state, "failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_more_than_the_limit_run_at_once_and_all_finish() {
     let data = common::fresh_data();
     let limits = Limits { concurrent: 4, ..Limits::default() };

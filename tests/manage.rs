@@ -32,6 +32,14 @@ fn shipped(rel: &str) -> String {
     std::fs::read_to_string(common::repo().join("playbooks").join(rel)).expect("read")
 }
 
+/// `text` (a playbook) with another `version:`, whatever its own is.
+fn with_version(text: &str, version: &str) -> String {
+    let old = text.lines().find(|l| l.starts_with("version:")).expect("a version line");
+    let new = format!("version: {version}");
+    assert_ne!(old, new);
+    text.replacen(old, &new, 1)
+}
+
 #[tokio::test]
 async fn duplicates_are_listed_and_only_those_are_deleted() {
     let data = common::fresh_data();
@@ -44,8 +52,8 @@ async fn duplicates_are_listed_and_only_those_are_deleted() {
             ("ip_flows.yaml", flows.clone()),
             ("ip_flows-Copy1.yaml", flows.clone()),
             ("rdp_bruteforce.yaml", rdp.clone()),
-            ("old/rdp_bruteforce (2).yaml", rdp.replace("version: 1.0.0", "version: 0.9.0")),
-            ("rdp_bruteforce (2).yaml", rdp.replace("version: 1.0.0", "version: 0.9.1")),
+            ("old/rdp_bruteforce (2).yaml", with_version(&rdp, "0.9.0")),
+            ("rdp_bruteforce (2).yaml", with_version(&rdp, "0.9.1")),
             ("hunting/event_timeline.yaml", events.clone()),
             ("hunting/timeline_backup.yaml", events.clone()),
             ("other.yaml", events.replace("description: |", "description: |\n  A variant.")),

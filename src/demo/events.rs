@@ -113,7 +113,7 @@ pub fn write(dir: &Path, rng: &mut Rng, start: DateTime<Utc>, hours: u32, rows: 
         evs.push(e);
     }
     // Incident 5: PsExec-like lateral movement from the scanner onto 12 hosts within a minute.
-    let burst = start + Duration::hours(27) + Duration::minutes(5);
+    let burst = super::incident_at(start, hours, 26, 65);
     for k in 0..12 {
         let c = computer(20 + k);
         let t = burst + Duration::milliseconds(k as i64 * 2500);

@@ -96,7 +96,7 @@ pub fn generate(data: &Path, opts: &Options) -> Result<String> {
         "start": start.to_rfc3339(),
         "end": end.to_rfc3339(),
         "flows": n_flows, "dns": n_dns, "proxy": n_proxy, "events": n_events,
-        "incidents": incidents(start),
+        "incidents": incidents(start, opts.hours.max(2)),
     });
     fs::write(root.join("manifest.json"), serde_json::to_string_pretty(&manifest)?)?;
     Ok(format!(
@@ -108,14 +108,21 @@ pub fn generate(data: &Path, opts: &Options) -> Result<String> {
     ))
 }
 
+/// When an incident happens: `m` minutes after hour `h` of a 48-hour day, that hour placed
+/// at the same share of a shorter or longer period (`--hours 24` has the scan at +13:00),
+/// so every incident lies inside the data whatever its length. Durations stay as they are.
+pub fn incident_at(start: DateTime<Utc>, hours: u32, h: i64, m: i64) -> DateTime<Utc> {
+    start + Duration::seconds(h * 3600 * i64::from(hours) / 48) + Duration::minutes(m)
+}
+
 /// When each incident happens, relative to the start of the data.
-pub fn incidents(start: DateTime<Utc>) -> serde_json::Value {
-    let at = |h: i64, m: i64| (start + Duration::hours(h) + Duration::minutes(m)).to_rfc3339();
+pub fn incidents(start: DateTime<Utc>, hours: u32) -> serde_json::Value {
+    let at = |h: i64, m: i64| incident_at(start, hours, h, m).to_rfc3339();
     serde_json::json!([
         {"what": "scan of 10.0.20.0/24", "host": cast::SCANNER, "from": at(26, 0), "to": at(26, 20)},
-        {"what": "RDP brute force", "host": cast::SCANNER, "targets": cast::RDP_VICTIMS, "from": at(26, 20), "to": at(27, 0)},
-        {"what": "PsExec service installs", "host": cast::SCANNER, "from": at(27, 5), "to": at(27, 6)},
-        {"what": "DNS tunnelling", "host": cast::TUNNEL_CLIENT, "domain": cast::TUNNEL_DOMAIN, "from": at(30, 0), "to": at(31, 0)},
+        {"what": "RDP brute force", "host": cast::SCANNER, "targets": cast::RDP_VICTIMS, "from": at(26, 20), "to": at(26, 60)},
+        {"what": "PsExec service installs", "host": cast::SCANNER, "from": at(26, 65), "to": at(26, 66)},
+        {"what": "DNS tunnelling", "host": cast::TUNNEL_CLIENT, "domain": cast::TUNNEL_DOMAIN, "from": at(30, 0), "to": at(30, 60)},
         {"what": "exfiltration", "host": cast::EXFIL_SRC, "peer": cast::EXFIL_DST, "from": at(38, 0), "to": at(38, 40)},
         {"what": "beaconing every 60 s", "host": cast::BEACON_SRC, "peer": cast::BEACON_DST, "from": at(0, 0), "to": "end"},
     ])
@@ -252,7 +259,7 @@ fn flows(rng: &mut Rng, w: &World, start: DateTime<Utc>, hours: u32, rows: usize
         }
     }
     // Incident 1: scan of 10.0.20.0/24 then RDP brute force.
-    let scan_start = micros(start + Duration::hours(26));
+    let scan_start = micros(incident_at(start, hours, 26, 0));
     for host in 1..=254 {
         for (k, port) in [22, 135, 139, 445, 3389, 5985].into_iter().enumerate() {
             let t = scan_start + (host * 6 + k as i64) * 780_000 + rng.range(0, 500_000) as i64;
@@ -273,7 +280,7 @@ fn flows(rng: &mut Rng, w: &World, start: DateTime<Utc>, hours: u32, rows: usize
             });
         }
     }
-    let brute_start = micros(start + Duration::hours(26) + Duration::minutes(20));
+    let brute_start = micros(incident_at(start, hours, 26, 20));
     for minute in 0..40 {
         for k in 0..120 {
             let victim = cast::RDP_VICTIMS[k % 2];
@@ -294,7 +301,7 @@ fn flows(rng: &mut Rng, w: &World, start: DateTime<Utc>, hours: u32, rows: usize
         }
     }
     // Incident 2: exfiltration, ~2.5 GB in 30 long flows.
-    let ex_start = micros(start + Duration::hours(38));
+    let ex_start = micros(incident_at(start, hours, 38, 0));
     for k in 0..30 {
         let bytes = 80_000_000 + rng.range(0, 10_000_000) as i64;
         out.push(Flow {
@@ -333,7 +340,7 @@ fn flows(rng: &mut Rng, w: &World, start: DateTime<Utc>, hours: u32, rows: usize
         t += 60_000_000 + (rng.range(0, 4_000_000) as i64 - 2_000_000);
     }
     // Incident 4's DNS traffic also shows as flows to the resolver.
-    let tun_start = micros(start + Duration::hours(30));
+    let tun_start = micros(incident_at(start, hours, 30, 0));
     for k in 0..3000 {
         out.push(Flow {
             t: tun_start + k * 1_200_000,

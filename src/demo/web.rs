@@ -117,7 +117,7 @@ pub fn dns(rng: &mut Rng, w: &World, start: DateTime<Utc>, hours: u32, rows: usi
         }
     }
     // Incident 4: DNS tunnelling — long random labels under one domain, TXT queries.
-    let base = micros(start + Duration::hours(30));
+    let base = micros(super::incident_at(start, hours, 30, 0));
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
     for k in 0..3000 {
         let len = rng.range(40, 60) as usize;
@@ -222,7 +222,7 @@ pub fn proxy(rng: &mut Rng, w: &World, start: DateTime<Utc>, hours: u32, rows: u
         }
     }
     // The exfiltrating host also uploads through the proxy with a scripting client.
-    let base = micros(start + Duration::hours(37) + Duration::minutes(50));
+    let base = micros(super::incident_at(start, hours, 38, -10));
     for k in 0..40 {
         out.push(Proxy {
             t: base + k * 15_000_000,

@@ -89,9 +89,15 @@ pub fn clean_error(e: &DataFusionError) -> (String, Option<String>) {
             msg = rest.trim_end_matches(')').to_string();
         }
     }
-    if msg.starts_with("Resources exhausted") {
+    let whole = e.to_string();
+    if msg.starts_with("Resources exhausted")
+        || whole.contains("Resources exhausted")
+        || whole.contains("Not enough memory")
+    {
         return (
-            "the query needed more memory than one run may use; narrow the time window or lower the row limit".into(),
+            "this query needs more memory than one run may use: narrow the time window (or lower the row limit) and \
+             run again; an administrator can raise the limit with serve --run-memory-mb"
+                .into(),
             None,
         );
     }
