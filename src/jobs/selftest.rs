@@ -49,9 +49,24 @@ pub async fn run(engine: &std::sync::Arc<Engine>, pb: &std::sync::Arc<Playbook>)
             }
         };
         o.run_id = Some(run.run_id.clone());
+        // The step that failed for its own reason, which the skipped ones after it name.
+        let cause = run
+            .steps
+            .iter()
+            .find_map(|s| s.error.as_ref().filter(|e| !e.starts_with("skipped:")).map(|e| (s.id.clone(), e.clone())));
+        let mut said: Vec<&str> = Vec::new();
         for e in &t.expect {
             if let Some(err) = run.steps.iter().find(|s| s.id == e.step).and_then(|s| s.error.clone()) {
-                o.failures.push(format!("step `{}` failed: {err}", e.step));
+                if !said.contains(&e.step.as_str()) {
+                    said.push(&e.step);
+                    let why = match &cause {
+                        Some((id, first)) if err.starts_with("skipped:") => {
+                            format!(" (first failure: `{id}`: {first})")
+                        }
+                        _ => String::new(),
+                    };
+                    o.failures.push(format!("step `{}` failed: {err}{why}", e.step));
+                }
                 continue;
             }
             let data = match engine.step_data(&run.run_id, &e.step) {
