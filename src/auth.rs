@@ -137,14 +137,12 @@ fn verify_password(password: &str, hash: &str) -> bool {
 
 /// A new random token (256 bits, hex).
 pub fn new_token() -> Result<String> {
-    let mut b = [0u8; 32];
-    getrandom::fill(&mut b).map_err(|e| anyhow!("no randomness for a token: {e}"))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    crate::util::text::random_hex(32).map_err(anyhow::Error::msg)
 }
 
 /// What the state file keeps of a token.
 pub fn digest(token: &str) -> String {
-    Sha256::digest(token.as_bytes()).iter().map(|x| format!("{x:02x}")).collect()
+    crate::util::text::hex(&Sha256::digest(token.as_bytes()))
 }
 
 /// A new session for `name`: its token (for the cookie) and its lifetime.

@@ -46,8 +46,7 @@ pub struct AuditCheck {
 
 fn digest(id: i64, at: &str, who: &str, action: &str, target: &str, detail: &str, prev: &str) -> String {
     let fields = serde_json::json!([id, at, who, action, target, detail, prev]).to_string();
-    let sum = Sha256::digest(fields.as_bytes());
-    sum.iter().map(|b| format!("{b:02x}")).collect()
+    crate::util::text::hex(&Sha256::digest(fields.as_bytes()))
 }
 
 fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {

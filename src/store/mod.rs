@@ -30,9 +30,7 @@ fn now() -> String {
 
 /// 128 random bits as hex: a key that cannot be guessed or counted through.
 pub fn random_key() -> Result<String> {
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no randomness for a key: {e}"))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    crate::util::text::random_hex(16).map_err(anyhow::Error::msg)
 }
 
 /// A time as the state database stores it (text that sorts as time).

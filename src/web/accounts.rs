@@ -10,7 +10,7 @@ use serde_json::json;
 use super::csrf;
 use super::error::WebError;
 use super::state::AppState;
-use super::toolkit::{audit, page as full_page, render_page, Result, UrlPath};
+use super::toolkit::{audit, form_value, page as full_page, render_page, Result, UrlPath};
 use crate::auth::Caller;
 use crate::store::accounts::{Account, Role};
 
@@ -45,10 +45,6 @@ pub async fn page(State(state): State<AppState>, me: Caller, headers: HeaderMap)
     render_accounts(&state, &me, &headers, None)
 }
 
-fn field<'a>(form: &'a [(String, String)], name: &str) -> &'a str {
-    form.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.trim())
-}
-
 /// Groups as typed: `soc, ir` → [soc, ir], each a plain name.
 fn groups(text: &str) -> std::result::Result<Vec<String>, String> {
     let list: Vec<String> = text.split(',').map(str::trim).filter(|g| !g.is_empty()).map(String::from).collect();
@@ -64,12 +60,12 @@ pub async fn add(
     headers: HeaderMap,
     csrf::CheckedForm(form): csrf::CheckedForm,
 ) -> Result<Response> {
-    let name = field(&form, "name");
+    let name = form_value(&form, "name").trim();
     let made = (|| -> std::result::Result<(Role, Vec<String>, Option<String>), String> {
         crate::auth::check_name(name).map_err(|e| e.to_string())?;
-        let role: Role = field(&form, "role").parse()?;
-        let groups = groups(field(&form, "groups"))?;
-        let password = form.iter().find(|(k, _)| k == "password").map_or("", |(_, v)| v.as_str());
+        let role: Role = form_value(&form, "role").trim().parse()?;
+        let groups = groups(form_value(&form, "groups").trim())?;
+        let password = form_value(&form, "password");
         let hash = if password.is_empty() {
             None
         } else {
@@ -108,11 +104,11 @@ pub async fn update(
     UrlPath(name): UrlPath<String>,
     csrf::CheckedForm(form): csrf::CheckedForm,
 ) -> Result<Response> {
-    let role: Role = match field(&form, "role").parse() {
+    let role: Role = match form_value(&form, "role").trim().parse() {
         Ok(r) => r,
         Err(e) => return render_accounts(&state, &me, &headers, Some(e)),
     };
-    let groups = match groups(field(&form, "groups")) {
+    let groups = match groups(form_value(&form, "groups").trim()) {
         Ok(g) => g,
         Err(e) => return render_accounts(&state, &me, &headers, Some(e)),
     };
@@ -134,7 +130,7 @@ pub async fn set_password(
     UrlPath(name): UrlPath<String>,
     csrf::CheckedForm(form): csrf::CheckedForm,
 ) -> Result<Response> {
-    let password = form.iter().find(|(k, _)| k == "password").map_or("", |(_, v)| v.as_str());
+    let password = form_value(&form, "password");
     let hash = match crate::auth::hash_password(password) {
         Ok(h) => h,
         Err(e) => return render_accounts(&state, &me, &headers, Some(e.to_string())),

@@ -5,17 +5,21 @@ use axum::http::{HeaderMap, HeaderValue};
 
 pub const COOKIE: &str = "casebook_csrf";
 
-/// The token the browser already holds, if any.
-pub fn from_cookie(headers: &HeaderMap) -> Option<String> {
+/// The value of cookie `name` the request carries, if any.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(axum::http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_string())
-        .filter(|v| v.len() == 32 && v.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// The token the browser already holds, if any.
+pub fn from_cookie(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, COOKIE).filter(|v| v.len() == 32 && v.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// The browser's token, or a new one with the `Set-Cookie` header that gives it.

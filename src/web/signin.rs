@@ -13,7 +13,7 @@ use serde_json::json;
 use super::csrf;
 use super::error::WebError;
 use super::state::AppState;
-use super::toolkit::{audit, render, Result, UrlPath};
+use super::toolkit::{audit, form_value, render, Result, UrlPath};
 use super::Access;
 use crate::auth::{Caller, SignInError};
 use crate::store::accounts::Role;
@@ -33,14 +33,7 @@ pub fn peer(extensions: &axum::http::Extensions) -> Option<IpAddr> {
 }
 
 fn session_token(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == SESSION_COOKIE)
-        .map(|(_, v)| v.to_string())
+    csrf::cookie(headers, SESSION_COOKIE)
 }
 
 /// The caller of a request: its session's account, else the account a trusted proxy names.
@@ -63,28 +56,22 @@ fn identify(state: &AppState, req: &Request) -> Option<Caller> {
     }
 }
 
-/// Runs before each route's handler (put there by the routes table).
+/// Runs before each route's handler (put there by the routes table). A route open to anyone
+/// (sign-in, static files, health) reads no session.
 pub async fn gate(State(g): State<Gate>, mut req: Request, next: Next) -> Response {
-    let caller = identify(&g.state, &req);
-    match (g.access, caller) {
-        (Access::Public, None) => next.run(req).await,
-        (_, Some(c)) => {
-            if let Access::Role(needed) = g.access {
-                if !c.may(needed) {
-                    tracing::warn!(account = %c.name, path = %req.uri().path(), "refused: role too low");
-                    return WebError::Forbidden(format!(
-                        "Your account ({}) may not do this: it needs the {needed} role. An administrator can \
-                         change roles on the Accounts page.",
-                        c.role
-                    ))
-                    .into_response();
-                }
-            }
-            req.extensions_mut().insert(c);
-            next.run(req).await
-        }
-        (Access::Role(_), None) => signed_out(&req),
+    let Access::Role(needed) = g.access else { return next.run(req).await };
+    let Some(c) = identify(&g.state, &req) else { return signed_out(&req) };
+    if !c.may(needed) {
+        tracing::warn!(account = %c.name, path = %req.uri().path(), "refused: role too low");
+        return WebError::Forbidden(format!(
+            "Your account ({}) may not do this: it needs the {needed} role. An administrator can change roles \
+             on the Accounts page.",
+            c.role
+        ))
+        .into_response();
     }
+    req.extensions_mut().insert(c);
+    next.run(req).await
 }
 
 /// A page opened by a browser goes to the sign-in page and comes back after; anything else
@@ -142,9 +129,26 @@ struct SignInPage<'a> {
     min_password: usize,
 }
 
-fn sign_in_page(state: &AppState, headers: &HeaderMap, page: SignInPage<'_>, status: StatusCode) -> Result<Response> {
+/// What a sign-in or setup page shows besides its form.
+struct Shown<'a> {
+    mode: &'a str,
+    next: String,
+    name: &'a str,
+    error: Option<String>,
+}
+
+fn sign_in_page(state: &AppState, headers: &HeaderMap, shown: Shown<'_>, status: StatusCode) -> Result<Response> {
     let (token, cookie) = csrf::ensure(headers);
-    let html = render(state, "signin.html", SignInPage { csrf: token, ..page })?;
+    let page = SignInPage {
+        csrf: token,
+        mode: shown.mode,
+        next: shown.next,
+        name: shown.name,
+        error: shown.error,
+        tz: state.engine.tz().name(),
+        min_password: crate::auth::MIN_PASSWORD,
+    };
+    let html = render(state, "signin.html", page)?;
     let mut r = (status, Html(html)).into_response();
     if let Some(c) = cookie {
         r.headers_mut().insert(header::SET_COOKIE, c);
@@ -158,20 +162,8 @@ pub struct NextQuery {
 }
 
 pub async fn login_page(State(state): State<AppState>, headers: HeaderMap, q: Query<NextQuery>) -> Result<Response> {
-    let page = SignInPage {
-        csrf: String::new(),
-        mode: "login",
-        next: safe_next(q.next.as_deref()),
-        name: "",
-        error: None,
-        tz: state.engine.tz().name(),
-        min_password: crate::auth::MIN_PASSWORD,
-    };
+    let page = Shown { mode: "login", next: safe_next(q.next.as_deref()), name: "", error: None };
     sign_in_page(&state, &headers, page, StatusCode::OK)
-}
-
-fn field<'a>(form: &'a [(String, String)], name: &str) -> &'a str {
-    form.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str())
 }
 
 /// The address a request came from, as an extractor.
@@ -195,8 +187,8 @@ pub async fn login(
     headers: HeaderMap,
     csrf::CheckedForm(form): csrf::CheckedForm,
 ) -> Result<Response> {
-    let (name, password) = (field(&form, "name").trim(), field(&form, "password"));
-    let next = safe_next(Some(field(&form, "next")));
+    let (name, password) = (form_value(&form, "name").trim(), form_value(&form, "password"));
+    let next = safe_next(Some(form_value(&form, "next")));
     let store = &state.engine.store;
     match state.sign_ins.sign_in(store, name, password, peer) {
         Ok((caller, token, life)) => {
@@ -224,15 +216,7 @@ pub async fn login(
                 SignInError::Wrong => StatusCode::UNAUTHORIZED,
                 SignInError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
-            let page = SignInPage {
-                csrf: String::new(),
-                mode: "login",
-                next,
-                name,
-                error: Some(e.to_string()),
-                tz: state.engine.tz().name(),
-                min_password: crate::auth::MIN_PASSWORD,
-            };
+            let page = Shown { mode: "login", next, name, error: Some(e.to_string()) };
             sign_in_page(&state, &headers, page, status)
         }
     }
@@ -269,15 +253,7 @@ pub async fn setup_page(
             "This setup link has been used or has expired. Sign in, or ask an administrator for an account.".into(),
         ));
     }
-    let page = SignInPage {
-        csrf: String::new(),
-        mode: "setup",
-        next: "/".into(),
-        name: "",
-        error: None,
-        tz: state.engine.tz().name(),
-        min_password: crate::auth::MIN_PASSWORD,
-    };
+    let page = Shown { mode: "setup", next: "/".into(), name: "", error: None };
     sign_in_page(&state, &headers, page, StatusCode::OK)
 }
 
@@ -290,8 +266,8 @@ pub async fn setup(
     if !setup_open(&state, &token) {
         return Err(WebError::NotFound("This setup link has been used or has expired.".into()));
     }
-    let name = field(&form, "name").trim();
-    let (password, again) = (field(&form, "password"), field(&form, "again"));
+    let name = form_value(&form, "name").trim();
+    let (password, again) = (form_value(&form, "password"), form_value(&form, "again"));
     let made = crate::auth::check_name(name).and_then(|()| {
         if password != again {
             anyhow::bail!("the two passwords differ");
@@ -301,15 +277,7 @@ pub async fn setup(
     let hash = match made {
         Ok(h) => h,
         Err(e) => {
-            let page = SignInPage {
-                csrf: String::new(),
-                mode: "setup",
-                next: "/".into(),
-                name,
-                error: Some(e.to_string()),
-                tz: state.engine.tz().name(),
-                min_password: crate::auth::MIN_PASSWORD,
-            };
+            let page = Shown { mode: "setup", next: "/".into(), name, error: Some(e.to_string()) };
             return sign_in_page(&state, &headers, page, StatusCode::UNPROCESSABLE_ENTITY);
         }
     };

@@ -155,6 +155,12 @@ pub(super) fn find_entry(state: &AppState, me: &crate::auth::Caller, id: &str) -
     state.engine.catalog().entry(id).cloned().ok_or_else(missing)
 }
 
+/// The value of field `name` in a form as sent (not trimmed: a password is what was typed);
+/// empty when the form has none.
+pub(super) fn form_value<'a>(form: &'a [(String, String)], name: &str) -> &'a str {
+    form.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str())
+}
+
 /// Form and query values: repeated names (multiple select) joined with `,`.
 pub(super) fn join_multi(pairs: &[(String, String)]) -> HashMap<String, String> {
     let mut out: HashMap<String, String> = HashMap::new();
