@@ -1,17 +1,21 @@
-//! Connectors (`connectors/*.yaml`): files of format parquet, csv or ndjson (a folder, a
-//! file or a glob, optionally hive-partitioned) registered as DataFusion tables by name.
+//! Connectors (`connectors/*.yaml`): files of format parquet, csv, ndjson or zeek (a folder,
+//! a file or a glob, optionally hive-partitioned, optionally compressed) registered as
+//! DataFusion tables by name; a standard schema they provide and the mapping of its columns
+//! onto the source ([`super::mapping`]).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::datasource::TableProvider;
 use datafusion::prelude::SessionContext;
+use indexmap::IndexMap;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
@@ -49,6 +53,46 @@ pub struct RawConnector {
     #[serde(default)]
     #[schemars(with = "Option<char>")]
     pub delimiter: Option<Spanned<char>>,
+    /// gzip, zstd, bzip2, xz or none (default: from the files' names, e.g. `.csv.gz`).
+    #[serde(default)]
+    #[schemars(with = "Option<CompressionName>")]
+    pub compression: Option<Spanned<String>>,
+    /// The standard schema these files hold once mapped: flows, dns, proxy or events.
+    #[serde(default)]
+    #[schemars(with = "Option<StandardName>")]
+    pub provides: Option<Spanned<String>>,
+    /// Columns as the playbooks see them: each a source column or a SQL expression over the
+    /// source's columns (`sip: '"id.orig_h"'`, `treceived: from_epoch(ts)`).
+    #[serde(default)]
+    #[schemars(with = "IndexMap<String, String>")]
+    pub columns: IndexMap<String, Spanned<String>>,
+    /// Only the rows for which this SQL condition holds (`event_type = 'flow'`).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub filter: Option<Spanned<String>>,
+}
+
+/// For the schema: the compressions.
+#[derive(schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum CompressionName {
+    Gzip,
+    Zstd,
+    Bzip2,
+    Xz,
+    None,
+}
+
+/// For the schema: the standard schemas.
+#[derive(schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum StandardName {
+    Flows,
+    Dns,
+    Proxy,
+    Events,
 }
 
 /// For the schema: the file formats.
@@ -59,6 +103,8 @@ enum FormatName {
     Parquet,
     Csv,
     Ndjson,
+    /// Zeek's TSV logs: `#fields` and `#types` headers, `-` for empty.
+    Zeek,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -74,6 +120,7 @@ pub enum Format {
     Parquet,
     Csv,
     Ndjson,
+    Zeek,
 }
 
 /// A loaded connector: its table, ready to register in any session.
@@ -89,6 +136,10 @@ pub struct Connector {
     pub location: Option<std::path::PathBuf>,
     /// Set when the author declared the schema: how to list the files again to check it.
     pub declared: Option<Listing>,
+    /// The standard schema provided, if any.
+    pub provides: Option<&'static super::standard::Standard>,
+    /// Its columns the source has no mapping for: they read as empty (NULL).
+    pub missing: Vec<String>,
 }
 
 impl Connector {
@@ -142,32 +193,30 @@ pub async fn load(
         "parquet" => Format::Parquet,
         "csv" => Format::Csv,
         "ndjson" | "json" => Format::Ndjson,
+        "zeek" => Format::Zeek,
         other => {
-            problems.push_hint(pos(&raw.format), format!("unknown format `{other}`"), "use parquet, csv or ndjson");
+            problems.push_hint(
+                pos(&raw.format),
+                format!("unknown format `{other}`"),
+                "use parquet, csv, ndjson or zeek",
+            );
             return None;
         }
     };
-    let (file_format, ext): (Arc<dyn FileFormat>, &str) = match format {
-        Format::Parquet => (Arc::new(ParquetFormat::default()), ".parquet"),
-        Format::Csv => {
-            let mut f = CsvFormat::default().with_has_header(raw.has_header.unwrap_or(true));
-            if let Some(at) = &raw.delimiter {
-                let d = at.value;
-                match u8::try_from(u32::from(d)) {
-                    Ok(b) if d.is_ascii() => f = f.with_delimiter(b),
-                    _ => {
-                        problems.push_hint(
-                            pos(at),
-                            format!("connector `{name}`: delimiter `{d}` is not a single ASCII character"),
-                            "use e.g. `,`, `;`, `|` or a tab (\"\\t\")",
-                        );
-                        return None;
-                    }
-                }
+    let provides = match &raw.provides {
+        None => None,
+        Some(p) => match super::standard::find(&p.value) {
+            Some(s) => Some(s),
+            None => {
+                let known: Vec<&str> = super::standard::ALL.iter().map(|s| s.name).collect();
+                problems.push_hint(
+                    pos(p),
+                    format!("connector `{name}`: there is no standard schema `{}`", p.value),
+                    format!("use one of {}", known.join(", ")),
+                );
+                return None;
             }
-            (Arc::new(f), ".csv")
-        }
-        Format::Ndjson => (Arc::new(JsonFormat::default()), ".json"),
+        },
     };
     let path_at = pos(&raw.path);
     let rel = raw.path.value.trim();
@@ -192,13 +241,57 @@ pub async fn load(
             return None;
         }
     };
+    let base_ext = match format {
+        Format::Parquet => ".parquet",
+        Format::Csv => ".csv",
+        Format::Ndjson => ".json",
+        Format::Zeek => ".log",
+    };
+    let compression = compression(&raw, format, &full, rel, base_ext, &name, problems)?;
+    let zeek = match format {
+        Format::Zeek => {
+            match super::zeek::header(ctx, &url, &(base_ext.to_string() + ext_of(compression)), compression).await {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    problems.push(path_at, format!("connector `{name}`: {e}"));
+                    return None;
+                }
+            }
+        }
+        _ => None,
+    };
+    let file_format: Arc<dyn FileFormat> = match format {
+        Format::Parquet => Arc::new(ParquetFormat::default()),
+        Format::Csv => {
+            let mut f = CsvFormat::default()
+                .with_has_header(raw.has_header.unwrap_or(true))
+                .with_file_compression_type(compression);
+            if let Some(at) = &raw.delimiter {
+                let d = at.value;
+                match u8::try_from(u32::from(d)) {
+                    Ok(b) if d.is_ascii() => f = f.with_delimiter(b),
+                    _ => {
+                        problems.push_hint(
+                            pos(at),
+                            format!("connector `{name}`: delimiter `{d}` is not a single ASCII character"),
+                            "use e.g. `,`, `;`, `|` or a tab (\"\\t\")",
+                        );
+                        return None;
+                    }
+                }
+            }
+            Arc::new(f)
+        }
+        Format::Ndjson => Arc::new(JsonFormat::default().with_file_compression_type(compression)),
+        Format::Zeek => Arc::new(super::zeek::format(zeek.as_ref().map_or(b'\t', |h| h.delimiter), compression)),
+    };
     // A single file keeps whatever extension it has; folders and globs look for the format's.
-    let ext = if full.is_file() { "" } else { ext };
+    let ext = if full.is_file() { String::new() } else { base_ext.to_string() + ext_of(compression) };
     let options = ListingOptions::new(file_format)
         .with_file_extension(ext)
         .with_table_partition_cols(raw.partitions.iter().map(|p| (p.clone(), DataType::Utf8)).collect());
-    let schema: SchemaRef = match &raw.schema {
-        Some(cols) => {
+    let schema: SchemaRef = match (&raw.schema, &zeek) {
+        (Some(cols), _) => {
             let mut fields = Vec::new();
             for c in &cols.value {
                 match parse_type(&c.kind) {
@@ -212,12 +305,14 @@ pub async fn load(
             }
             Arc::new(Schema::new(fields))
         }
-        None => match options.infer_schema(&ctx.state(), &url).await {
+        (None, Some(h)) => h.schema(),
+        (None, None) => match options.infer_schema(&ctx.state(), &url).await {
             Ok(s) => s,
             Err(e) => {
-                problems.push(
+                problems.push_hint(
                     path_at,
                     format!("connector `{name}`: cannot read the files: {}", first_line(&e.to_string())),
+                    "check `format:` and, for compressed files, `compression:`",
                 );
                 return None;
             }
@@ -225,24 +320,31 @@ pub async fn load(
     };
     let declared = raw.schema.is_some().then(|| Listing { options: options.clone(), url: url.clone() });
     let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(schema);
-    let table = match ListingTable::try_new(config) {
+    let files = match ListingTable::try_new(config) {
         Ok(t) => Arc::new(t) as Arc<dyn TableProvider>,
         Err(e) => {
             problems.push(path_at, format!("connector `{name}`: {}", first_line(&e.to_string())));
             return None;
         }
     };
-    let time_column = raw.time_column.as_ref().map(|t| t.value.clone());
-    if let Some(tc) = &raw.time_column {
-        match table.schema().field_with_name(&tc.value).map(|f| f.data_type().clone()) {
-            Err(_) => {
-                problems.push(pos(tc), format!("connector `{name}`: time column `{}` is not in its schema", tc.value))
-            }
+    let mapping =
+        super::mapping::Mapping { connector: &name, provides, columns: &raw.columns, filter: raw.filter.as_ref() };
+    let (table, missing) = if provides.is_some() || !raw.columns.is_empty() || raw.filter.is_some() {
+        let m = mapping.apply(files, problems)?;
+        (m.table, m.missing)
+    } else {
+        (files, Vec::new())
+    };
+    let time_column = raw.time_column.as_ref().map(|t| t.value.clone()).or(provides.map(|s| s.time_column.to_string()));
+    if let Some(tc) = &time_column {
+        let at = raw.time_column.as_ref().map_or(Pos::new(1, 1), pos);
+        match table.schema().field_with_name(tc).map(|f| f.data_type().clone()) {
+            Err(_) => problems.push(at, format!("connector `{name}`: time column `{tc}` is not in its schema")),
             Ok(DataType::Timestamp(..) | DataType::Date32 | DataType::Date64) => {}
             Ok(other) => problems.push_hint(
-                pos(tc),
-                format!("connector `{name}`: time column `{}` holds {}, not times", tc.value, type_name(&other)),
-                "declare it in `schema:` with type timestamp (or date)",
+                at,
+                format!("connector `{name}`: time column `{tc}` holds {}, not times", type_name(&other)),
+                "declare it in `schema:` with type timestamp (or date), or map it in `columns:` (e.g. from_epoch(ts))",
             ),
         }
     }
@@ -255,7 +357,107 @@ pub async fn load(
         table,
         location: (!is_glob).then_some(full),
         declared,
+        provides,
+        missing,
     })
+}
+
+/// The files' compression: as the connector says, else from the file names (`.csv.gz`).
+fn compression(
+    raw: &RawConnector,
+    format: Format,
+    full: &Path,
+    rel: &str,
+    base_ext: &str,
+    name: &str,
+    problems: &mut Problems,
+) -> Option<FileCompressionType> {
+    let named = |s: &str| match s {
+        "gzip" | "gz" => Some(FileCompressionType::GZIP),
+        "zstd" | "zst" => Some(FileCompressionType::ZSTD),
+        "bzip2" | "bz2" => Some(FileCompressionType::BZIP2),
+        "xz" => Some(FileCompressionType::XZ),
+        "none" | "" => Some(FileCompressionType::UNCOMPRESSED),
+        _ => None,
+    };
+    let chosen = match &raw.compression {
+        Some(c) => match named(c.value.trim()) {
+            Some(t) => t,
+            None => {
+                problems.push_hint(
+                    pos(c),
+                    format!("connector `{name}`: unknown compression `{}`", c.value),
+                    "use gzip, zstd, bzip2, xz or none",
+                );
+                return None;
+            }
+        },
+        None => {
+            // The path's own suffix, else the first compressed file of the format in a folder.
+            let suffix = |p: &str| -> FileCompressionType {
+                let lower = p.to_ascii_lowercase();
+                [".gz", ".zst", ".bz2", ".xz"]
+                    .iter()
+                    .find(|s| lower.ends_with(*s))
+                    .and_then(|s| named(&s[1..]))
+                    .unwrap_or(FileCompressionType::UNCOMPRESSED)
+            };
+            let own = suffix(rel);
+            if own.is_compressed() || !full.is_dir() {
+                own
+            } else {
+                first_file_with(full, base_ext).map_or(FileCompressionType::UNCOMPRESSED, |f| suffix(&f))
+            }
+        }
+    };
+    if chosen.is_compressed() && format == Format::Parquet {
+        let at = raw.compression.as_ref().map_or_else(|| pos(&raw.path), pos);
+        problems.push_hint(
+            at,
+            format!("connector `{name}`: Parquet files are not compressed from outside"),
+            "Parquet compresses inside the file; drop `compression:` and read the .parquet files as they are",
+        );
+        return None;
+    }
+    Some(chosen)
+}
+
+/// The file-name suffix of a compression (`.gz`), empty when uncompressed.
+fn ext_of(c: FileCompressionType) -> &'static str {
+    use datafusion::common::parsers::CompressionTypeVariant as V;
+    match *c.get_variant() {
+        V::GZIP => ".gz",
+        V::ZSTD => ".zst",
+        V::BZIP2 => ".bz2",
+        V::XZ => ".xz",
+        V::UNCOMPRESSED => "",
+    }
+}
+
+/// The name of the first file under `dir` (depth first, sorted) whose name holds `ext`
+/// followed by nothing but a compression suffix: how a folder of `.csv.gz` files is told
+/// from one of `.csv` files.
+fn first_file_with(dir: &Path, ext: &str) -> Option<String> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(&d).ok()?.flatten().map(|e| e.path()).collect();
+        entries.sort();
+        for p in entries.iter().rev() {
+            if p.is_dir() {
+                stack.push(p.clone());
+            }
+        }
+        for p in entries.iter().filter(|p| p.is_file()) {
+            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_ascii_lowercase();
+            if let Some(i) = n.rfind(ext) {
+                let rest = &n[i + ext.len()..];
+                if ["", ".gz", ".zst", ".bz2", ".xz"].contains(&rest) {
+                    return Some(n);
+                }
+            }
+        }
+    }
+    None
 }
 
 /// How a connector with a declared schema lists its files, to compare that schema with what
@@ -291,7 +493,7 @@ impl Connector {
 }
 
 /// A column type in the words of a connector's `schema:`.
-fn type_name(t: &DataType) -> String {
+pub fn type_name(t: &DataType) -> String {
     match t {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "text".into(),
         DataType::Boolean => "boolean".into(),

@@ -14,6 +14,9 @@ use datafusion::prelude::SessionContext;
 use serde::Serialize;
 
 pub mod connector;
+pub mod mapping;
+pub mod standard;
+pub mod zeek;
 
 use crate::model::params::{bind_all, ParamKind, ParseCtx, Value};
 use crate::playbook::{self, Playbook, RawPlaybook};
@@ -33,6 +36,9 @@ pub struct Entry {
     pub problems: Vec<Problem>,
     /// After a broken edit: the version that was valid before it, still served to analysts.
     pub last_good: Option<Arc<Playbook>>,
+    /// What the page says before anyone runs it: columns the playbook reads that the data
+    /// does not have (they read empty).
+    pub notices: Vec<String>,
 }
 
 impl Entry {
@@ -202,16 +208,77 @@ impl Catalog {
             Ok(t) => t,
             Err(e) => {
                 problems.push(Pos::UNKNOWN, format!("cannot read: {e}"));
-                return Entry { id, path: shown, playbook: None, problems: problems.list, last_good: None };
+                return Entry {
+                    id,
+                    path: shown,
+                    playbook: None,
+                    problems: problems.list,
+                    last_good: None,
+                    notices: Vec::new(),
+                };
             }
         };
         let raw: RawPlaybook = match crate::util::yaml::parse(&shown, &text) {
             Ok(r) => r,
-            Err(p) => return Entry { id, path: shown, playbook: None, problems: vec![p], last_good: None },
+            Err(p) => {
+                return Entry {
+                    id,
+                    path: shown,
+                    playbook: None,
+                    problems: vec![p],
+                    last_good: None,
+                    notices: Vec::new(),
+                }
+            }
         };
         let pb = playbook::validate(&id, raw, &text, &self.parse_ctx(), &mut problems);
         self.plan(&pb, &mut problems).await;
-        Entry { id, path: shown, playbook: Some(Arc::new(pb)), problems: problems.list, last_good: None }
+        let notices = self.missing_columns(&pb);
+        Entry { id, path: shown, playbook: Some(Arc::new(pb)), problems: problems.list, last_good: None, notices }
+    }
+
+    /// For each connector `pb` reads whose data lacks standard columns the playbook's SQL
+    /// names: a sentence saying which, and that they read empty.
+    fn missing_columns(&self, pb: &Playbook) -> Vec<String> {
+        let mut out = Vec::new();
+        for c in self.connectors.iter().filter(|c| !c.missing.is_empty()) {
+            let mut used: Vec<&str> = Vec::new();
+            let mut steps: Vec<&str> = Vec::new();
+            for (_, step) in pb.steps() {
+                let Some(q) = step.query() else { continue };
+                let words = &q.sql.words;
+                let reads =
+                    words.iter().any(|w| *w == c.name) || q.connector.as_ref().is_some_and(|(n, _)| *n == c.name);
+                if !reads {
+                    continue;
+                }
+                let lacking: Vec<&String> = c.missing.iter().filter(|m| words.contains(m)).collect();
+                if lacking.is_empty() {
+                    continue;
+                }
+                steps.push(&step.id);
+                for m in lacking {
+                    if !used.contains(&m.as_str()) {
+                        used.push(m);
+                    }
+                }
+            }
+            if !used.is_empty() {
+                let cols: Vec<String> = used.iter().map(|u| format!("`{u}`")).collect();
+                let steps: Vec<String> = steps.iter().map(|s| format!("`{s}`")).collect();
+                out.push(format!(
+                    "The `{}` data ({}) has no {}: step{} {} show{} {} empty.",
+                    c.name,
+                    c.path,
+                    cols.join(", "),
+                    if steps.len() == 1 { "" } else { "s" },
+                    steps.join(", "),
+                    if steps.len() == 1 { "s" } else { "" },
+                    if used.len() == 1 { "it" } else { "them" },
+                ));
+            }
+        }
+        out
     }
 
     /// Plans every step of `pb` with sample parameter values, reporting what fails: each

@@ -16,7 +16,7 @@ use chrono::{DateTime, Datelike, Duration, DurationRound, TimeZone, Timelike, Ut
 use datafusion::arrow::array::{
     ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
@@ -408,44 +408,9 @@ fn normal_flow(rng: &mut Rng, w: &World, t: i64) -> Flow {
     }
 }
 
-fn ts_field(name: &str) -> Field {
-    Field::new(name, DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false)
-}
-
-/// Apache Spot's flow schema.
+/// Apache Spot's flow schema (the standard `flows`).
 pub fn flows_schema() -> SchemaRef {
-    let i32f = |n: &str| Field::new(n, DataType::Int32, false);
-    let i64f = |n: &str| Field::new(n, DataType::Int64, false);
-    let s = |n: &str| Field::new(n, DataType::Utf8, false);
-    Arc::new(Schema::new(vec![
-        ts_field("treceived"),
-        i32f("tryear"),
-        i32f("trmonth"),
-        i32f("trday"),
-        i32f("trhour"),
-        i32f("trminute"),
-        i32f("trsec"),
-        Field::new("tdur", DataType::Float64, false),
-        s("sip"),
-        s("dip"),
-        i32f("sport"),
-        i32f("dport"),
-        s("proto"),
-        s("flag"),
-        i32f("fwd"),
-        i32f("stos"),
-        i64f("ipkt"),
-        i64f("ibyt"),
-        i64f("opkt"),
-        i64f("obyt"),
-        i32f("input"),
-        i32f("output"),
-        i32f("sas"),
-        i32f("das"),
-        i32f("dtos"),
-        i32f("dir"),
-        s("rip"),
-    ]))
+    crate::catalog::standard::FLOWS.schema(false)
 }
 
 fn flows_batch(schema: &SchemaRef, rows: &[Flow]) -> Result<RecordBatch> {

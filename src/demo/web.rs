@@ -6,9 +6,9 @@ use std::sync::Arc;
 use anyhow::Result;
 use chrono::{DateTime, Duration, TimeZone, Timelike, Utc};
 use datafusion::arrow::array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::SchemaRef;
 
-use super::{cast, hour_weight, micros, ts_field, Rng, World};
+use super::{cast, hour_weight, micros, Rng, World};
 
 const POPULAR: &[&str] = &[
     "google.com",
@@ -136,20 +136,9 @@ pub fn dns(rng: &mut Rng, w: &World, start: DateTime<Utc>, hours: u32, rows: usi
     out
 }
 
-/// Apache Spot's DNS schema (`ip_dst` is the client: Spot reads resolver answers).
+/// Apache Spot's DNS schema (the standard `dns`; `ip_dst` is the client).
 pub fn dns_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        ts_field("frame_time"),
-        Field::new("unix_tstamp", DataType::Int64, false),
-        Field::new("frame_len", DataType::Int32, false),
-        Field::new("ip_dst", DataType::Utf8, false),
-        Field::new("ip_src", DataType::Utf8, false),
-        Field::new("dns_qry_name", DataType::Utf8, false),
-        Field::new("dns_qry_class", DataType::Utf8, false),
-        Field::new("dns_qry_type", DataType::Int32, false),
-        Field::new("dns_qry_rcode", DataType::Int32, false),
-        Field::new("dns_a", DataType::Utf8, false),
-    ]))
+    crate::catalog::standard::DNS.schema(false)
 }
 
 pub fn dns_batch(schema: &SchemaRef, rows: &[Dns]) -> Result<RecordBatch> {
@@ -242,31 +231,9 @@ pub fn proxy(rng: &mut Rng, w: &World, start: DateTime<Utc>, hours: u32, rows: u
     out
 }
 
-/// Apache Spot's proxy schema, plus `p_ts` (the request time as a timestamp).
+/// Apache Spot's proxy schema plus `p_ts` (the standard `proxy`).
 pub fn proxy_schema() -> SchemaRef {
-    let s = |n: &str| Field::new(n, DataType::Utf8, false);
-    Arc::new(Schema::new(vec![
-        ts_field("p_ts"),
-        s("p_date"),
-        s("p_time"),
-        s("clientip"),
-        s("host"),
-        s("reqmethod"),
-        s("useragent"),
-        s("resconttype"),
-        Field::new("duration", DataType::Int32, false),
-        s("username"),
-        s("webcat"),
-        s("referer"),
-        Field::new("respcode", DataType::Int32, false),
-        Field::new("uriport", DataType::Int32, false),
-        s("uripath"),
-        s("uriquery"),
-        s("serverip"),
-        Field::new("scbytes", DataType::Int64, false),
-        Field::new("csbytes", DataType::Int64, false),
-        s("fulluri"),
-    ]))
+    crate::catalog::standard::PROXY.schema(false)
 }
 
 pub fn proxy_batch(schema: &SchemaRef, rows: &[Proxy]) -> Result<RecordBatch> {

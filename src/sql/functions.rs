@@ -1,6 +1,6 @@
 //! SQL helpers registered as DataFusion functions: `ip_in`, `ip_to_int`, `int_to_ip`,
-//! `ip_key` and `ip_from_key`, `is_private_ip`, `is_public_ip`, and `one_of` for
-//! multiple-choice parameters.
+//! `ip_key` and `ip_from_key`, `is_private_ip`, `is_public_ip`, `one_of` for
+//! multiple-choice parameters, and `from_epoch` for logs that count seconds since 1970.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -33,6 +33,7 @@ pub fn all() -> Vec<ScalarUDF> {
         create_udf("is_private_ip", vec![Utf8], Boolean, imm, Arc::new(|a: &[ColumnarValue]| ip_test(a, is_private))),
         create_udf("is_public_ip", vec![Utf8], Boolean, imm, Arc::new(|a: &[ColumnarValue]| ip_test(a, is_public))),
         create_udf("one_of", vec![Utf8, Utf8], Boolean, imm, Arc::new(one_of)),
+        create_udf("from_epoch", vec![DataType::Float64], utc_micros(), imm, Arc::new(from_epoch)),
     ]
 }
 
@@ -258,6 +259,28 @@ fn int_to_ip(args: &[ColumnarValue]) -> Result<ColumnarValue> {
     let out: StringArray =
         ints.iter().map(|v| v.and_then(|n| u32::try_from(n).ok()).map(|n| Ipv4Addr::from(n).to_string())).collect();
     finish(args, Arc::new(out))
+}
+
+fn utc_micros() -> DataType {
+    DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// Seconds since 1970 (Zeek's `ts`, epoch integers, `1700000000.123456`) as a UTC time,
+/// rounded to the microsecond: exact for the 6 decimals logs write, where `to_timestamp` of
+/// a float truncates nanoseconds that a double cannot hold and can land a microsecond early.
+fn from_epoch(args: &[ColumnarValue]) -> Result<ColumnarValue> {
+    let rows = rows_of(args);
+    let arr = cast(&args[0].to_array(rows)?, &DataType::Float64)?;
+    let secs = arr
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::Float64Array>()
+        .ok_or_else(|| DataFusionError::Internal("expected numbers".into()))?;
+    // ±9.2e12 s fits i64 microseconds; beyond that (or NaN) there is no time to give.
+    let out: datafusion::arrow::array::TimestampMicrosecondArray = secs
+        .iter()
+        .map(|v| v.filter(|s| s.is_finite() && s.abs() < 9.0e12).map(|s| (s * 1_000_000.0).round() as i64))
+        .collect();
+    finish(args, Arc::new(out.with_timezone("UTC")))
 }
 
 fn ip_test(args: &[ColumnarValue], test: fn(&IpAddr) -> bool) -> Result<ColumnarValue> {

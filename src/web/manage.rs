@@ -162,6 +162,10 @@ async fn one_connector_health(
             notes.push(format!("cannot read the files' schema: {e}"));
         }
     }
+    if let (Some(std), false) = (c.provides, c.missing.is_empty()) {
+        let cols: Vec<String> = c.missing.iter().map(|m| format!("`{m}`")).collect();
+        notes.push(format!("no {} of the standard `{}` schema: read as empty", cols.join(", "), std.name));
+    }
     if let (Some(tc), true) = (&c.time_column, rows > 0) {
         notes.push(time_span(ctx, &table, tc, tz).await);
     }

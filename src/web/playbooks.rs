@@ -88,6 +88,7 @@ struct PlaybookPage<'a> {
 
 #[derive(Serialize)]
 struct EntryView<'a> {
+    notices: &'a [String],
     id: &'a str,
     path: &'a str,
     problems: &'a [crate::util::problem::Problem],
@@ -282,6 +283,7 @@ pub async fn playbook_page(
                 id: &entry.id,
                 path: &entry.path,
                 problems: &entry.problems,
+                notices: &entry.notices,
                 runnable: runnable.is_some(),
                 last_good: entry.last_good.is_some(),
             },
