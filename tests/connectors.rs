@@ -145,9 +145,82 @@ async fn a_wrong_connector_says_where_and_how_to_fix_it() {
             "connectors/delim.yaml:3:12: connector `delim`: delimiter `→` is not a single ASCII character\n  hint: use e.g. `,`, `;`, `|` or a tab (\"\\t\")".to_string(),
             "connectors/missing.yaml:2:7: connector `missing`: data/nowhere/flows does not exist\n  hint: paths are relative to the data folder; run `casebook demo` to generate the demo data".to_string(),
             "connectors/nocol.yaml:3:14: connector `nocol`: time column `seen` is not in its schema".to_string(),
-            "connectors/shape.yaml:1:9: unknown format `xlsx`\n  hint: use parquet, csv or ndjson".to_string(),
-            "connectors/textual.yaml:4:14: connector `textual`: time column `user` holds text, not times\n  hint: declare it in `schema:` with type timestamp (or date)".to_string(),
+            "connectors/shape.yaml:1:9: unknown format `xlsx`\n  hint: use parquet, csv, ndjson or zeek".to_string(),
+            "connectors/textual.yaml:4:14: connector `textual`: time column `user` holds text, not times\n  hint: declare it in `schema:` with type timestamp (or date), or map it in `columns:` (e.g. from_epoch(ts))".to_string(),
             "connectors/typed.yaml:5:3: column `src` has unknown type `ipaddr`\n  hint: use string, integer, int32, float, boolean, timestamp or date".to_string(),
         ]
     );
+}
+
+/// A mapping onto a standard schema, with the mistakes authors make: a misspelled source
+/// column, a misspelled standard column, an unknown standard schema, a filter that is not a
+/// condition. Each is reported where it is written, with what would fix it.
+#[tokio::test]
+async fn a_mapping_with_a_typo_says_where_and_which_column() {
+    let flows = "format: csv
+path: exports/fw-1.csv
+has_header: false
+delimiter: ';'
+provides: flows
+columns:
+  sip: column_1
+  dip: colum_2
+  ibyt: column_3 * 8
+  spi: column_1
+";
+    let connectors = [
+        ("flows", flows),
+        ("unknown", "format: ndjson\npath: alerts.ndjson\nprovides: netflow\n"),
+        ("filtered", "format: ndjson\npath: alerts.ndjson\nfilter: severity + 1\n"),
+    ];
+    let (catalog, root) = catalog(&connectors, &files()).await;
+    let mut got = problems(&catalog, root.path());
+    got.retain(|p| p.starts_with("connectors/"));
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "connectors/filtered.yaml:3:9: connector `filtered`: `filter:` is integer, not a condition",
+            "connectors/flows.yaml:10:8: connector `flows`: `spi` is not a column of the standard `flows` schema\n  hint: its columns: treceived, tryear, trmonth, trday, trhour, trminute, trsec, tdur, sip, dip, sport, dport, proto, flag, fwd, stos, ipkt, ibyt, opkt, obyt, input, output, sas, das, dtos, dir, rip; the source's own columns are kept as they are",
+            "connectors/flows.yaml:8:8: connector `flows`: column `dip`: unknown column `colum_2`\n  hint: did you mean `column_2`?",
+            "connectors/unknown.yaml:3:11: connector `unknown`: there is no standard schema `netflow`\n  hint: use one of flows, dns, proxy, events",
+        ]
+    );
+}
+
+/// Fixed, the same connector loads: mapped columns take the standard types, the columns it
+/// has nothing for read empty and are named, and a playbook naming one says so on its page.
+#[tokio::test]
+async fn a_mapped_connector_fills_the_standard_schema_and_names_what_is_missing() {
+    let flows = "format: csv
+path: exports/fw-*.csv
+has_header: false
+delimiter: ';'
+provides: flows
+columns:
+  treceived: from_epoch(1767225600)
+  sip: column_1
+  dip: column_2
+  ibyt: column_3 * 8
+";
+    let (catalog, root) = catalog(&[("flows", flows)], &files()).await;
+    let c = catalog.connectors.iter().find(|c| c.name == "flows").unwrap();
+    assert_eq!(c.time_column.as_deref(), Some("treceived"));
+    assert!(c.missing.contains(&"dport".to_string()) && c.missing.contains(&"rip".to_string()), "{:?}", c.missing);
+    assert!(!c.missing.contains(&"sip".to_string()));
+    let schema = c.schema();
+    assert_eq!(schema.field_with_name("sport").unwrap().data_type(), &datafusion::arrow::datatypes::DataType::Int32);
+    assert_eq!(schema.field_with_name("ibyt").unwrap().data_type(), &datafusion::arrow::datatypes::DataType::Int64);
+    let ctx = catalog.session();
+    let rows = ctx
+        .sql("SELECT sip, dip, ibyt, dport, CAST(treceived AS VARCHAR) AS t FROM flows ORDER BY ibyt")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&rows).unwrap().to_string();
+    assert!(text.contains("| 10.0.0.6 | 198.51.100.8 | 2400  |       | 2026-01-01T00:00:00Z |"), "{text}");
+    assert!(text.contains("| 10.0.0.7 | 198.51.100.9 | 36000 |"), "{text}");
+    drop(root);
 }

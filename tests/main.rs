@@ -11,6 +11,7 @@ mod cli;
 mod common;
 mod connectors;
 mod enrich;
+mod formats;
 mod hostile;
 mod jobs;
 mod loader;

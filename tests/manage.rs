@@ -250,6 +250,13 @@ async fn health_checks_each_data_source_and_service_now() {
         "format: parquet\npath: demo/flows\npartitions: [date, hour]\ntime_column: treceived\n",
     )
     .expect("yaml");
+    // A source mapped onto the standard flows that has only times and addresses.
+    std::fs::write(data.path().join("ctx/nf.csv"), "ts,src,dst\n1767225600,10.0.0.1,10.0.0.2\n").expect("csv");
+    std::fs::write(
+        conns.path().join("netflow.yaml"),
+        "format: csv\npath: ctx/nf.csv\nprovides: flows\ncolumns:\n  treceived: from_epoch(ts)\n  sip: src\n  dip: dst\n",
+    )
+    .expect("yaml");
     for (name, addr) in [("live", live_addr), ("dead", dead_addr)] {
         std::fs::write(
             conns.path().join(format!("{name}.yaml")),
@@ -262,7 +269,7 @@ async fn health_checks_each_data_source_and_service_now() {
     paths.connectors = conns.path().to_path_buf();
     paths.playbooks = conns.path().join("none");
     let catalog = Arc::new(Catalog::load(paths.clone(), chrono_tz::Tz::UTC).await);
-    assert_eq!(catalog.connectors.len(), 3, "{:?}", catalog.problems().collect::<Vec<_>>());
+    assert_eq!(catalog.connectors.len(), 4, "{:?}", catalog.problems().collect::<Vec<_>>());
     assert_eq!(catalog.services.len(), 2);
     let mut engine = Engine::new(catalog, casebook::store::Store::open(&paths.state_db()).expect("store"));
     engine.secrets = casebook::secrets::Secrets::new(Some(data.path().join("secrets.yaml")));
@@ -288,6 +295,14 @@ async fn health_checks_each_data_source_and_service_now() {
     let alerts = row("alerts");
     assert!(alerts.contains("✗") && alerts.contains("declared column `host` is not in the files"), "{alerts}");
     assert!(health.contains("Memory in use"));
+    let netflow = row("netflow");
+    assert!(
+        netflow.contains("✓")
+            && netflow.contains("no `tryear`, `trmonth`")
+            && netflow.contains("`dir`, `rip` of the standard `flows` schema: read as empty")
+            && !netflow.contains("`sip`"),
+        "{netflow}"
+    );
     assert!(row("live").contains("key HEALTH_KEY is set") && !page.contains("s3cr3t"), "{}", row("live"));
 
     // Reachability only when asked; any HTTP answer counts, a closed port says so.

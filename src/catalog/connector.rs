@@ -247,7 +247,9 @@ pub async fn load(
         Format::Ndjson => ".json",
         Format::Zeek => ".log",
     };
-    let compression = compression(&raw, format, &full, rel, base_ext, &name, problems)?;
+    // Usually one compression; a folder of rotated logs may hold plain and compressed files.
+    let kinds = compression(&raw, format, &full, rel, base_ext, &name, problems)?;
+    let compression = kinds.first().copied().unwrap_or(FileCompressionType::UNCOMPRESSED);
     let zeek = match format {
         Format::Zeek => {
             match super::zeek::header(ctx, &url, &(base_ext.to_string() + ext_of(compression)), compression).await {
@@ -260,36 +262,48 @@ pub async fn load(
         }
         _ => None,
     };
-    let file_format: Arc<dyn FileFormat> = match format {
-        Format::Parquet => Arc::new(ParquetFormat::default()),
-        Format::Csv => {
-            let mut f = CsvFormat::default()
-                .with_has_header(raw.has_header.unwrap_or(true))
-                .with_file_compression_type(compression);
-            if let Some(at) = &raw.delimiter {
-                let d = at.value;
-                match u8::try_from(u32::from(d)) {
-                    Ok(b) if d.is_ascii() => f = f.with_delimiter(b),
-                    _ => {
-                        problems.push_hint(
-                            pos(at),
-                            format!("connector `{name}`: delimiter `{d}` is not a single ASCII character"),
-                            "use e.g. `,`, `;`, `|` or a tab (\"\\t\")",
-                        );
-                        return None;
-                    }
-                }
+    let delimiter = match &raw.delimiter {
+        None => None,
+        Some(at) => match u8::try_from(u32::from(at.value)) {
+            Ok(b) if at.value.is_ascii() => Some(b),
+            _ => {
+                problems.push_hint(
+                    pos(at),
+                    format!("connector `{name}`: delimiter `{}` is not a single ASCII character", at.value),
+                    "use e.g. `,`, `;`, `|` or a tab (\"\\t\")",
+                );
+                return None;
             }
-            Arc::new(f)
-        }
-        Format::Ndjson => Arc::new(JsonFormat::default().with_file_compression_type(compression)),
-        Format::Zeek => Arc::new(super::zeek::format(zeek.as_ref().map_or(b'\t', |h| h.delimiter), compression)),
+        },
     };
-    // A single file keeps whatever extension it has; folders and globs look for the format's.
-    let ext = if full.is_file() { String::new() } else { base_ext.to_string() + ext_of(compression) };
-    let options = ListingOptions::new(file_format)
-        .with_file_extension(ext)
-        .with_table_partition_cols(raw.partitions.iter().map(|p| (p.clone(), DataType::Utf8)).collect());
+    let file_format = |compression: FileCompressionType| -> Arc<dyn FileFormat> {
+        match format {
+            Format::Parquet => Arc::new(ParquetFormat::default()),
+            Format::Csv => {
+                let f = CsvFormat::default()
+                    .with_has_header(raw.has_header.unwrap_or(true))
+                    .with_file_compression_type(compression);
+                Arc::new(match delimiter {
+                    Some(d) => f.with_delimiter(d),
+                    None => f,
+                })
+            }
+            // Logs such as Suricata's mix record kinds: look far enough to see each kind's fields.
+            Format::Ndjson => Arc::new(
+                JsonFormat::default().with_file_compression_type(compression).with_schema_infer_max_rec(20_000),
+            ),
+            Format::Zeek => Arc::new(super::zeek::format(zeek.as_ref().map_or(b'\t', |h| h.delimiter), compression)),
+        }
+    };
+    // A single file keeps whatever extension it has, a glob says which names it wants; a
+    // folder holds the format's files.
+    let listing = |compression: FileCompressionType| {
+        let ext = if full.is_file() || is_glob { String::new() } else { base_ext.to_string() + ext_of(compression) };
+        ListingOptions::new(file_format(compression))
+            .with_file_extension(ext)
+            .with_table_partition_cols(raw.partitions.iter().map(|p| (p.clone(), DataType::Utf8)).collect())
+    };
+    let options = listing(compression);
     let schema: SchemaRef = match (&raw.schema, &zeek) {
         (Some(cols), _) => {
             let mut fields = Vec::new();
@@ -319,9 +333,20 @@ pub async fn load(
         },
     };
     let declared = raw.schema.is_some().then(|| Listing { options: options.clone(), url: url.clone() });
-    let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(schema);
-    let files = match ListingTable::try_new(config) {
-        Ok(t) => Arc::new(t) as Arc<dyn TableProvider>,
+    let mut tables: Vec<Arc<dyn TableProvider>> = Vec::new();
+    for kind in &kinds {
+        let config =
+            ListingTableConfig::new(url.clone()).with_listing_options(listing(*kind)).with_schema(schema.clone());
+        match ListingTable::try_new(config) {
+            Ok(t) => tables.push(Arc::new(t)),
+            Err(e) => {
+                problems.push(path_at, format!("connector `{name}`: {}", first_line(&e.to_string())));
+                return None;
+            }
+        }
+    }
+    let files = match super::mapping::union(tables) {
+        Ok(t) => t,
         Err(e) => {
             problems.push(path_at, format!("connector `{name}`: {}", first_line(&e.to_string())));
             return None;
@@ -371,7 +396,7 @@ fn compression(
     base_ext: &str,
     name: &str,
     problems: &mut Problems,
-) -> Option<FileCompressionType> {
+) -> Option<Vec<FileCompressionType>> {
     let named = |s: &str| match s {
         "gzip" | "gz" => Some(FileCompressionType::GZIP),
         "zstd" | "zst" => Some(FileCompressionType::ZSTD),
@@ -406,10 +431,32 @@ fn compression(
             if own.is_compressed() || !full.is_dir() {
                 own
             } else {
-                first_file_with(full, base_ext).map_or(FileCompressionType::UNCOMPRESSED, |f| suffix(&f))
+                let mut kinds: Vec<FileCompressionType> = Vec::new();
+                for f in files_with(full, base_ext) {
+                    let k = suffix(&f);
+                    if !kinds.contains(&k) {
+                        kinds.push(k);
+                    }
+                }
+                if kinds.is_empty() {
+                    kinds.push(FileCompressionType::UNCOMPRESSED);
+                }
+                return check_parquet(kinds, raw, format, name, problems);
             }
         }
     };
+    check_parquet(vec![chosen], raw, format, name, problems)
+}
+
+fn check_parquet(
+    kinds: Vec<FileCompressionType>,
+    raw: &RawConnector,
+    format: Format,
+    name: &str,
+    problems: &mut Problems,
+) -> Option<Vec<FileCompressionType>> {
+    let chosen =
+        kinds.iter().copied().find(FileCompressionType::is_compressed).unwrap_or(FileCompressionType::UNCOMPRESSED);
     if chosen.is_compressed() && format == Format::Parquet {
         let at = raw.compression.as_ref().map_or_else(|| pos(&raw.path), pos);
         problems.push_hint(
@@ -419,7 +466,7 @@ fn compression(
         );
         return None;
     }
-    Some(chosen)
+    Some(kinds)
 }
 
 /// The file-name suffix of a compression (`.gz`), empty when uncompressed.
@@ -434,30 +481,35 @@ fn ext_of(c: FileCompressionType) -> &'static str {
     }
 }
 
-/// The name of the first file under `dir` (depth first, sorted) whose name holds `ext`
-/// followed by nothing but a compression suffix: how a folder of `.csv.gz` files is told
-/// from one of `.csv` files.
-fn first_file_with(dir: &Path, ext: &str) -> Option<String> {
+/// The names of the files under `dir` (sorted, at most 10,000 looked at) whose name holds
+/// `ext` followed by nothing but a compression suffix: how a folder of `.csv.gz` files, or
+/// of `.log` and rotated `.log.gz` files, is told from one of `.csv` files.
+fn files_with(dir: &Path, ext: &str) -> Vec<String> {
+    let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
+    let mut seen = 0;
     while let Some(d) = stack.pop() {
-        let mut entries: Vec<_> = std::fs::read_dir(&d).ok()?.flatten().map(|e| e.path()).collect();
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let mut entries: Vec<_> = rd.flatten().map(|e| e.path()).collect();
         entries.sort();
-        for p in entries.iter().rev() {
-            if p.is_dir() {
-                stack.push(p.clone());
+        for p in entries {
+            seen += 1;
+            if seen > 10_000 {
+                return out;
             }
-        }
-        for p in entries.iter().filter(|p| p.is_file()) {
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
             let n = p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_ascii_lowercase();
             if let Some(i) = n.rfind(ext) {
-                let rest = &n[i + ext.len()..];
-                if ["", ".gz", ".zst", ".bz2", ".xz"].contains(&rest) {
-                    return Some(n);
+                if ["", ".gz", ".zst", ".bz2", ".xz"].contains(&&n[i + ext.len()..]) {
+                    out.push(n);
                 }
             }
         }
     }
-    None
+    out
 }
 
 /// How a connector with a declared schema lists its files, to compare that schema with what

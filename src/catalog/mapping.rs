@@ -167,6 +167,24 @@ impl Mapping<'_> {
     }
 }
 
+/// One table of several with one schema (plain and compressed files of one folder): their
+/// rows together, as a view.
+pub fn union(mut tables: Vec<Arc<dyn TableProvider>>) -> datafusion::common::Result<Arc<dyn TableProvider>> {
+    if tables.len() <= 1 {
+        return tables.pop().ok_or_else(|| datafusion::common::DataFusionError::Plan("no files".into()));
+    }
+    let mut plan: Option<LogicalPlanBuilder> = None;
+    for t in tables {
+        let scan = LogicalPlanBuilder::scan("source", provider_as_source(t), None)?.build()?;
+        plan = Some(match plan {
+            None => LogicalPlanBuilder::from(scan),
+            Some(b) => b.union(scan)?,
+        });
+    }
+    let plan = plan.ok_or_else(|| datafusion::common::DataFusionError::Plan("no files".into()))?.build()?;
+    Ok(Arc::new(ViewTable::new(plan, None)))
+}
+
 /// `e` (of type `found`) as type `want`: unchanged when it already is, so filters on it
 /// still prune the files; parsed leniently from text (a bad value reads as NULL rather than
 /// failing every query); cast otherwise.

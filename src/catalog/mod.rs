@@ -95,7 +95,9 @@ impl Catalog {
         let mut connectors = Vec::new();
         let mut services = Vec::new();
         let mut connector_problems = Vec::new();
-        for file in yaml_files(&paths.connectors) {
+        // connectors/examples/ holds connectors to copy from, not to load.
+        let examples = paths.connectors.join("examples");
+        for file in yaml_files(&paths.connectors).into_iter().filter(|f| !f.starts_with(&examples)) {
             let shown = display_path(&file);
             let mut problems = Problems::new(shown);
             let text = match std::fs::read_to_string(&file) {
@@ -247,8 +249,7 @@ impl Catalog {
             for (_, step) in pb.steps() {
                 let Some(q) = step.query() else { continue };
                 let words = &q.sql.words;
-                let reads =
-                    words.iter().any(|w| *w == c.name) || q.connector.as_ref().is_some_and(|(n, _)| *n == c.name);
+                let reads = words.contains(&c.name) || q.connector.as_ref().is_some_and(|(n, _)| *n == c.name);
                 if !reads {
                     continue;
                 }

@@ -254,7 +254,7 @@ impl StepKind {
     pub async fn execute(&self, step_id: &str, env: &Env<'_>) -> Result<Made, StepError> {
         match self {
             StepKind::Query(q) => q.execute(step_id, env).await.map(Made::Table),
-            StepKind::Score(s) => s.query.execute(step_id, env).await.map(Made::Table),
+            StepKind::Score(s) => s.execute(step_id, env).await.map(Made::Table),
             StepKind::Enrich(e) => e.execute(env).await.map(Made::Table),
             StepKind::Markdown(m) => m.render(env).map(Made::Html),
         }

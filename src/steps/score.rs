@@ -13,6 +13,7 @@
 //! planned at load and executed like a `query` step. Its table adds `score`, `reasons` and,
 //! with a model, `rarity`.
 
+use datafusion::arrow::datatypes::DataType;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
@@ -71,6 +72,34 @@ fn ten() -> f64 {
 pub struct Score {
     pub query: Query,
     pub reads: Vec<String>,
+}
+
+/// Where the generated query's tie-breaking columns go.
+const TIES: &str = " /*ties*/";
+
+impl Score {
+    /// Runs the generated query, ties broken by every sortable column of the rows scored.
+    pub async fn execute(
+        &self,
+        step_id: &str,
+        env: &crate::steps::env::Env<'_>,
+    ) -> Result<crate::results::table::StepData, crate::steps::env::StepError> {
+        let from = self.reads.first().map(String::as_str).unwrap_or_default();
+        let mut ties = String::new();
+        if let Ok(t) = env.ctx.table_provider(from).await {
+            for f in t.schema().fields() {
+                let dt = f.data_type();
+                if dt.is_primitive()
+                    || matches!(dt, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Boolean)
+                {
+                    ties.push_str(&format!(", {}", quote_ident(f.name())));
+                }
+            }
+        }
+        let mut query = self.query.clone();
+        query.sql.text = query.sql.text.replacen(TIES, &ties, 1);
+        query.execute(step_id, env).await
+    }
 }
 
 fn literal(s: &str) -> String {
@@ -186,7 +215,9 @@ pub fn validate(
             return None;
         }
     };
-    let text = format!("{} SELECT * FROM __scored ORDER BY score DESC{limit}", parts.join(", "));
+    // Equal scores are ordered by the rows' own columns (filled in at run time, see
+    // [`Score::execute`]), so the same data gives the same top rows however it was read.
+    let text = format!("{} SELECT * FROM __scored ORDER BY score DESC{TIES}{limit}", parts.join(", "));
     let prepared = match sql::prepare(&text) {
         Ok(p) => p,
         Err((msg, _)) => {
