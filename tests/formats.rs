@@ -193,17 +193,17 @@ fn connector(format: &str, dir: &Path) -> String {
     lines.join("\n") + "\n"
 }
 
-/// The shipped connectors, with `flows` replaced by `flows_yaml`; the catalog over them.
-async fn catalog_with(flows_yaml: &str, root: &Path) -> Arc<Catalog> {
+/// The shipped connectors, with `name` replaced by `yaml`; the catalog over them.
+async fn catalog_with(name: &str, yaml: &str, root: &Path) -> Arc<Catalog> {
     let dir = root.join("connectors");
     std::fs::create_dir_all(&dir).unwrap();
     for e in std::fs::read_dir(common::repo().join("connectors")).unwrap().flatten() {
         let p = e.path();
-        if p.is_file() && p.file_name().unwrap() != "flows.yaml" {
+        if p.is_file() && p.file_name().unwrap() != format!("{name}.yaml").as_str() {
             std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
         }
     }
-    std::fs::write(dir.join("flows.yaml"), flows_yaml).unwrap();
+    std::fs::write(dir.join(format!("{name}.yaml")), yaml).unwrap();
     let mut paths = common::paths_with(common::demo_data());
     paths.connectors = dir;
     Arc::new(Catalog::load(paths, chrono_tz::Tz::UTC).await)
@@ -212,12 +212,8 @@ async fn catalog_with(flows_yaml: &str, root: &Path) -> Arc<Catalog> {
 /// Runs the playbooks on `format` and returns their tables, after checking the self-tests.
 async fn run_on(format: &str) -> (Tables, Vec<String>) {
     let dir = write_format(format).await;
-    let root = tempfile::tempdir().unwrap();
-    let catalog = catalog_with(&connector(format, &dir), root.path()).await;
-    let problems: Vec<String> = catalog.problems().map(|p| p.to_string()).collect();
-    assert!(problems.is_empty(), "{format}: {problems:#?}");
-    let flows = catalog.connectors.iter().find(|c| c.name == "flows").unwrap();
-    let missing = flows.missing.clone();
+    let yaml = connector(format, &dir);
+    let (tables, missing, catalog) = run_playbooks("flows", &yaml, &PLAYBOOKS).await;
     // A playbook that names a column the data lacks says so on its page (and still runs).
     let notices = &catalog.entry("ip_flows").unwrap().notices;
     if missing.contains(&"rip".to_string()) {
@@ -231,13 +227,24 @@ async fn run_on(format: &str) -> (Tables, Vec<String>) {
     } else {
         assert!(notices.is_empty(), "{format}: {notices:?}");
     }
+    (tables, missing)
+}
+
+/// Runs `playbooks` with connector `name` read through `yaml`: their self-tests must pass;
+/// returns every step's table and the standard columns the connector lacks.
+async fn run_playbooks(name: &str, yaml: &str, playbooks: &[&str]) -> (Tables, Vec<String>, Arc<Catalog>) {
+    let root = tempfile::tempdir().unwrap();
+    let catalog = catalog_with(name, yaml, root.path()).await;
+    let problems: Vec<String> = catalog.problems().map(|p| p.to_string()).collect();
+    assert!(problems.is_empty(), "{name}: {problems:#?}");
+    let missing = catalog.connectors.iter().find(|c| c.name == name).unwrap().missing.clone();
     let store = casebook::store::Store::open(&root.path().join("state.sqlite")).unwrap();
     let engine = Arc::new(Engine::new(catalog.clone(), store));
     let mut tables = Tables::new();
-    for id in PLAYBOOKS {
+    for id in playbooks {
         let pb = catalog.entry(id).unwrap().runnable().unwrap().clone();
         for o in casebook::jobs::selftest::run(&engine, &pb).await {
-            assert!(o.passed(), "{format}: {id} › {}: {:?}", o.test, o.failures);
+            assert!(o.passed(), "{name}: {id} › {}: {:?}", o.test, o.failures);
         }
         let given: Vec<(&str, &str)> = pb.tests[0].params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let out = common::run_all(&engine, id, &given).await;
@@ -259,7 +266,7 @@ async fn run_on(format: &str) -> (Tables, Vec<String>) {
             tables.insert(format!("{id}.{}", s.id), (columns, rows));
         }
     }
-    (tables, missing)
+    (tables, missing, catalog)
 }
 
 /// Numbers computed by parallel sums may differ in the last bits: compare 9 digits.
@@ -280,10 +287,13 @@ async fn reference() -> &'static Tables {
 async fn same_rows_as_parquet(format: &str, expect_missing: &[&str]) {
     let (tables, missing) = run_on(format).await;
     assert_eq!(missing, expect_missing, "{format}: the standard columns it lacks");
-    let reference = reference().await;
+    same_tables(format, &tables, &missing, reference().await);
+}
+
+fn same_tables(format: &str, tables: &Tables, missing: &[String], reference: &Tables) {
     assert_eq!(tables.keys().collect::<Vec<_>>(), reference.keys().collect::<Vec<_>>(), "{format}: steps");
     let mut compared = 0;
-    for (step, (columns, rows)) in &tables {
+    for (step, (columns, rows)) in tables {
         let (ref_columns, ref_rows) = &reference[step];
         assert_eq!(columns, ref_columns, "{format}: columns of {step}");
         assert_eq!(rows.len(), ref_rows.len(), "{format}: rows of {step}");
@@ -337,4 +347,54 @@ async fn nfdump_csv_gives_the_parquet_rows() {
 #[tokio::test]
 async fn a_gzip_compressed_csv_gives_the_parquet_rows() {
     same_rows_as_parquet("gzip", &[]).await;
+}
+
+/// The demo's DNS answers with the client in `ip_src` and the resolver in `ip_dst` (as most
+/// tools name them, the other way round from Spot), read by a connector that only maps
+/// the two columns: `suspicious_dns` passes its self-tests and finds what it finds on the
+/// shipped data. The same answers as Zeek's dns.log through the shipped example too.
+#[tokio::test]
+async fn a_dns_log_whose_client_is_ip_src_works_with_suspicious_dns_through_a_mapping_alone() {
+    let (ctx, root) = base().await;
+    let dns = common::demo_data().join("demo/dns");
+    ctx.register_parquet("dns_demo", dns.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
+    let rows = batches(
+        "SELECT frame_time AS ts, frame_len AS len, ip_dst AS ip_src, ip_src AS ip_dst, dns_qry_name AS query, \
+         dns_qry_class AS qclass, dns_qry_type AS qtype, dns_qry_rcode AS rcode, dns_a AS answers FROM dns_demo",
+    )
+    .await;
+    let file = root.join("own-dns/dns.csv.gz");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&csv_text(&rows, b',', true)).unwrap();
+    write(&file, &gz.finish().unwrap());
+    let mapped = format!(
+        "format: csv\npath: {}\nprovides: dns\ncolumns:\n  frame_time: ts\n  unix_tstamp: CAST(date_part('epoch', ts) AS BIGINT)\n  \
+         frame_len: len\n  ip_dst: ip_src\n  ip_src: ip_dst\n  dns_qry_name: query\n  dns_qry_class: qclass\n  \
+         dns_qry_type: qtype\n  dns_qry_rcode: rcode\n  dns_a: answers\n",
+        file.display()
+    );
+    let shipped = std::fs::read_to_string(common::repo().join("connectors/dns.yaml")).unwrap();
+    let (want, _, _) = run_playbooks("dns", &shipped, &["suspicious_dns"]).await;
+    let (got, missing, _) = run_playbooks("dns", &mapped, &["suspicious_dns"]).await;
+    assert!(missing.is_empty(), "{missing:?}");
+    same_tables("dns with ip_src", &got, &missing, &want);
+
+    // Zeek's dns.log: client = id.orig_h; answers as a set; rcode and qtype numbers.
+    let zeek = batches(
+        "SELECT CAST(frame_time AS BIGINT) / 1000000.0 AS ts, 'C1' AS uid, ip_dst AS \"id.orig_h\", 53000 AS \"id.orig_p\", \
+         ip_src AS \"id.resp_h\", 53 AS \"id.resp_p\", 'udp' AS proto, 1 AS trans_id, dns_qry_name AS query, \
+         dns_qry_class AS qclass, dns_qry_type AS qtype, dns_qry_rcode AS rcode, \
+         CASE WHEN dns_a = '' THEN '-' ELSE dns_a END AS answers FROM dns_demo",
+    )
+    .await;
+    let mut text = b"#separator \\x09\n#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto\ttrans_id\tquery\t\
+        qclass\tqtype\trcode\tanswers\n#types\ttime\tstring\taddr\tport\taddr\tport\tenum\tcount\tstring\tcount\tcount\t\
+        count\tvector[string]\n"
+        .to_vec();
+    text.extend(csv_text(&zeek, b'\t', false));
+    write(&root.join("zeek-dns/dns.log"), &text);
+    let example = std::fs::read_to_string(common::repo().join("connectors/examples/zeek_dns.yaml")).unwrap();
+    let example = example.replace("path: zeek-dns", &format!("path: {}", root.join("zeek-dns").display()));
+    let (_, missing, _) = run_playbooks("dns", &example, &["suspicious_dns"]).await;
+    assert_eq!(missing, ["frame_len"]);
 }
