@@ -130,3 +130,21 @@ async fn a_chart_column_yaml_did_not_read_as_text_says_to_quote_it() {
         "{got:?}"
     );
 }
+
+#[tokio::test]
+async fn a_broken_options_query_is_reported_where_it_is_written() {
+    let yaml = r#"title: Hosts
+params:
+  host:
+    type: select
+    options_query: SELECT DISTINCT sipp FROM flows
+sections:
+  - title: One
+    steps:
+      - id: s
+        query:
+          sql: SELECT 1 AS one
+"#;
+    let got = problems_of("hosts", yaml).await;
+    assert_eq!(got, ["hosts.yaml:5:20: options_query of `host`: unknown column `sipp`\n  hint: did you mean `sip`?"]);
+}

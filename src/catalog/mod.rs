@@ -296,9 +296,16 @@ impl Catalog {
         }
         let bound = bind_all(&pb.params, &values);
         for p in &pb.params {
-            if let ParamKind::Select { options_query: Some(q), .. } = &p.kind {
+            if let ParamKind::Select { options_query: Some(q), options_at, .. } = &p.kind {
                 if let Err(e) = ctx.sql_with_options(q, read_only()).await {
-                    problems.push(Pos::UNKNOWN, format!("options_query of `{}`: {}", p.name, clean_error(&e).0));
+                    let (message, hint) = clean_error(&e);
+                    let mut problem = Problem::new(
+                        problems.path.clone(),
+                        *options_at,
+                        format!("options_query of `{}`: {message}", p.name),
+                    );
+                    problem.hint = hint;
+                    problems.list.push(problem);
                 }
             }
         }

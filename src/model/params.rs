@@ -13,11 +13,19 @@ use crate::util::timeutil::{self, Window};
 /// What an analyst may enter.
 #[derive(Debug, Clone)]
 pub enum ParamKind {
-    Text { pattern: Option<Regex> },
+    Text {
+        pattern: Option<Regex>,
+    },
     Integer,
     Number,
     Boolean,
-    Select { multiple: bool, options: Vec<Choice>, options_query: Option<String> },
+    /// `options_at`: where `options_query` is written, for its problems.
+    Select {
+        multiple: bool,
+        options: Vec<Choice>,
+        options_query: Option<String>,
+        options_at: crate::util::problem::Pos,
+    },
     IpList,
     Datetime,
     TimeRange,
@@ -171,7 +179,7 @@ impl Param {
                 "false" | "off" | "no" | "0" => Ok(Value::Bool(false)),
                 _ => Err(format!("`{}` is not yes or no", short(text))),
             },
-            ParamKind::Select { multiple, options, options_query } => {
+            ParamKind::Select { multiple, options, options_query, .. } => {
                 let picked: Vec<String> =
                     text.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
                 if picked.is_empty() {
@@ -439,11 +447,17 @@ mod tests {
             Choice { value: "basic".into(), label: "Basic".into() },
             Choice { value: "extended".into(), label: "Extended".into() },
         ];
-        let single = param(ParamKind::Select { multiple: false, options: options.clone(), options_query: None });
+        let single = param(ParamKind::Select {
+            multiple: false,
+            options: options.clone(),
+            options_query: None,
+            options_at: Default::default(),
+        });
         assert_eq!(single.parse(Some("basic"), &cx()), Ok(Value::Choices(vec!["basic".into()])));
         assert_eq!(single.parse(Some("basic,extended"), &cx()), Err("choose one option".into()));
         assert_eq!(single.parse(Some("full"), &cx()), Err("`full` is not one of: basic, extended".into()));
-        let multi = param(ParamKind::Select { multiple: true, options, options_query: None });
+        let multi =
+            param(ParamKind::Select { multiple: true, options, options_query: None, options_at: Default::default() });
         assert_eq!(
             multi.bind(&multi.parse(Some("basic,extended"), &cx()).unwrap())[0].1,
             ScalarValue::Utf8(Some("basic,extended".into()))

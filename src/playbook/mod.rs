@@ -307,7 +307,13 @@ fn validate_param(name: &str, rp: RawParam, at: Pos, cx: &ParseCtx, problems: &m
                     "list them under `options:` or give an `options_query:`",
                 );
             }
-            ParamKind::Select { multiple: rp.multiple, options, options_query: rp.options_query.map(|q| q.value) }
+            let options_at = rp.options_query.as_ref().map(pos).unwrap_or_default();
+            ParamKind::Select {
+                multiple: rp.multiple,
+                options,
+                options_query: rp.options_query.map(|q| q.value),
+                options_at,
+            }
         }
         "ip_list" => ParamKind::IpList,
         "datetime" => ParamKind::Datetime,

@@ -166,7 +166,7 @@ pub(super) async fn field(state: &AppState, p: &Param, given: Option<&str>, erro
     let tz = state.engine.tz();
     let value = given.map(str::to_string).or_else(|| p.default.clone()).unwrap_or_default();
     let (options, multiple) = match &p.kind {
-        ParamKind::Select { options, options_query: Some(q), multiple } => {
+        ParamKind::Select { options, options_query: Some(q), multiple, .. } => {
             let mut opts = options.clone();
             match state.engine.options(q).await {
                 Ok(vals) => {
