@@ -186,3 +186,32 @@ async fn serve_on_an_empty_data_folder_generates_the_demo_and_lists_the_playbook
     let css = reqwest::get(format!("http://{}/static/casebook.css", server.addr)).await.expect("css");
     assert_eq!(css.status(), reqwest::StatusCode::OK);
 }
+
+/// `serve` over connectors that read only one's own files writes no demo data, and says
+/// how to get it.
+#[test]
+fn serve_generates_the_demo_only_for_connectors_that_read_it() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    std::fs::create_dir_all(data.join("own")).expect("dirs");
+    std::fs::write(data.join("own/hosts.csv"), "ip,name\n10.0.0.1,gateway\n").expect("csv");
+    let connectors = root.path().join("connectors");
+    std::fs::create_dir_all(&connectors).expect("dir");
+    std::fs::write(connectors.join("hosts.yaml"), "format: csv\npath: own/hosts.csv\n").expect("yaml");
+    let log = root.path().join("serve.log");
+    let server = common::Server::start_logged(
+        [
+            "--data".as_ref(),
+            data.as_os_str(),
+            "--connectors".as_ref(),
+            connectors.as_os_str(),
+            "--playbooks".as_ref(),
+            root.path().join("none").as_os_str(),
+        ],
+        Some(&log),
+    );
+    drop(server);
+    let said = std::fs::read_to_string(&log).expect("log");
+    assert!(said.contains("No connector reads demo/: no demo data generated (serve --demo generates it)."), "{said}");
+    assert!(!data.join("demo").exists());
+}

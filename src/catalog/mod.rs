@@ -358,6 +358,28 @@ impl Catalog {
     }
 }
 
+/// The connector files (their names) whose `path:` is in the data folder's `demo/`.
+pub fn demo_readers(paths: &Paths) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct PathOnly {
+        #[serde(default)]
+        path: Option<String>,
+    }
+    let examples = paths.connectors.join("examples");
+    let mut out = Vec::new();
+    for file in yaml_files(&paths.connectors).into_iter().filter(|f| !f.starts_with(&examples)) {
+        let Ok(text) = std::fs::read_to_string(&file) else { continue };
+        let Ok(raw) = serde_saphyr::from_str::<PathOnly>(&text) else { continue };
+        let Some(path) = raw.path else { continue };
+        let p = Path::new(path.trim());
+        let full = if p.is_absolute() { p.to_path_buf() } else { paths.data.join(p) };
+        if full.starts_with(paths.data.join("demo")) {
+            out.push(file.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default());
+        }
+    }
+    out
+}
+
 /// `*.yaml` / `*.yml` files under `dir`, recursively, sorted.
 pub fn yaml_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

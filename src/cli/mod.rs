@@ -115,6 +115,10 @@ pub enum Command {
         /// that folder is missing or empty; the management page then checks it for updates.
         #[arg(long, env = "CASEBOOK_PLAYBOOKS_REPO")]
         playbooks_repo: Option<String>,
+        /// Generate the demo data when it is missing even if no connector reads `demo/`
+        /// (by default it is generated only for connectors that read it).
+        #[arg(long)]
+        demo: bool,
         #[command(flatten)]
         dirs: Dirs,
     },
@@ -231,6 +235,7 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
             secrets,
             secret_env,
             playbooks_repo,
+            demo,
             dirs,
         } => {
             let limits = crate::engine::Limits {
@@ -269,6 +274,7 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
                 secrets,
                 secret_env,
                 playbooks_repo,
+                demo,
             };
             serve::serve(opts, &dirs).await.map(|_| ExitCode::SUCCESS)
         }

@@ -23,11 +23,23 @@ pub struct ServeOptions {
     pub secrets: Option<PathBuf>,
     pub secret_env: Vec<String>,
     pub playbooks_repo: Option<String>,
+    /// Generate missing demo data even when no connector reads it.
+    pub demo: bool,
 }
 
 pub async fn serve(opts: ServeOptions, dirs: &Dirs) -> Result<()> {
-    let ServeOptions { bind, retention, proxy, limits, public_url, allowed_hosts, secrets, secret_env, playbooks_repo } =
-        opts;
+    let ServeOptions {
+        bind,
+        retention,
+        proxy,
+        limits,
+        public_url,
+        allowed_hosts,
+        secrets,
+        secret_env,
+        playbooks_repo,
+        demo,
+    } = opts;
     let secrets = crate::secrets::Secrets::new(Some(secrets.unwrap_or_else(|| dirs.paths().data.join("secrets.yaml"))))
         .with_env(&secret_env)
         .map_err(|e| anyhow::anyhow!("--secret-env: {e}"))?;
@@ -42,10 +54,25 @@ pub async fn serve(opts: ServeOptions, dirs: &Dirs) -> Result<()> {
             eprintln!("Cloned the playbook repository into {}", paths.playbooks.display());
         }
     }
-    if !crate::demo::present(&paths.data) {
-        eprintln!("No demo data in {} yet: generating it (once)…", paths.data.display());
+    // The demo data only when something reads it (or when asked): a server over one's own
+    // data does not write a million made-up flows beside it.
+    let readers = crate::catalog::demo_readers(&paths);
+    if !crate::demo::present(&paths.data) && (demo || !readers.is_empty()) {
+        let why = if readers.is_empty() {
+            "--demo".to_string()
+        } else {
+            format!(
+                "connector{} {} read{} it",
+                if readers.len() == 1 { "" } else { "s" },
+                readers.join(", "),
+                if readers.len() == 1 { "s" } else { "" }
+            )
+        };
+        eprintln!("No demo data in {} yet ({why}): generating it (once)…", paths.data.join("demo").display());
         let summary = crate::demo::generate(&paths.data, &crate::demo::Options::default())?;
         eprintln!("{summary}");
+    } else if !crate::demo::present(&paths.data) {
+        eprintln!("No connector reads demo/: no demo data generated (serve --demo generates it).");
     }
     let catalog = Arc::new(Catalog::load(paths.clone(), dirs.tz()?).await);
     let problems = catalog.problems().count();
