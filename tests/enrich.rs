@@ -110,7 +110,9 @@ async fn spot_context_files_are_read_as_they_are() {
     let conn = tempfile::tempdir().unwrap();
     for f in std::fs::read_dir(common::repo().join("connectors")).unwrap() {
         let f = f.unwrap().path();
-        std::fs::copy(&f, conn.path().join(f.file_name().unwrap())).unwrap();
+        if f.is_file() {
+            std::fs::copy(&f, conn.path().join(f.file_name().unwrap())).unwrap();
+        }
     }
     std::fs::write(conn.path().join("spot_ranges.yaml"), "format: csv\npath: spot/ipranges.csv\nhas_header: false\n")
         .unwrap();
