@@ -111,7 +111,7 @@ pub async fn check(catalog: &Catalog) -> Result<Incoming> {
     let incoming_playbooks: PathBuf = tmp.join(prefix.trim_end_matches('/'));
     let mut paths = catalog.paths.clone();
     paths.playbooks = incoming_playbooks.clone();
-    let loaded = Catalog::load(paths, catalog.tz).await;
+    let loaded = Catalog::load_with(paths, catalog.tz, catalog.secrets.clone()).await;
     let shown = |p: &str| p.replace(&format!("{}/", incoming_playbooks.display()), "");
     let problems = loaded
         .playbooks

@@ -193,7 +193,8 @@ fn connector(format: &str, dir: &Path) -> String {
     lines.join("\n") + "\n"
 }
 
-/// The shipped connectors, with `name` replaced by `yaml`; the catalog over them.
+/// The shipped connectors, with `name` replaced by `yaml`; the catalog over them, its
+/// secrets in `root/secrets.yaml`.
 async fn catalog_with(name: &str, yaml: &str, root: &Path) -> Arc<Catalog> {
     let dir = root.join("connectors");
     std::fs::create_dir_all(&dir).unwrap();
@@ -206,7 +207,8 @@ async fn catalog_with(name: &str, yaml: &str, root: &Path) -> Arc<Catalog> {
     std::fs::write(dir.join(format!("{name}.yaml")), yaml).unwrap();
     let mut paths = common::paths_with(common::demo_data());
     paths.connectors = dir;
-    Arc::new(Catalog::load(paths, chrono_tz::Tz::UTC).await)
+    let secrets = casebook::secrets::Secrets::new(Some(root.join("secrets.yaml")));
+    Arc::new(Catalog::load_with(paths, chrono_tz::Tz::UTC, secrets).await)
 }
 
 /// Runs the playbooks on `format` and returns their tables, after checking the self-tests.
@@ -233,7 +235,20 @@ async fn run_on(format: &str) -> (Tables, Vec<String>) {
 /// Runs `playbooks` with connector `name` read through `yaml`: their self-tests must pass;
 /// returns every step's table and the standard columns the connector lacks.
 async fn run_playbooks(name: &str, yaml: &str, playbooks: &[&str]) -> (Tables, Vec<String>, Arc<Catalog>) {
+    run_playbooks_with(name, yaml, playbooks, "").await
+}
+
+/// [`run_playbooks`] with `secrets` (YAML) in the catalog's secrets file.
+async fn run_playbooks_with(
+    name: &str,
+    yaml: &str,
+    playbooks: &[&str],
+    secrets: &str,
+) -> (Tables, Vec<String>, Arc<Catalog>) {
     let root = tempfile::tempdir().unwrap();
+    if !secrets.is_empty() {
+        common::write_secrets(&root.path().join("secrets.yaml"), secrets);
+    }
     let catalog = catalog_with(name, yaml, root.path()).await;
     let problems: Vec<String> = catalog.problems().map(|p| p.to_string()).collect();
     assert!(problems.is_empty(), "{name}: {problems:#?}");
@@ -397,4 +412,174 @@ async fn a_dns_log_whose_client_is_ip_src_works_with_suspicious_dns_through_a_ma
     let example = example.replace("path: zeek-dns", &format!("path: {}", root.join("zeek-dns").display()));
     let (_, missing, _) = run_playbooks("dns", &example, &["suspicious_dns"]).await;
     assert_eq!(missing, ["frame_len"]);
+}
+
+/// A real PostgreSQL server (Debian's, installed by `scripts/install-postgres.sh`) in a
+/// temporary folder on a free port of 127.0.0.1, run as an unprivileged user when the tests
+/// run as root; stopped when dropped.
+#[cfg(feature = "postgres")]
+struct Postgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    user: Option<String>,
+    port: u16,
+}
+
+#[cfg(feature = "postgres")]
+impl Postgres {
+    fn command(&self, program: &str) -> std::process::Command {
+        let exe = self.bin.join(program);
+        match &self.user {
+            Some(u) => {
+                let mut c = std::process::Command::new("runuser");
+                c.args(["-u", u, "--"]).arg(exe);
+                c
+            }
+            None => std::process::Command::new(exe),
+        }
+    }
+
+    fn start(password: &str) -> Postgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|d| d.flatten().map(|e| e.path().join("bin")).find(|b| b.join("initdb").exists()))
+            .expect("PostgreSQL's initdb (scripts/install-postgres.sh installs it)");
+        let root = std::process::Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+        let user = root.then(|| {
+            let known = |u: &str| std::process::Command::new("id").arg(u).output().is_ok_and(|o| o.status.success());
+            if known("postgres") {
+                "postgres".to_string()
+            } else {
+                "nobody".to_string()
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), password).unwrap();
+        if let Some(u) = &user {
+            let ok = std::process::Command::new("chown").args(["-R", u]).arg(dir.path()).status().unwrap();
+            assert!(ok.success());
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut pg = Postgres { dir, bin, user, port };
+        let data = pg.dir.path().join("data");
+        let out = pg
+            .command("initdb")
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "casebook", "--auth=scram-sha-256", "-E", "UTF8", "--no-sync"])
+            .arg(format!("--pwfile={}", pg.dir.path().join("pw").display()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        let opts = format!("-h 127.0.0.1 -p {} -k {} -c fsync=off", pg.port, pg.dir.path().display());
+        let out = pg
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(&data)
+            .args(["-w", "-t", "60", "-o", &opts, "-l"])
+            .arg(pg.dir.path().join("log"))
+            .arg("start")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&out.stderr));
+        pg.port = port;
+        pg
+    }
+
+    /// Runs SQL through psql as `casebook` (the server's superuser).
+    fn psql(&self, db: &str, sql: &str, password: &str) {
+        let out = std::process::Command::new(self.bin.join("psql"))
+            .env("PGPASSWORD", password)
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "casebook",
+                "-d",
+                db,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-q",
+                "-c",
+                sql,
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+/// A day of the demo's flows in a PostgreSQL table, read through a connector whose password
+/// is a named secret: the shipped playbooks run unchanged and return the Parquet rows; a
+/// wrong password says so without showing it.
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn a_postgresql_table_gives_the_parquet_rows() {
+    let password = "pg-s3cret-for-casebook";
+    let pg = Postgres::start(password);
+    let csv = pg.dir.path().join("flows.csv");
+    std::fs::write(&csv, csv_text(&batches("SELECT * FROM base").await, b',', true)).unwrap();
+    pg.psql("postgres", "CREATE DATABASE netflow", password);
+    pg.psql(
+        "netflow",
+        "CREATE TABLE flows (treceived timestamptz, tryear int, trmonth int, trday int, trhour int, trminute int, \
+         trsec int, tdur double precision, sip text, dip text, sport int, dport int, proto text, flag text, fwd int, \
+         stos int, ipkt bigint, ibyt bigint, opkt bigint, obyt bigint, input int, output int, sas int, das int, dtos int, \
+         dir int, rip text)",
+        password,
+    );
+    pg.psql("netflow", &format!("\\copy flows FROM '{}' CSV HEADER", csv.display()), password);
+    pg.psql("netflow", "CREATE INDEX ON flows (treceived); ANALYZE flows", password);
+    let yaml = format!(
+        "description: the demo's flows in PostgreSQL\nformat: postgres\ntable: public.flows\nconnection:\n  host: 127.0.0.1\n  \
+         port: {}\n  db: netflow\n  user: casebook\n  sslmode: disable\npassword_secret: PG_PASSWORD\nprovides: flows\n",
+        pg.port
+    );
+    {
+        // The time window, a port and the limit go to the database; casebook's ip_in does not.
+        let root = tempfile::tempdir().unwrap();
+        common::write_secrets(&root.path().join("secrets.yaml"), &format!("PG_PASSWORD: {password}\n"));
+        let catalog = catalog_with("flows", &yaml, root.path()).await;
+        let ctx = catalog.session();
+        let q =
+            "EXPLAIN SELECT sip, dip FROM flows WHERE treceived >= TIMESTAMP '2026-01-01T00:00:00Z' AND dport = 443 \
+                 AND ip_in(sip, '10.0.0.0/8') LIMIT 5";
+        let plan =
+            datafusion::arrow::util::pretty::pretty_format_batches(&ctx.sql(q).await.unwrap().collect().await.unwrap())
+                .unwrap()
+                .to_string();
+        let sent = plan.lines().find(|l| l.contains("SELECT") && l.contains("FROM")).unwrap_or_default().to_string();
+        assert!(sent.contains("\"dport\" = 443") && sent.contains("treceived"), "{plan}");
+        assert!(!sent.contains("ip_in"), "{plan}");
+    }
+    let (tables, missing, _) =
+        run_playbooks_with("flows", &yaml, &PLAYBOOKS, &format!("PG_PASSWORD: {password}\n")).await;
+    assert!(missing.is_empty(), "{missing:?}");
+    same_tables("postgres", &tables, &missing, reference().await);
+
+    // A wrong password: the connector says it cannot read the table, and nothing shows the
+    // password it was given.
+    let root = tempfile::tempdir().unwrap();
+    common::write_secrets(&root.path().join("secrets.yaml"), "PG_PASSWORD: not-the-password\n");
+    let catalog = catalog_with("flows", &yaml, root.path()).await;
+    let problems: Vec<String> = catalog.connector_problems.iter().map(|p| p.to_string()).collect();
+    assert!(
+        problems.len() == 1 && problems[0].contains("connector `flows`: cannot read table `public.flows`"),
+        "{problems:?}"
+    );
+    assert!(!problems[0].contains("not-the-password") && !problems[0].contains(password), "{problems:?}");
 }

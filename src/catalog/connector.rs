@@ -36,9 +36,22 @@ pub struct RawConnector {
     pub description: Option<String>,
     #[schemars(with = "FormatName")]
     pub format: Spanned<String>,
-    /// A folder, file or glob, relative to the data folder.
-    #[schemars(with = "String")]
-    pub path: Spanned<String>,
+    /// A folder, file or glob, relative to the data folder (files only).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub path: Option<Spanned<String>>,
+    /// A database's table (`format: postgres`): `flows` or `schema.flows`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub table: Option<Spanned<String>>,
+    /// How to reach the database: host, port, db, user, sslmode (disable, require,
+    /// verify-ca, verify-full).
+    #[serde(default)]
+    pub connection: IndexMap<String, serde_json::Value>,
+    /// The secret (in the secrets file) holding the database password.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub password_secret: Option<Spanned<String>>,
     /// Hive-style partition folders, e.g. [date, hour] for date=…/hour=….
     #[serde(default)]
     pub partitions: Vec<String>,
@@ -105,6 +118,8 @@ enum FormatName {
     Ndjson,
     /// Zeek's TSV logs: `#fields` and `#types` headers, `-` for empty.
     Zeek,
+    /// A PostgreSQL table (`table:`, `connection:`, `password_secret:`).
+    Postgres,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -121,6 +136,7 @@ pub enum Format {
     Csv,
     Ndjson,
     Zeek,
+    Postgres,
 }
 
 /// A loaded connector: its table, ready to register in any session.
@@ -167,6 +183,7 @@ pub async fn load(
     text: &str,
     data_dir: &Path,
     ctx: &SessionContext,
+    secrets: &crate::secrets::Secrets,
     problems: &mut Problems,
 ) -> Option<Connector> {
     let raw: RawConnector = match crate::util::yaml::parse(&problems.path, text) {
@@ -194,11 +211,12 @@ pub async fn load(
         "csv" => Format::Csv,
         "ndjson" | "json" => Format::Ndjson,
         "zeek" => Format::Zeek,
+        "postgres" | "postgresql" => Format::Postgres,
         other => {
             problems.push_hint(
                 pos(&raw.format),
                 format!("unknown format `{other}`"),
-                "use parquet, csv, ndjson or zeek",
+                "use parquet, csv, ndjson, zeek or postgres",
             );
             return None;
         }
@@ -218,8 +236,20 @@ pub async fn load(
             }
         },
     };
-    let path_at = pos(&raw.path);
-    let rel = raw.path.value.trim();
+    if format == Format::Postgres {
+        let table = super::database::postgres(&raw, &name, secrets, problems).await?;
+        return finish(raw, name, format, provides, table, None, None, problems);
+    }
+    let Some(path) = &raw.path else {
+        problems.push_hint(
+            Pos::new(1, 1),
+            format!("connector `{name}`: no `path:`"),
+            "say where the files are, relative to the data folder (e.g. path: logs/conn)",
+        );
+        return None;
+    };
+    let path_at = pos(path);
+    let rel = path.value.trim();
     let full = if Path::new(rel).is_absolute() { Path::new(rel).to_path_buf() } else { data_dir.join(rel) };
     let is_glob = rel.contains(['*', '?', '[']);
     let mut location = full.to_string_lossy().to_string();
@@ -246,6 +276,7 @@ pub async fn load(
         Format::Csv => ".csv",
         Format::Ndjson => ".json",
         Format::Zeek => ".log",
+        Format::Postgres => "",
     };
     // Usually one compression; a folder of rotated logs may hold plain and compressed files.
     let kinds = compression(&raw, format, &full, rel, base_ext, &name, problems)?;
@@ -278,7 +309,7 @@ pub async fn load(
     };
     let file_format = |compression: FileCompressionType| -> Arc<dyn FileFormat> {
         match format {
-            Format::Parquet => Arc::new(ParquetFormat::default()),
+            Format::Parquet | Format::Postgres => Arc::new(ParquetFormat::default()),
             Format::Csv => {
                 let f = CsvFormat::default()
                     .with_has_header(raw.has_header.unwrap_or(true))
@@ -352,6 +383,21 @@ pub async fn load(
             return None;
         }
     };
+    finish(raw, name, format, provides, files, (!is_glob).then_some(full), declared, problems)
+}
+
+/// The mapping, the time column and the connector, the same for files and databases.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    raw: RawConnector,
+    name: String,
+    format: Format,
+    provides: Option<&'static super::standard::Standard>,
+    files: Arc<dyn TableProvider>,
+    location: Option<std::path::PathBuf>,
+    declared: Option<Listing>,
+    problems: &mut Problems,
+) -> Option<Connector> {
     let mapping =
         super::mapping::Mapping { connector: &name, provides, columns: &raw.columns, filter: raw.filter.as_ref() };
     let (table, missing) = if provides.is_some() || !raw.columns.is_empty() || raw.filter.is_some() {
@@ -380,7 +426,7 @@ pub async fn load(
         format,
         time_column,
         table,
-        location: (!is_glob).then_some(full),
+        location,
         declared,
         provides,
         missing,
@@ -458,7 +504,7 @@ fn check_parquet(
     let chosen =
         kinds.iter().copied().find(FileCompressionType::is_compressed).unwrap_or(FileCompressionType::UNCOMPRESSED);
     if chosen.is_compressed() && format == Format::Parquet {
-        let at = raw.compression.as_ref().map_or_else(|| pos(&raw.path), pos);
+        let at = raw.compression.as_ref().or(raw.path.as_ref()).map_or(Pos::new(1, 1), pos);
         problems.push_hint(
             at,
             format!("connector `{name}`: Parquet files are not compressed from outside"),

@@ -14,6 +14,7 @@ use datafusion::prelude::SessionContext;
 use serde::Serialize;
 
 pub mod connector;
+pub mod database;
 pub mod mapping;
 pub mod standard;
 pub mod zeek;
@@ -75,6 +76,8 @@ pub struct Catalog {
     pub services: Vec<crate::model::service::Service>,
     pub connector_problems: Vec<Problem>,
     pub playbooks: Vec<Entry>,
+    /// The secrets connectors read (a database's password); reloads use the same.
+    pub secrets: crate::secrets::Secrets,
 }
 
 impl Catalog {
@@ -89,8 +92,15 @@ impl Catalog {
         self
     }
 
-    /// Loads and validates everything under `paths`. Never fails: problems are collected.
+    /// Loads and validates everything under `paths`, connectors' secrets from the data
+    /// folder's `secrets.yaml`. Never fails: problems are collected.
     pub async fn load(paths: Paths, tz: Tz) -> Catalog {
+        let secrets = crate::secrets::Secrets::new(Some(paths.data.join("secrets.yaml")));
+        Catalog::load_with(paths, tz, secrets).await
+    }
+
+    /// [`Catalog::load`] with the secrets `serve` was given.
+    pub async fn load_with(paths: Paths, tz: Tz, secrets: crate::secrets::Secrets) -> Catalog {
         let ctx = new_session();
         let mut connectors = Vec::new();
         let mut services = Vec::new();
@@ -120,7 +130,7 @@ impl Catalog {
                 connector_problems.extend(problems.list);
                 continue;
             }
-            if let Some(c) = connector::load(&file, &text, &paths.data, &ctx, &mut problems).await {
+            if let Some(c) = connector::load(&file, &text, &paths.data, &ctx, &secrets, &mut problems).await {
                 if connectors.iter().any(|o: &Connector| o.name == c.name) {
                     problems.push(Pos::new(1, 1), format!("connector name `{}` is used by another file", c.name));
                 } else {
@@ -129,7 +139,8 @@ impl Catalog {
             }
             connector_problems.extend(problems.list);
         }
-        let mut catalog = Catalog { paths, tz, connectors, services, connector_problems, playbooks: Vec::new() };
+        let mut catalog =
+            Catalog { paths, tz, connectors, services, connector_problems, playbooks: Vec::new(), secrets };
         let files = yaml_files(&catalog.paths.playbooks);
         let mut entries = Vec::new();
         for file in files {

@@ -74,7 +74,7 @@ pub async fn serve(opts: ServeOptions, dirs: &Dirs) -> Result<()> {
     } else if !crate::demo::present(&paths.data) {
         eprintln!("No connector reads demo/: no demo data generated (serve --demo generates it).");
     }
-    let catalog = Arc::new(Catalog::load(paths.clone(), dirs.tz()?).await);
+    let catalog = Arc::new(Catalog::load_with(paths.clone(), dirs.tz()?, secrets.clone()).await);
     let problems = catalog.problems().count();
     if problems > 0 {
         eprintln!("{problems} problem(s) in playbooks or connectors; see `casebook check` or the pages");

@@ -126,7 +126,8 @@ impl Engine {
     /// whose new version has problems keeps serving its last good version.
     pub async fn reload(&self) -> Arc<Catalog> {
         let old = self.catalog();
-        let new = Arc::new(Catalog::load(old.paths.clone(), old.tz).await.keep_last_good(&old));
+        let new =
+            Arc::new(Catalog::load_with(old.paths.clone(), old.tz, old.secrets.clone()).await.keep_last_good(&old));
         match self.catalog.write() {
             Ok(mut c) => *c = new.clone(),
             Err(poisoned) => *poisoned.into_inner() = new.clone(),

@@ -73,7 +73,11 @@ pub fn clean_error(e: &DataFusionError) -> (String, Option<String>) {
         Some(d) => d.message.clone(),
         None => inner_text.clone(),
     };
-    let mut msg = first_line(&text);
+    // A database's own message ("ERROR: …") says more than the lines wrapped around it.
+    let mut msg = match text.lines().find(|l| l.starts_with("ERROR: ")) {
+        Some(l) => format!("the database answered: {}", &l[7..]),
+        None => first_line(&text),
+    };
     if let Some(i) = msg.find("No field named ") {
         msg = msg[i..].to_string();
     }
