@@ -79,9 +79,11 @@ fn redact(message: &str, secrets: &Secrets, raw: &RawConnector) -> String {
 /// A database table that always asks the database for at least one column. The library's
 /// tables answer an empty projection (`SELECT count(*) FROM t`) with a column anyway, which
 /// the plan above does not expect; here the first column is read and dropped instead.
+#[cfg(feature = "postgres")]
 #[derive(Debug)]
 struct AtLeastOneColumn(Arc<dyn TableProvider>);
 
+#[cfg(feature = "postgres")]
 #[async_trait::async_trait]
 impl TableProvider for AtLeastOneColumn {
     fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
