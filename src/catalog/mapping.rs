@@ -111,6 +111,15 @@ impl Mapping<'_> {
         if failed {
             return None;
         }
+        // Files that already hold the standard schema as it is need no view at all.
+        let as_is = self.provides.is_some_and(|std| {
+            std.columns.iter().all(|(c, k)| {
+                source_schema.field_with_unqualified_name(c).is_ok_and(|f| f.data_type() == &k.data_type())
+            })
+        });
+        if as_is && mapped.is_empty() && filter.is_none() {
+            return Some(Mapped { table: files, missing: Vec::new() });
+        }
         let mut out: Vec<Expr> = Vec::new();
         let mut names: Vec<String> = Vec::new();
         let mut missing = Vec::new();
