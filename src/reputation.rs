@@ -29,7 +29,7 @@ impl Lookup {
 }
 
 /// Why one request did not give an answer.
-enum Failure {
+pub(crate) enum Failure {
     Retry(String, Option<Duration>),
     Final(String),
 }
@@ -66,50 +66,8 @@ impl Service {
         url: &reqwest::Url,
         key: Option<&str>,
     ) -> Result<(u16, Vec<u8>), Failure> {
-        let mut req = client.get(url.clone()).timeout(self.timeout);
-        if let (Some(h), Some(k)) = (&self.auth_header, key) {
-            req = req.header(h.clone(), k);
-        }
-        let mut resp = match req.send().await {
-            Ok(r) => r,
-            Err(e) if e.is_timeout() => {
-                return Err(Failure::Retry(format!("no answer within {} s", self.timeout.as_secs_f64()), None))
-            }
-            Err(e) if e.is_connect() => return Err(Failure::Retry("could not connect".into(), None)),
-            Err(e) => return Err(Failure::Retry(crate::util::text::first_line(&e.without_url().to_string()), None)),
-        };
-        let status = resp.status().as_u16();
-        if status == 429 || resp.status().is_server_error() {
-            let after = resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            let what = if status == 429 {
-                "rate limited by the service (HTTP 429)".to_string()
-            } else {
-                format!("service error (HTTP {status})")
-            };
-            return Err(Failure::Retry(what, after));
-        }
-        let mut body = Vec::new();
-        loop {
-            match tokio::time::timeout(self.timeout, resp.chunk()).await {
-                Ok(Ok(Some(chunk))) => {
-                    body.extend_from_slice(&chunk);
-                    if body.len() > self.max_bytes {
-                        return Err(Failure::Final(format!("answer over {} bytes, ignored", self.max_bytes)));
-                    }
-                }
-                Ok(Ok(None)) => break,
-                Ok(Err(_)) => return Err(Failure::Retry("the answer broke off".into(), None)),
-                Err(_) => {
-                    return Err(Failure::Retry(format!("no answer within {} s", self.timeout.as_secs_f64()), None))
-                }
-            }
-        }
-        Ok((status, body))
+        let auth = self.auth_header.as_ref().zip(key);
+        get_capped(client, url, auth, self.timeout, self.max_bytes).await
     }
 
     /// Whether the service answers at all: one GET of its base address, without the key
@@ -234,6 +192,60 @@ impl Service {
         }
         out
     }
+}
+
+/// One GET: the status and the body, at most `max_bytes` of it, each wait at most `timeout`.
+/// A 429, a 5xx or no answer may be retried; a body over the cap may not. Messages name
+/// neither the address nor the key.
+pub(crate) async fn get_capped(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    auth: Option<(&reqwest::header::HeaderName, &str)>,
+    timeout: Duration,
+    max_bytes: usize,
+) -> Result<(u16, Vec<u8>), Failure> {
+    let mut req = client.get(url.clone()).timeout(timeout);
+    if let Some((h, k)) = auth {
+        req = req.header(h.clone(), k);
+    }
+    let mut resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) if e.is_timeout() => {
+            return Err(Failure::Retry(format!("no answer within {} s", timeout.as_secs_f64()), None))
+        }
+        Err(e) if e.is_connect() => return Err(Failure::Retry("could not connect".into(), None)),
+        Err(e) => return Err(Failure::Retry(crate::util::text::first_line(&e.without_url().to_string()), None)),
+    };
+    let status = resp.status().as_u16();
+    if status == 429 || resp.status().is_server_error() {
+        let after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let what = if status == 429 {
+            "rate limited by the service (HTTP 429)".to_string()
+        } else {
+            format!("service error (HTTP {status})")
+        };
+        return Err(Failure::Retry(what, after));
+    }
+    let mut body = Vec::new();
+    loop {
+        match tokio::time::timeout(timeout, resp.chunk()).await {
+            Ok(Ok(Some(chunk))) => {
+                body.extend_from_slice(&chunk);
+                if body.len() > max_bytes {
+                    return Err(Failure::Final(format!("answer over {max_bytes} bytes, ignored")));
+                }
+            }
+            Ok(Ok(None)) => break,
+            Ok(Err(_)) => return Err(Failure::Retry("the answer broke off".into(), None)),
+            Err(_) => return Err(Failure::Retry(format!("no answer within {} s", timeout.as_secs_f64()), None)),
+        }
+    }
+    Ok((status, body))
 }
 
 /// The innermost cause of a request error ("Connection refused (os error 111)"), without the

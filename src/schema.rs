@@ -17,6 +17,7 @@ pub fn playbook() -> String {
 enum AnyConnector {
     Files(RawConnector),
     Http(crate::model::service::RawService),
+    HttpTable(crate::catalog::http_table::RawHttpTable),
 }
 
 /// The connector schema, as pretty JSON.

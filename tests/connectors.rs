@@ -145,7 +145,7 @@ async fn a_wrong_connector_says_where_and_how_to_fix_it() {
             "connectors/delim.yaml:3:12: connector `delim`: delimiter `→` is not a single ASCII character\n  hint: use e.g. `,`, `;`, `|` or a tab (\"\\t\")".to_string(),
             "connectors/missing.yaml:2:7: connector `missing`: data/nowhere/flows does not exist\n  hint: paths are relative to the data folder; run `casebook demo` to generate the demo data".to_string(),
             "connectors/nocol.yaml:3:14: connector `nocol`: time column `seen` is not in its schema".to_string(),
-            "connectors/shape.yaml:1:9: unknown format `xlsx`\n  hint: use parquet, csv, ndjson or zeek".to_string(),
+            "connectors/shape.yaml:1:9: unknown format `xlsx`\n  hint: use parquet, csv, ndjson, zeek or postgres".to_string(),
             "connectors/textual.yaml:4:14: connector `textual`: time column `user` holds text, not times\n  hint: declare it in `schema:` with type timestamp (or date), or map it in `columns:` (e.g. from_epoch(ts))".to_string(),
             "connectors/typed.yaml:5:3: column `src` has unknown type `ipaddr`\n  hint: use string, integer, int32, float, boolean, timestamp or date".to_string(),
         ]

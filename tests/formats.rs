@@ -583,3 +583,149 @@ async fn a_postgresql_table_gives_the_parquet_rows() {
     );
     assert!(!problems[0].contains("not-the-password") && !problems[0].contains(password), "{problems:?}");
 }
+
+/// The rows a data platform's API serves: the flows under its own field names, with the
+/// time as RFC 3339 text.
+async fn api_rows() -> Vec<(i64, serde_json::Value)> {
+    let rows = batches(
+        "SELECT CAST(treceived AS BIGINT) AS micros, to_char(treceived, '%Y-%m-%dT%H:%M:%S%.6fZ') AS ts, \
+         sip AS src_ip, sport AS src_port, dip AS dst_ip, dport AS dst_port, proto AS protocol, tdur AS duration, \
+         ipkt AS pkts_out, ibyt AS bytes_out, opkt AS pkts_in, obyt AS bytes_in FROM base",
+    )
+    .await;
+    let text = String::from_utf8(json_lines(&rows)).unwrap();
+    text.lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let micros = v["micros"].as_i64().unwrap();
+            v.as_object_mut().unwrap().remove("micros");
+            (micros, v)
+        })
+        .collect()
+}
+
+/// A data platform's HTTP API on 127.0.0.1 (`kind: http_table`): the window as request
+/// parameters, 2,500 rows a page, a key in a header, one 429 to retry. The shipped playbooks
+/// run on it unchanged and return the Parquet rows.
+#[tokio::test]
+async fn a_data_platform_http_api_gives_the_parquet_rows() {
+    use axum::extract::{Query, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Clone)]
+    struct Api {
+        rows: Arc<Vec<(i64, serde_json::Value)>>,
+        asked: Arc<AtomicUsize>,
+        windows: Arc<std::sync::Mutex<Vec<String>>>,
+    }
+    async fn flows(
+        State(api): State<Api>,
+        headers: HeaderMap,
+        Query(q): Query<HashMap<String, String>>,
+    ) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+        if api.asked.fetch_add(1, Ordering::SeqCst) == 0 {
+            return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "0")], "slow down".into());
+        }
+        if headers.get("x-api-key").and_then(|v| v.to_str().ok()) != Some("platform-key-123") {
+            return (StatusCode::UNAUTHORIZED, [("x-why", "key")], "no key".into());
+        }
+        let t = |k: &str| chrono::DateTime::parse_from_rfc3339(&q[k]).unwrap().timestamp_micros();
+        let (from, to) = (t("from"), t("to"));
+        api.windows.lock().unwrap().push(format!("{}..{}", q["from"], q["to"]));
+        let page: usize = q["page"].parse().unwrap();
+        let size: usize = q["size"].parse().unwrap();
+        let chosen: Vec<&serde_json::Value> = api
+            .rows
+            .iter()
+            .filter(|(m, _)| *m >= from && *m <= to)
+            .map(|(_, v)| v)
+            .skip((page - 1) * size)
+            .take(size)
+            .collect();
+        (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            serde_json::json!({ "data": chosen, "page": page }).to_string(),
+        )
+    }
+    let api = Api {
+        rows: Arc::new(api_rows().await),
+        asked: Arc::new(AtomicUsize::new(0)),
+        windows: Arc::new(std::sync::Mutex::new(Vec::new())),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().route("/api/flows", axum::routing::get(flows)).with_state(api.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let yaml = format!(
+        "kind: http_table
+name: flows
+description: the platform's flow API
+url: http://{addr}/api/flows
+params: {{ from: '{{start}}', to: '{{end}}' }}
+page_param: page
+page_size_param: size
+page_size: 2500
+rows: /data
+auth_header: x-api-key
+secret: PLATFORM_KEY
+rate_limit: 200/s
+time_column: ts
+schema:
+  - {{ name: ts, type: timestamp }}
+  - {{ name: src_ip, type: string }}
+  - {{ name: src_port, type: int32 }}
+  - {{ name: dst_ip, type: string }}
+  - {{ name: dst_port, type: int32 }}
+  - {{ name: protocol, type: string }}
+  - {{ name: duration, type: float }}
+  - {{ name: pkts_out, type: integer }}
+  - {{ name: bytes_out, type: integer }}
+  - {{ name: pkts_in, type: integer }}
+  - {{ name: bytes_in, type: integer }}
+provides: flows
+columns:
+  treceived: ts
+  sip: src_ip
+  sport: src_port
+  dip: dst_ip
+  dport: dst_port
+  proto: protocol
+  tdur: duration
+  ipkt: pkts_out
+  ibyt: bytes_out
+  opkt: pkts_in
+  obyt: bytes_in
+"
+    );
+    let (tables, missing, _) = run_playbooks_with("flows", &yaml, &PLAYBOOKS, "PLATFORM_KEY: platform-key-123\n").await;
+    assert!(missing.contains(&"rip".to_string()) && !missing.contains(&"sip".to_string()), "{missing:?}");
+    same_tables("http api", &tables, &missing, reference().await);
+    // It was asked for windows, page by page, and retried the one 429.
+    let windows = api.windows.lock().unwrap().clone();
+    assert!(windows.len() > 10 && windows.iter().all(|w| w.contains("..")), "{windows:?}");
+    assert!(api.asked.load(Ordering::SeqCst) > windows.len());
+
+    // Without the key the run's step says the platform refused, and shows no key.
+    let root = tempfile::tempdir().unwrap();
+    common::write_secrets(&root.path().join("secrets.yaml"), "PLATFORM_KEY: wrong-key\n");
+    let catalog = catalog_with("flows", &yaml, root.path()).await;
+    let ctx = catalog.session();
+    let err = ctx
+        .sql("SELECT count(*) FROM flows WHERE treceived >= now() - INTERVAL '1 day' AND treceived < now()")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err();
+    let (message, _) = casebook::sql::session::clean_error(&err);
+    assert!(message.contains("`flows` refused the request (HTTP 401)"), "{message}");
+    assert!(!message.contains("wrong-key"));
+    // A query without a window is told what to give.
+    let err = ctx.sql("SELECT count(*) FROM flows").await.unwrap().collect().await.unwrap_err();
+    assert!(casebook::sql::session::clean_error(&err).0.contains("answers only for a time window"), "{err}");
+    server.abort();
+}

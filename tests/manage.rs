@@ -293,14 +293,19 @@ async fn health_checks_each_data_source_and_service_now() {
     assert!(flows.contains("data from 20") && flows.contains(" to 20"), "{flows}");
     assert!(row("hosts").contains("✗"), "{}", row("hosts"));
     let alerts = row("alerts");
-    assert!(alerts.contains("✗") && alerts.contains("declared column `host` is not in the files"), "{alerts}");
+    assert!(
+        alerts.contains("✗") && alerts.contains("declared column <code>host</code> is not in the files"),
+        "{alerts}"
+    );
     assert!(health.contains("Memory in use"));
     let netflow = row("netflow");
     assert!(
         netflow.contains("✓")
-            && netflow.contains("no `tryear`, `trmonth`")
-            && netflow.contains("`dir`, `rip` of the standard `flows` schema: read as empty")
-            && !netflow.contains("`sip`"),
+            && netflow.contains("no <code>tryear</code>, <code>trmonth</code>")
+            && netflow.contains(
+                "<code>dir</code>, <code>rip</code> of the standard <code>flows</code> schema: read as empty"
+            )
+            && !netflow.contains("<code>sip</code>"),
         "{netflow}"
     );
     assert!(row("live").contains("key HEALTH_KEY is set") && !page.contains("s3cr3t"), "{}", row("live"));

@@ -57,7 +57,7 @@ async fn edits_are_served_within_two_seconds_without_a_restart() {
             .replace("sum(ibyt) AS bytes_sent", "sum(ibytes) AS bytes_sent"),
     )
     .expect("break");
-    let took = until(&app, "/p/rdp_bruteforce", |b| b.contains("unknown column `ibytes`")).await;
+    let took = until(&app, "/p/rdp_bruteforce", |b| b.contains("unknown column <code>ibytes</code>")).await;
     assert!(took < Duration::from_secs(2), "served after {took:?}");
     let body = page(&app, "/p/rdp_bruteforce").await;
     assert!(body.contains("last good version"), "{body}");

@@ -210,7 +210,7 @@ async fn a_broken_playbook_shows_its_problems_and_the_rest_keep_working() {
     assert!(index.contains("Broken one") && index.contains("1 problem"), "{index}");
     let (status, page) = c.get("/p/broken").await;
     assert_eq!(status, StatusCode::OK);
-    assert!(page.contains("broken.yaml:6:30</code> step `a`: unknown column `nope`"), "{page}");
+    assert!(page.contains("broken.yaml:6:30</code> step <code>a</code>: unknown column <code>nope</code>"), "{page}");
     assert!(!page.contains("button class=\"run"), "no run button");
     let (status, _) = c.post("/p/broken/run/0", &[], true).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);

@@ -137,6 +137,8 @@ pub enum Format {
     Ndjson,
     Zeek,
     Postgres,
+    /// A data platform's HTTP API (`kind: http_table`).
+    HttpTable,
 }
 
 /// A loaded connector: its table, ready to register in any session.
@@ -164,7 +166,7 @@ impl Connector {
     }
 }
 
-fn parse_type(s: &str) -> Option<DataType> {
+pub fn parse_type(s: &str) -> Option<DataType> {
     Some(match s.to_ascii_lowercase().as_str() {
         "string" | "text" | "utf8" => DataType::Utf8,
         "int" | "integer" | "bigint" | "int64" => DataType::Int64,
@@ -276,14 +278,21 @@ pub async fn load(
         Format::Csv => ".csv",
         Format::Ndjson => ".json",
         Format::Zeek => ".log",
-        Format::Postgres => "",
+        Format::Postgres | Format::HttpTable => "",
     };
     // Usually one compression; a folder of rotated logs may hold plain and compressed files.
-    let kinds = compression(&raw, format, &full, rel, base_ext, &name, problems)?;
+    let kinds = super::compression::kinds(&raw, format, &full, rel, base_ext, &name, problems)?;
     let compression = kinds.first().copied().unwrap_or(FileCompressionType::UNCOMPRESSED);
     let zeek = match format {
         Format::Zeek => {
-            match super::zeek::header(ctx, &url, &(base_ext.to_string() + ext_of(compression)), compression).await {
+            match super::zeek::header(
+                ctx,
+                &url,
+                &(base_ext.to_string() + super::compression::ext_of(compression)),
+                compression,
+            )
+            .await
+            {
                 Ok(h) => Some(h),
                 Err(e) => {
                     problems.push(path_at, format!("connector `{name}`: {e}"));
@@ -309,7 +318,7 @@ pub async fn load(
     };
     let file_format = |compression: FileCompressionType| -> Arc<dyn FileFormat> {
         match format {
-            Format::Parquet | Format::Postgres => Arc::new(ParquetFormat::default()),
+            Format::Parquet | Format::Postgres | Format::HttpTable => Arc::new(ParquetFormat::default()),
             Format::Csv => {
                 let f = CsvFormat::default()
                     .with_has_header(raw.has_header.unwrap_or(true))
@@ -329,7 +338,11 @@ pub async fn load(
     // A single file keeps whatever extension it has, a glob says which names it wants; a
     // folder holds the format's files.
     let listing = |compression: FileCompressionType| {
-        let ext = if full.is_file() || is_glob { String::new() } else { base_ext.to_string() + ext_of(compression) };
+        let ext = if full.is_file() || is_glob {
+            String::new()
+        } else {
+            base_ext.to_string() + super::compression::ext_of(compression)
+        };
         ListingOptions::new(file_format(compression))
             .with_file_extension(ext)
             .with_table_partition_cols(raw.partitions.iter().map(|p| (p.clone(), DataType::Utf8)).collect())
@@ -431,131 +444,6 @@ fn finish(
         provides,
         missing,
     })
-}
-
-/// The files' compression: as the connector says, else from the file names (`.csv.gz`).
-fn compression(
-    raw: &RawConnector,
-    format: Format,
-    full: &Path,
-    rel: &str,
-    base_ext: &str,
-    name: &str,
-    problems: &mut Problems,
-) -> Option<Vec<FileCompressionType>> {
-    let named = |s: &str| match s {
-        "gzip" | "gz" => Some(FileCompressionType::GZIP),
-        "zstd" | "zst" => Some(FileCompressionType::ZSTD),
-        "bzip2" | "bz2" => Some(FileCompressionType::BZIP2),
-        "xz" => Some(FileCompressionType::XZ),
-        "none" | "" => Some(FileCompressionType::UNCOMPRESSED),
-        _ => None,
-    };
-    let chosen = match &raw.compression {
-        Some(c) => match named(c.value.trim()) {
-            Some(t) => t,
-            None => {
-                problems.push_hint(
-                    pos(c),
-                    format!("connector `{name}`: unknown compression `{}`", c.value),
-                    "use gzip, zstd, bzip2, xz or none",
-                );
-                return None;
-            }
-        },
-        None => {
-            // The path's own suffix, else the first compressed file of the format in a folder.
-            let suffix = |p: &str| -> FileCompressionType {
-                let lower = p.to_ascii_lowercase();
-                [".gz", ".zst", ".bz2", ".xz"]
-                    .iter()
-                    .find(|s| lower.ends_with(*s))
-                    .and_then(|s| named(&s[1..]))
-                    .unwrap_or(FileCompressionType::UNCOMPRESSED)
-            };
-            let own = suffix(rel);
-            if own.is_compressed() || !full.is_dir() {
-                own
-            } else {
-                let mut kinds: Vec<FileCompressionType> = Vec::new();
-                for f in files_with(full, base_ext) {
-                    let k = suffix(&f);
-                    if !kinds.contains(&k) {
-                        kinds.push(k);
-                    }
-                }
-                if kinds.is_empty() {
-                    kinds.push(FileCompressionType::UNCOMPRESSED);
-                }
-                return check_parquet(kinds, raw, format, name, problems);
-            }
-        }
-    };
-    check_parquet(vec![chosen], raw, format, name, problems)
-}
-
-fn check_parquet(
-    kinds: Vec<FileCompressionType>,
-    raw: &RawConnector,
-    format: Format,
-    name: &str,
-    problems: &mut Problems,
-) -> Option<Vec<FileCompressionType>> {
-    let chosen =
-        kinds.iter().copied().find(FileCompressionType::is_compressed).unwrap_or(FileCompressionType::UNCOMPRESSED);
-    if chosen.is_compressed() && format == Format::Parquet {
-        let at = raw.compression.as_ref().or(raw.path.as_ref()).map_or(Pos::new(1, 1), pos);
-        problems.push_hint(
-            at,
-            format!("connector `{name}`: Parquet files are not compressed from outside"),
-            "Parquet compresses inside the file; drop `compression:` and read the .parquet files as they are",
-        );
-        return None;
-    }
-    Some(kinds)
-}
-
-/// The file-name suffix of a compression (`.gz`), empty when uncompressed.
-fn ext_of(c: FileCompressionType) -> &'static str {
-    use datafusion::common::parsers::CompressionTypeVariant as V;
-    match *c.get_variant() {
-        V::GZIP => ".gz",
-        V::ZSTD => ".zst",
-        V::BZIP2 => ".bz2",
-        V::XZ => ".xz",
-        V::UNCOMPRESSED => "",
-    }
-}
-
-/// The names of the files under `dir` (sorted, at most 10,000 looked at) whose name holds
-/// `ext` followed by nothing but a compression suffix: how a folder of `.csv.gz` files, or
-/// of `.log` and rotated `.log.gz` files, is told from one of `.csv` files.
-fn files_with(dir: &Path, ext: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    let mut seen = 0;
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
-        let mut entries: Vec<_> = rd.flatten().map(|e| e.path()).collect();
-        entries.sort();
-        for p in entries {
-            seen += 1;
-            if seen > 10_000 {
-                return out;
-            }
-            if p.is_dir() {
-                stack.push(p);
-                continue;
-            }
-            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_ascii_lowercase();
-            if let Some(i) = n.rfind(ext) {
-                if ["", ".gz", ".zst", ".bz2", ".xz"].contains(&&n[i + ext.len()..]) {
-                    out.push(n);
-                }
-            }
-        }
-    }
-    out
 }
 
 /// How a connector with a declared schema lists its files, to compare that schema with what

@@ -13,8 +13,10 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use serde::Serialize;
 
+pub mod compression;
 pub mod connector;
 pub mod database;
+pub mod http_table;
 pub mod mapping;
 pub mod standard;
 pub mod zeek;
@@ -118,6 +120,18 @@ impl Catalog {
                     continue;
                 }
             };
+            if http_table::is_http_table(&text) {
+                let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+                if let Some(c) = http_table::load(&stem, &text, &secrets, &mut problems) {
+                    if connectors.iter().any(|o: &Connector| o.name == c.name) {
+                        problems.push(Pos::new(1, 1), format!("connector name `{}` is used by another file", c.name));
+                    } else {
+                        connectors.push(c);
+                    }
+                }
+                connector_problems.extend(problems.list);
+                continue;
+            }
             if crate::model::service::is_service(&text) {
                 let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
                 if let Some(s) = crate::model::service::load(&stem, &text, &mut problems) {

@@ -90,7 +90,8 @@ pub fn clean_error(e: &DataFusionError) -> (String, Option<String>) {
         "Arrow error: ",
     ] {
         if let Some(rest) = msg.strip_prefix(prefix) {
-            msg = rest.trim_end_matches(')').to_string();
+            // Only `ParserError(…)` wraps its text in parentheses.
+            msg = if prefix.ends_with('(') { rest.strip_suffix(')').unwrap_or(rest) } else { rest }.to_string();
         }
     }
     let whole = e.to_string();

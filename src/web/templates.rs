@@ -28,6 +28,7 @@ pub fn environment(paths: &Paths) -> anyhow::Result<Environment<'static>> {
     env.set_auto_escape_callback(|name| if name.ends_with(".html") { AutoEscape::Html } else { AutoEscape::None });
     env.add_filter("thousands", thousands);
     env.add_filter("bytes", human_bytes);
+    env.add_filter("ticks", ticks);
     // Fail early if a page template is missing or broken.
     for t in [
         "layout.html",
@@ -44,6 +45,29 @@ pub fn environment(paths: &Paths) -> anyhow::Result<Environment<'static>> {
         env.get_template(t).map_err(|e| anyhow::anyhow!("template {t}: {e:#}"))?;
     }
     Ok(env)
+}
+
+/// A message of ours (a problem, a notice) with its `names` set as code: escaped first, so
+/// names taken from files stay text.
+fn ticks(text: &str) -> minijinja::Value {
+    let escaped = text
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#x27;");
+    let ticks = escaped.matches('`').count();
+    let mut out = String::new();
+    for (i, part) in escaped.split('`').enumerate() {
+        match (i % 2 == 1, i < ticks) {
+            // Between two backticks.
+            (true, true) => out.push_str(&format!("<code>{part}</code>")),
+            // After a last, unpaired one.
+            (true, false) => out.push_str(&format!("`{part}")),
+            _ => out.push_str(part),
+        }
+    }
+    minijinja::Value::from_safe_string(out)
 }
 
 /// 3256 → "3,256".
@@ -85,5 +109,13 @@ mod tests {
         assert_eq!(super::thousands(2_005_094), "2,005,094");
         assert_eq!(super::thousands(25), "25");
         assert_eq!(super::thousands(-1000), "-1,000");
+    }
+
+    #[test]
+    fn names_in_backticks_become_code_and_the_rest_stays_text() {
+        let t = |s: &str| super::ticks(s).to_string();
+        assert_eq!(t("no `rip` in `<flows>`"), "no <code>rip</code> in <code>&lt;flows&gt;</code>");
+        assert_eq!(t("a lone ` tick"), "a lone ` tick");
+        assert_eq!(t("<script>`x`"), "&lt;script&gt;<code>x</code>");
     }
 }
