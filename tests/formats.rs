@@ -727,5 +727,24 @@ columns:
     // A query without a window is told what to give.
     let err = ctx.sql("SELECT count(*) FROM flows").await.unwrap().collect().await.unwrap_err();
     assert!(casebook::sql::session::clean_error(&err).0.contains("answers only for a time window"), "{err}");
+
+    // Health on the management page asks it for the last day, with the right key.
+    let root = tempfile::tempdir().unwrap();
+    common::write_secrets(&root.path().join("secrets.yaml"), "PLATFORM_KEY: platform-key-123\n");
+    let catalog = catalog_with("flows", &yaml, root.path()).await;
+    let paths = catalog.paths.clone();
+    let store = casebook::store::Store::open(&root.path().join("state.sqlite")).unwrap();
+    let engine = Arc::new(Engine::new(catalog, store));
+    let app = common::app(casebook::web::AppState::new(engine, paths).unwrap());
+    let page = {
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let r =
+            app.oneshot(axum::http::Request::get("/manage").body(axum::body::Body::empty()).unwrap()).await.unwrap();
+        String::from_utf8_lossy(&r.into_body().collect().await.unwrap().to_bytes()).to_string()
+    };
+    let health = page.split("id=\"health\"").nth(1).unwrap_or_default();
+    let row = health.split_once("<code>flows</code>").and_then(|(_, s)| s.split("</tr>").next()).unwrap_or_default();
+    assert!(row.contains("✓") && row.contains("answers for the last day"), "{row}");
     server.abort();
 }

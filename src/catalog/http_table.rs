@@ -260,7 +260,13 @@ fn bound(e: &Expr, column: &str) -> Option<(bool, DateTime<Utc>)> {
         };
         DateTime::from_timestamp_micros(micros)
     };
-    let is_col = |e: &Expr| matches!(e, Expr::Column(c) if c.name == column);
+    // The column as it is, or cast to another timestamp unit to meet `now()`'s.
+    let is_col = |e: &Expr| match e {
+        Expr::Column(c) => c.name == column,
+        Expr::Cast(c) => matches!(c.expr.as_ref(), Expr::Column(c) if c.name == column),
+        Expr::TryCast(c) => matches!(c.expr.as_ref(), Expr::Column(c) if c.name == column),
+        _ => false,
+    };
     match (is_col(left), is_col(right)) {
         (true, false) => {
             let t = time(right)?;

@@ -137,7 +137,16 @@ async fn one_connector_health(
         return ConnectorHealth { name: c.name.clone(), ok: false, note: format!("{} is gone", loc.display()), ms: 0 };
     }
     let table = crate::sql::quote_ident(&c.name);
-    let probe = async { ctx.sql(&format!("SELECT * FROM {table} LIMIT 1")).await?.collect().await }.await;
+    // An HTTP API answers only for a time window: ask it for the last day.
+    let api = c.format == crate::catalog::connector::Format::HttpTable;
+    let window = match (&c.time_column, api) {
+        (Some(tc), true) => {
+            let tc = crate::sql::quote_ident(tc);
+            format!(" WHERE {tc} >= now() - INTERVAL '1 day' AND {tc} < now()")
+        }
+        _ => String::new(),
+    };
+    let probe = async { ctx.sql(&format!("SELECT * FROM {table}{window} LIMIT 1")).await?.collect().await }.await;
     let rows = match probe {
         Ok(b) => b.iter().map(|b| b.num_rows()).sum::<usize>(),
         Err(e) => {
@@ -166,7 +175,9 @@ async fn one_connector_health(
         let cols: Vec<String> = c.missing.iter().map(|m| format!("`{m}`")).collect();
         notes.push(format!("no {} of the standard `{}` schema: read as empty", cols.join(", "), std.name));
     }
-    if let (Some(tc), true) = (&c.time_column, rows > 0) {
+    if api {
+        notes.push(if rows > 0 { "answers for the last day".into() } else { "no rows for the last day".into() });
+    } else if let (Some(tc), true) = (&c.time_column, rows > 0) {
         notes.push(time_span(ctx, &table, tc, tz).await);
     }
     ConnectorHealth { name: c.name.clone(), ok, note: notes.join(" · "), ms: started.elapsed().as_millis() as u64 }
