@@ -215,3 +215,30 @@ async fn beaconing_finds_the_beacon_with_its_interval() {
     let row = first_row(&engine, &out.run_id, "beacons").await;
     assert_eq!(&row[..3], &[cast::BEACON_SRC.to_string(), cast::BEACON_DST.to_string(), "8080".to_string()], "{row:?}");
 }
+
+/// Detections hold on data they were not tuned on: every shipped self-test passes on demo
+/// data of other seeds, sizes and spans (the 10M-flow day and other seeds at scale are run
+/// by the benchmark, README "Benchmarks").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_self_test_passes_on_other_seeds_sizes_and_hours() {
+    let mut failures = Vec::new();
+    for (rows, seed, hours) in [(30_000, 7, 6), (60_000, 1234, 24), (150_000, 3, 72)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = casebook::demo::Options { rows, seed, hours, end: None };
+        casebook::demo::generate(dir.path(), &opts).expect("demo data");
+        let engine = common::engine(dir.path()).await;
+        let catalog = engine.catalog();
+        let mut ran = 0;
+        for e in &catalog.playbooks {
+            let Some(pb) = e.runnable() else { continue };
+            for o in casebook::jobs::selftest::run(&engine, pb).await {
+                ran += 1;
+                for f in &o.failures {
+                    failures.push(format!("{rows} flows, seed {seed}, {hours} h: {} › {} › {f}", o.playbook, o.test));
+                }
+            }
+        }
+        assert!(ran >= 15, "{ran} self-tests ran on {rows} flows, seed {seed}, {hours} h");
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}

@@ -48,18 +48,19 @@ pub async fn postgres(
             }
         },
     };
+    let password = password.map(|p| p.expose().to_string());
     let params: Vec<(String, String)> = raw
         .connection
         .iter()
         .map(|(k, v)| (k.clone(), crate::util::yaml::scalar_text(v).unwrap_or_default()))
-        .chain(password.map(|p| ("pass".to_string(), p.expose().to_string())))
+        .chain(password.clone().map(|p| ("pass".to_string(), p)))
         .collect();
     match open(params, &table.value).await {
         Ok(t) => Some(t),
         Err(e) => {
             problems.push_hint(
                 pos(table),
-                format!("connector `{name}`: cannot read table `{}`: {}", table.value, redact(&e, secrets, raw)),
+                format!("connector `{name}`: cannot read table `{}`: {}", table.value, redact(&e, password.as_deref())),
                 "check `connection:` (host, port, db, user), `password_secret:` and that the table exists",
             );
             None
@@ -67,11 +68,11 @@ pub async fn postgres(
     }
 }
 
-/// A message with the connector's password, if it appears, replaced.
-fn redact(message: &str, secrets: &Secrets, raw: &RawConnector) -> String {
+/// The first line of a message, with the connector's password replaced if it appears.
+fn redact(message: &str, password: Option<&str>) -> String {
     let first = crate::util::text::first_line(message);
-    match raw.password_secret.as_ref().and_then(|s| secrets.get(&s.value).ok()) {
-        Some(p) if !p.expose().is_empty() => first.replace(p.expose(), "…"),
+    match password {
+        Some(p) if !p.is_empty() => first.replace(p, "…"),
         _ => first,
     }
 }

@@ -107,9 +107,7 @@ impl Catalog {
         let mut connectors = Vec::new();
         let mut services = Vec::new();
         let mut connector_problems = Vec::new();
-        // connectors/examples/ holds connectors to copy from, not to load.
-        let examples = paths.connectors.join("examples");
-        for file in yaml_files(&paths.connectors).into_iter().filter(|f| !f.starts_with(&examples)) {
+        for file in connector_files(&paths) {
             let shown = display_path(&file);
             let mut problems = Problems::new(shown);
             let text = match std::fs::read_to_string(&file) {
@@ -123,11 +121,7 @@ impl Catalog {
             if http_table::is_http_table(&text) {
                 let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
                 if let Some(c) = http_table::load(&stem, &text, &secrets, &mut problems) {
-                    if connectors.iter().any(|o: &Connector| o.name == c.name) {
-                        problems.push(Pos::new(1, 1), format!("connector name `{}` is used by another file", c.name));
-                    } else {
-                        connectors.push(c);
-                    }
+                    add_named(&mut connectors, c, |c| &c.name, &mut problems);
                 }
                 connector_problems.extend(problems.list);
                 continue;
@@ -135,21 +129,13 @@ impl Catalog {
             if crate::model::service::is_service(&text) {
                 let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
                 if let Some(s) = crate::model::service::load(&stem, &text, &mut problems) {
-                    if services.iter().any(|o: &crate::model::service::Service| o.name == s.name) {
-                        problems.push(Pos::new(1, 1), format!("connector name `{}` is used by another file", s.name));
-                    } else {
-                        services.push(s);
-                    }
+                    add_named(&mut services, s, |s| &s.name, &mut problems);
                 }
                 connector_problems.extend(problems.list);
                 continue;
             }
             if let Some(c) = connector::load(&file, &text, &paths.data, &ctx, &secrets, &mut problems).await {
-                if connectors.iter().any(|o: &Connector| o.name == c.name) {
-                    problems.push(Pos::new(1, 1), format!("connector name `{}` is used by another file", c.name));
-                } else {
-                    connectors.push(c);
-                }
+                add_named(&mut connectors, c, |c| &c.name, &mut problems);
             }
             connector_problems.extend(problems.list);
         }
@@ -201,7 +187,12 @@ impl Catalog {
     /// [`Catalog::session`] whose queries may use at most `memory` bytes (then they fail with
     /// "Resources exhausted" instead of taking the server down).
     pub fn session_limited(&self, memory: Option<usize>) -> SessionContext {
-        let ctx = limited_session(memory);
+        self.session_for_run(memory, None)
+    }
+
+    /// [`Catalog::session_limited`], spilling into a folder made inside `spill`.
+    pub fn session_for_run(&self, memory: Option<usize>, spill: Option<&std::path::Path>) -> SessionContext {
+        let ctx = limited_session(memory, spill);
         for c in &self.connectors {
             if let Err(e) = ctx.register_table(c.name.as_str(), c.table.clone()) {
                 tracing::warn!(connector = %c.name, error = %e, "could not register connector");
@@ -390,9 +381,8 @@ pub fn demo_readers(paths: &Paths) -> Vec<String> {
         #[serde(default)]
         path: Option<String>,
     }
-    let examples = paths.connectors.join("examples");
     let mut out = Vec::new();
-    for file in yaml_files(&paths.connectors).into_iter().filter(|f| !f.starts_with(&examples)) {
+    for file in connector_files(paths) {
         let Ok(text) = std::fs::read_to_string(&file) else { continue };
         let Ok(raw) = serde_saphyr::from_str::<PathOnly>(&text) else { continue };
         let Some(path) = raw.path else { continue };
@@ -403,6 +393,22 @@ pub fn demo_readers(paths: &Paths) -> Vec<String> {
         }
     }
     out
+}
+
+/// Adds `item` to `list` unless another file already took its name.
+fn add_named<T>(list: &mut Vec<T>, item: T, name: impl Fn(&T) -> &String, problems: &mut Problems) {
+    if list.iter().any(|o| name(o) == name(&item)) {
+        problems.push(Pos::new(1, 1), format!("connector name `{}` is used by another file", name(&item)));
+    } else {
+        list.push(item);
+    }
+}
+
+/// The connector files to load: every YAML file under `connectors/` but those in
+/// `connectors/examples/`, which are there to copy from.
+fn connector_files(paths: &Paths) -> Vec<PathBuf> {
+    let examples = paths.connectors.join("examples");
+    yaml_files(&paths.connectors).into_iter().filter(|f| !f.starts_with(&examples)).collect()
 }
 
 /// `*.yaml` / `*.yml` files under `dir`, recursively, sorted.

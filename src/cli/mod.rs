@@ -1,6 +1,8 @@
 //! Command line: `serve`, `check`, `run`, `test`, `demo` and `user` (clap), each a thin
 //! shell over the library.
 
+mod compact;
+mod run;
 mod serve;
 mod users;
 
@@ -9,12 +11,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use chrono_tz::Tz;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::catalog::Catalog;
-use crate::engine::{Engine, RunRequest};
+use crate::engine::Engine;
 use crate::store::Store;
 use crate::util::paths::Paths;
 
@@ -142,6 +144,13 @@ pub enum Command {
         /// Most rows printed per table in `table` format (csv and json print all).
         #[arg(long, default_value_t = 50)]
         max_rows: usize,
+        /// Append each query's SQL, bound values and scan figures, then each step's time,
+        /// rows and file, to FILE as JSON lines (what the benchmark replays in DuckDB).
+        #[arg(long, value_name = "FILE")]
+        trace: Option<PathBuf>,
+        /// Memory the run's queries may use, in MB (as `serve --run-memory-mb`).
+        #[arg(long, default_value_t = 4096)]
+        run_memory_mb: usize,
         #[command(flatten)]
         dirs: Dirs,
     },
@@ -163,6 +172,21 @@ pub enum Command {
     User {
         #[command(subcommand)]
         command: users::UserCommand,
+        #[command(flatten)]
+        dirs: Dirs,
+    },
+    /// Rewrite what a connector reads as time-sorted, hour-partitioned Parquet with bloom
+    /// filters (README, "Laying out your own data"), and print the connector that reads it.
+    Compact {
+        /// The connector to read (any format; mapped onto its standard schema).
+        connector: String,
+        /// A new folder to write `date=…/hour=…/part-0.parquet` into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Columns to give bloom filters (default: the standard schema's address and name
+        /// columns).
+        #[arg(long, value_delimiter = ',')]
+        bloom: Option<Vec<String>>,
         #[command(flatten)]
         dirs: Dirs,
     },
@@ -279,8 +303,9 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
             serve::serve(opts, &dirs).await.map(|_| ExitCode::SUCCESS)
         }
         Command::Check { dirs } => check(&dirs).await,
-        Command::Run { playbook, params, step, format, max_rows, dirs } => {
-            run(&playbook, &params, step.as_deref(), format, max_rows, &dirs).await
+        Command::Run { playbook, params, step, format, max_rows, trace, run_memory_mb, dirs } => {
+            let printing = run::Printing { format, max_rows, trace, memory_bytes: run_memory_mb.max(16) << 20 };
+            run::run(&playbook, &params, step.as_deref(), printing, &dirs).await
         }
         Command::Test { playbook, dirs } => self_test(playbook.as_deref(), &dirs).await,
         Command::Schema { out } => {
@@ -302,6 +327,14 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
         Command::User { command, dirs } => {
             let store = Store::open(&dirs.paths().state_db())?;
             users::run(command, &store)
+        }
+        Command::Compact { connector, out, bloom, dirs } => {
+            let catalog = Catalog::load(dirs.paths(), dirs.tz()?).await;
+            let started = std::time::Instant::now();
+            let rows = compact::compact(&catalog, &connector, &out, bloom).await?;
+            eprintln!("{rows} rows written under {} in {:.1} s", out.display(), started.elapsed().as_secs_f64());
+            println!("{}", compact::connector_yaml(&catalog, &connector, &out));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Demo { rows, seed, hours, end, dirs } => {
             let paths = dirs.paths();
@@ -345,156 +378,6 @@ async fn check(dirs: &Dirs) -> Result<ExitCode> {
         eprintln!("all good");
         Ok(ExitCode::SUCCESS)
     }
-}
-
-async fn run(
-    playbook: &str,
-    raw_params: &[String],
-    step: Option<&str>,
-    format: Format,
-    max_rows: usize,
-    dirs: &Dirs,
-) -> Result<ExitCode> {
-    let paths = dirs.paths();
-    let catalog = Arc::new(Catalog::load(paths.clone(), dirs.tz()?).await);
-    let file = PathBuf::from(playbook);
-    let entry = if file.is_file() {
-        catalog.load_playbook(&file).await
-    } else {
-        match catalog.entry(playbook) {
-            Some(e) => e.clone(),
-            None => bail!("no playbook file or id `{playbook}`"),
-        }
-    };
-    if !entry.problems.is_empty() {
-        for p in &entry.problems {
-            eprintln!("{p}");
-        }
-        return Ok(ExitCode::from(1));
-    }
-    let Some(pb) = entry.playbook.clone() else { bail!("playbook `{playbook}` could not be loaded") };
-    let mut given: Vec<(String, String)> = Vec::new();
-    for p in raw_params {
-        let Some((k, v)) = p.split_once('=') else { bail!("--param takes NAME=VALUE, got `{p}`") };
-        if pb.param(k.trim()).is_none() {
-            let known: Vec<&str> = pb.params.iter().map(|p| p.name.as_str()).collect();
-            bail!("`{}` has no parameter `{}` (it has: {})", pb.id, k.trim(), known.join(", "));
-        }
-        given.push((k.trim().to_string(), v.to_string()));
-    }
-    if let Some(s) = step {
-        if pb.step(s).is_none() {
-            bail!("`{}` has no step `{s}`", pb.id);
-        }
-    }
-    let cx = catalog.parse_ctx();
-    let raw = |name: &str| given.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    let values = match crate::model::params::parse_all(&pb.params, raw, &cx) {
-        Ok(values) => values,
-        Err(errors) => {
-            for (name, e) in errors {
-                eprintln!("--param {name}: {e}");
-            }
-            return Ok(ExitCode::from(2));
-        }
-    };
-    let store = Store::open(&paths.state_db())?;
-    let engine = Arc::new(Engine::new(catalog.clone(), store));
-    let who = std::env::var("USER").unwrap_or_else(|_| "cli".into());
-    let outcome = engine.run(RunRequest::new(pb.clone(), values, who, "cli")).await?;
-    let mut failed = false;
-    let tz = engine.tz();
-    let mut out = std::io::stdout().lock();
-    let printed: Vec<_> = outcome
-        .steps
-        .iter()
-        .filter(|s| step.is_none_or(|only| s.id == only))
-        .filter(|s| s.rows.is_some() || s.error.is_some() || s.html.is_some())
-        .collect();
-    let many = printed.len() > 1;
-    if format == Format::Json {
-        use std::io::Write;
-        write!(out, "{{")?;
-    }
-    for (i, s) in printed.iter().enumerate() {
-        if let Some(e) = &s.error {
-            eprintln!("step {}: {e}", s.id);
-            failed = true;
-            continue;
-        }
-        if s.rows.is_none() {
-            continue;
-        }
-        let data = engine.step_data(&outcome.run_id, &s.id)?;
-        use std::io::Write;
-        match format {
-            Format::Csv => {
-                if many {
-                    writeln!(out, "# step: {}", s.id)?;
-                }
-                crate::results::formats::write_delimited(&mut out, &data, tz)?;
-                if many {
-                    writeln!(out)?;
-                }
-            }
-            Format::Json => {
-                if i > 0 {
-                    write!(out, ",")?;
-                }
-                write!(out, "\n{}: ", serde_json::Value::String(s.id.clone()))?;
-                crate::results::formats::write_json_rows(&mut out, &data, tz)?;
-            }
-            Format::Table => {
-                writeln!(out, "== {} ({} rows)", s.title.as_deref().unwrap_or(&s.id), data.rows)?;
-                print_table(&mut out, &data, tz, max_rows)?;
-                writeln!(out)?;
-            }
-        }
-    }
-    if format == Format::Json {
-        use std::io::Write;
-        writeln!(out, "}}")?;
-    }
-    eprintln!("run {}", outcome.run_id);
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
-}
-
-fn print_table(out: &mut dyn std::io::Write, data: &crate::results::StepData, tz: Tz, max_rows: usize) -> Result<()> {
-    let cols: Vec<String> = data.schema.fields().iter().map(|f| f.name().clone()).collect();
-    let mut rows: Vec<Vec<String>> = Vec::new();
-    'b: for b in &data.batches {
-        for r in 0..b.num_rows() {
-            if rows.len() >= max_rows {
-                break 'b;
-            }
-            rows.push((0..b.num_columns()).map(|c| crate::results::cell_text(b.column(c), r, tz)).collect());
-        }
-    }
-    let widths: Vec<usize> = cols
-        .iter()
-        .enumerate()
-        .map(|(i, c)| rows.iter().map(|r| r[i].chars().count()).chain([c.chars().count()]).max().unwrap_or(0).min(60))
-        .collect();
-    let line = |cells: &[String]| -> String {
-        cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| {
-                let c: String = c.chars().take(*w).collect();
-                format!("{c:<w$}")
-            })
-            .collect::<Vec<_>>()
-            .join(" | ")
-    };
-    writeln!(out, "{}", line(&cols))?;
-    writeln!(out, "{}", widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("-+-"))?;
-    for r in &rows {
-        writeln!(out, "{}", line(r))?;
-    }
-    if data.rows > rows.len() {
-        writeln!(out, "… {} more rows (use --format csv for all)", data.rows - rows.len())?;
-    }
-    Ok(())
 }
 
 async fn self_test(playbook: Option<&str>, dirs: &Dirs) -> Result<ExitCode> {

@@ -63,6 +63,7 @@ impl Engine {
             show_table: true,
             export: true,
             page_size: base.as_ref().map_or(25, |b| b.page_size),
+            scan: None,
         };
         self.store.record_step(
             run_id,

@@ -71,6 +71,11 @@ pub struct Progress {
     /// Chunks of the current step finished, of `chunks` (0 when it is not chunked).
     pub chunk: usize,
     pub chunks: usize,
+    /// Rows the current query has read from its files so far.
+    pub scanned: u64,
+    /// Files the current query opened so far, of `files` it is to read.
+    pub files_opened: u64,
+    pub files: u64,
 }
 
 #[derive(Debug)]
@@ -89,6 +94,8 @@ pub struct Engine {
     /// Named secrets (API keys of reputation services); `serve --secrets` sets the file.
     pub secrets: crate::secrets::Secrets,
     pub results: Results,
+    /// `casebook run --trace FILE`: each query's SQL, bound values and scans, as JSON lines.
+    pub trace: Option<std::path::PathBuf>,
 }
 
 impl Engine {
@@ -111,6 +118,7 @@ impl Engine {
             options_cache: Mutex::new(HashMap::new()),
             secrets,
             store,
+            trace: None,
         }
     }
 

@@ -57,6 +57,9 @@ pub struct StepOutcome {
     pub show_table: bool,
     pub export: bool,
     pub page_size: u32,
+    /// What the step's queries read (files, row groups, bytes).
+    #[serde(default)]
+    pub scan: Option<crate::sql::scan::ScanStats>,
 }
 
 #[derive(Debug, Clone, Serialize)]

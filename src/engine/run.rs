@@ -13,18 +13,59 @@ use super::request::{RunRequest, StepOutcome};
 use super::{Engine, Progress};
 use crate::results::table::write_parquet;
 use crate::results::StepData;
+use crate::sql::scan::ScanStats;
 use crate::steps::env::{Env, Made, ProgressSink, StepError};
 use crate::steps::{condition_holds, Step};
 use crate::store::runs::RunState;
 use crate::store::runs::StepRecord;
+use datafusion::common::ScalarValue;
 
-/// A run's progress as its steps report it.
+/// A run's progress as its steps report it, and what the current step's queries read.
 struct RunProgress<'a> {
     engine: &'a Engine,
     run_id: &'a str,
+    scan: std::sync::Mutex<Option<ScanStats>>,
+}
+
+impl RunProgress<'_> {
+    /// What the step's queries read so far; the next step starts from nothing.
+    fn take_scan(&self) -> Option<ScanStats> {
+        self.scan.lock().map(|mut s| s.take()).unwrap_or_default()
+    }
 }
 
 impl ProgressSink for RunProgress<'_> {
+    fn scanning(&self, scan: &ScanStats) {
+        self.engine.update_progress(self.run_id, |p| {
+            p.scanned = scan.rows;
+            p.files_opened = scan.files_opened;
+            p.files = scan.files;
+        });
+    }
+
+    fn query(&self, step: &str, sql: &str, params: &[(String, ScalarValue)], scan: &ScanStats) {
+        if let Ok(mut s) = self.scan.lock() {
+            s.get_or_insert_with(ScanStats::default).add(scan);
+        }
+        if let Some(path) = &self.engine.trace {
+            let line = serde_json::json!({
+                "run": self.run_id,
+                "step": step,
+                "sql": sql,
+                "params": params.iter().map(|(k, v)| (k.clone(), trace_value(v))).collect::<serde_json::Map<_, _>>(),
+                "scan": scan,
+            });
+            let written = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{line}\n").as_bytes()));
+            if let Err(e) = written {
+                tracing::warn!(error = %e, path = %path.display(), "writing the query trace");
+            }
+        }
+    }
+
     fn rows(&self, rows: u64) {
         self.engine.update_progress(self.run_id, |p| p.rows = rows);
     }
@@ -34,6 +75,19 @@ impl ProgressSink for RunProgress<'_> {
             p.chunk = done;
             p.chunks = of;
         });
+    }
+}
+
+/// A bound value as the trace writes it: its SQL type and its value (times in µs since 1970, UTC).
+fn trace_value(v: &ScalarValue) -> serde_json::Value {
+    use serde_json::json;
+    match v {
+        ScalarValue::Utf8(s) => json!({"type": "text", "value": s}),
+        ScalarValue::Int64(n) => json!({"type": "bigint", "value": n}),
+        ScalarValue::Float64(n) => json!({"type": "double", "value": n}),
+        ScalarValue::Boolean(b) => json!({"type": "boolean", "value": b}),
+        ScalarValue::TimestampMicrosecond(t, _) => json!({"type": "timestamp_us", "value": t}),
+        other => json!({"type": other.data_type().to_string(), "value": other.to_string()}),
     }
 }
 
@@ -65,11 +119,17 @@ impl Engine {
             }
             None => pb.steps().collect(),
         };
-        let ctx = catalog.session_limited(Some(self.limits.memory_bytes));
+        // What outgrows the run's memory spills into the data folder, not the system's /tmp
+        // (often a small RAM disk); the folder goes when the run is done.
+        let spill = dir.join(".spill");
+        if let Err(e) = std::fs::create_dir_all(&spill) {
+            tracing::warn!(error = %e, path = %spill.display(), "no spill folder for the run");
+        }
+        let ctx = catalog.session_for_run(Some(self.limits.memory_bytes), Some(&spill));
         if let Err(e) = self.register_ratings(&ctx) {
             tracing::warn!(error = %format!("{e:#}"), "ratings are not available to this run");
         }
-        let progress = RunProgress { engine: self, run_id };
+        let progress = RunProgress { engine: self, run_id, scan: std::sync::Mutex::new(None) };
         let mut outcomes: Vec<StepOutcome> = Vec::new();
         let mut done: HashMap<String, Arc<StepData>> = HashMap::new();
         let mut failed: Vec<String> = Vec::new();
@@ -109,6 +169,7 @@ impl Engine {
                 show_table: step.show_table,
                 export: step.export,
                 page_size: step.page_size,
+                scan: None,
             };
             if let Some(cond) = &step.when {
                 if !condition_holds(cond, &req.values, tz) {
@@ -162,6 +223,7 @@ impl Engine {
                 }
             }
             out.elapsed_ms = started.elapsed().as_millis();
+            out.scan = progress.take_scan();
             self.store.record_step(
                 run_id,
                 &StepRecord {
@@ -175,6 +237,9 @@ impl Engine {
             )?;
             outcomes.push(out);
         }
+        // The session's spill files go with it; then their folder.
+        drop(ctx);
+        let _ = std::fs::remove_dir_all(&spill);
         Ok(outcomes)
     }
 

@@ -41,12 +41,41 @@ impl StepData {
     }
 }
 
-/// Writes a table as Parquet.
+/// Writes a table as Parquet. Times in whole seconds (`to_timestamp_seconds`) are written
+/// in milliseconds: Parquet has no seconds, and other tools would read them as integers.
 pub fn write_parquet(path: &std::path::Path, data: &StepData) -> Result<()> {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
     let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut w = ArrowWriter::try_new(file, data.schema.clone(), None)?;
+    let seconds = |f: &Field| matches!(f.data_type(), DataType::Timestamp(TimeUnit::Second, _));
+    let schema: SchemaRef = if data.schema.fields().iter().any(|f| seconds(f)) {
+        let fields: Vec<Field> = data
+            .schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Timestamp(TimeUnit::Second, tz) => {
+                    f.as_ref().clone().with_data_type(DataType::Timestamp(TimeUnit::Millisecond, tz.clone()))
+                }
+                _ => f.as_ref().clone(),
+            })
+            .collect();
+        std::sync::Arc::new(Schema::new_with_metadata(fields, data.schema.metadata().clone()))
+    } else {
+        data.schema.clone()
+    };
+    let mut w = ArrowWriter::try_new(file, schema.clone(), None)?;
     for b in &data.batches {
-        w.write(b)?;
+        if schema == data.schema {
+            w.write(b)?;
+        } else {
+            let columns = b
+                .columns()
+                .iter()
+                .zip(schema.fields())
+                .map(|(c, f)| datafusion::arrow::compute::cast(c, f.data_type()))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            w.write(&RecordBatch::try_new(schema.clone(), columns)?)?;
+        }
     }
     w.close()?;
     Ok(())

@@ -6,6 +6,7 @@
 //! `$w_start`, same length, so positions stay true) and bound later as typed scalars.
 
 pub mod functions;
+pub mod scan;
 pub mod session;
 
 use datafusion::sql::sqlparser::dialect::GenericDialect;

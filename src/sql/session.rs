@@ -33,11 +33,21 @@ pub fn read_only() -> SQLOptions {
 }
 
 /// A session whose queries may use at most `memory` bytes (then they fail with "Resources
-/// exhausted" instead of taking the server down); without a limit, [`new_session`].
-pub fn limited_session(memory: Option<usize>) -> SessionContext {
-    match memory
-        .map(|m| datafusion::execution::runtime_env::RuntimeEnvBuilder::new().with_memory_limit(m, 1.0).build_arc())
-    {
+/// exhausted" instead of taking the server down), sorts and joins that outgrow it spilling
+/// into a temporary folder made inside `spill` (removed with the session; the OS's temporary
+/// folder without one); without a limit, [`new_session`].
+pub fn limited_session(memory: Option<usize>, spill: Option<&std::path::Path>) -> SessionContext {
+    use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+    let disk = match spill {
+        Some(dir) => DiskManagerBuilder::default().with_mode(DiskManagerMode::Directories(vec![dir.to_path_buf()])),
+        None => DiskManagerBuilder::default(),
+    };
+    match memory.map(|m| {
+        datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .with_memory_limit(m, 1.0)
+            .with_disk_manager_builder(disk)
+            .build_arc()
+    }) {
         Some(Ok(rt)) => {
             let ctx = SessionContext::new_with_config_rt(session_config(), rt);
             crate::sql::functions::register(&ctx);

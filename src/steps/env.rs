@@ -63,6 +63,10 @@ pub trait ProgressSink: Send + Sync {
     fn rows(&self, rows: u64);
     /// Chunk `done` of `of` is next (chunked steps).
     fn chunk(&self, done: usize, of: usize);
+    /// What the running query has read so far (called twice a second while it runs).
+    fn scanning(&self, _scan: &crate::sql::scan::ScanStats) {}
+    /// A query of step `step` finished: its SQL, the values bound, and what its scans read.
+    fn query(&self, _step: &str, _sql: &str, _params: &[(String, ScalarValue)], _scan: &crate::sql::scan::ScanStats) {}
 }
 
 /// What a step made: a table, or the HTML of a text.

@@ -16,6 +16,7 @@ use super::env::{Env, PlanEnv, Reported, StepError};
 use crate::model::params::{bind_all, with_window, Param, ParamKind, Value};
 use crate::results::table::{read_parquet, write_parquet};
 use crate::results::StepData;
+use crate::sql::scan::ScanStats;
 use crate::sql::session::clean_error;
 use crate::sql::session::read_only;
 use crate::sql::{self, find_identifier, PreparedSql, SqlOrigin};
@@ -126,7 +127,7 @@ impl Query {
     pub async fn execute(&self, step_id: &str, env: &Env<'_>) -> Result<StepData, StepError> {
         match &self.chunks {
             None => {
-                let (schema, batches) = collect(env, &self.sql.text, bind_all(env.params, env.values)).await?;
+                let (schema, batches) = collect(env, step_id, &self.sql.text, bind_all(env.params, env.values)).await?;
                 Ok(StepData::new(schema, batches))
             }
             Some(chunks) => chunks.execute(step_id, &self.sql.text, env).await,
@@ -134,23 +135,42 @@ impl Query {
     }
 }
 
-/// Executes one query, counting its rows into the run's progress as they arrive.
+/// Executes one query of step `step_id`, counting its rows into the run's progress as they
+/// arrive; what its scans read is reported when it is done.
 pub async fn collect(
     env: &Env<'_>,
+    step_id: &str,
     sql: &str,
     params: Vec<(String, datafusion::common::ScalarValue)>,
 ) -> Result<(SchemaRef, Vec<RecordBatch>), DataFusionError> {
-    let df = env.ctx.sql_with_options(sql, read_only()).await?.with_param_values(params)?;
+    let df = env.ctx.sql_with_options(sql, read_only()).await?.with_param_values(params.clone())?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let mut stream = df.execute_stream().await?;
+    let task = Arc::new(df.task_ctx());
+    let plan = df.create_physical_plan().await?;
+    let mut stream = datafusion::physical_plan::execute_stream(plan.clone(), task)?;
     let mut batches = Vec::new();
     let mut rows = 0u64;
-    while let Some(b) = stream.next().await {
-        let b = b?;
-        rows += b.num_rows() as u64;
-        batches.push(b);
-        env.progress.rows(rows);
+    // A sort or a grouping yields nothing until it has read everything: what the scans have
+    // read so far is the progress to show meanwhile.
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            b = stream.next() => match b {
+                Some(b) => {
+                    let b = b?;
+                    rows += b.num_rows() as u64;
+                    batches.push(b);
+                    env.progress.rows(rows);
+                }
+                None => break,
+            },
+            _ = tick.tick() => env.progress.scanning(&ScanStats::of(&plan)),
+        }
     }
+    let scan = ScanStats::of(&plan);
+    env.progress.scanning(&scan);
+    env.progress.query(step_id, sql, &params, &scan);
     Ok((schema, batches))
 }
 
@@ -197,7 +217,7 @@ impl Chunks {
                     continue;
                 }
             }
-            let (_, got) = collect(env, sql, bind(*w)).await.map_err(|e| StepError::Chunk {
+            let (_, got) = collect(env, step_id, sql, bind(*w)).await.map_err(|e| StepError::Chunk {
                 chunk: i + 1,
                 of: total,
                 window: *w,
