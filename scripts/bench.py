@@ -270,6 +270,7 @@ def main():
     ensure_data(a.casebook, data, a.rows, a.hours, a.seed)
     env = dict(os.environ)
     rows_out = []
+    notes = []
     all_same = True
     for pid, params in playbooks(a.playbooks):
         base = [a.casebook, "run", pid, "--data", str(data), "--format", "table", "--max-rows", "1"]
@@ -333,7 +334,10 @@ def main():
             same = "NO: " + "; ".join(f"`{k}` {v}" for k, v in real.items())
             all_same = False
         else:
-            same = "yes" + "".join(f"; `{k}` differs in float cells only: {v}" for k, v in floats.items())
+            same = "yes"
+            if floats:
+                same += f" (floats¹: {', '.join(floats)})"
+                notes.extend(f"{pid} `{k}`: {v}" for k, v in floats.items())
         cb_t, cb_m = statistics.median(times), statistics.median(rss)
         row = {
             "playbook": pid, "casebook_s": cb_t, "casebook_sql_s": cb_sql_ms / 1000, "casebook_rss": cb_m,
@@ -344,11 +348,11 @@ def main():
                        duck_rss=statistics.median(duck_rss))
         rows_out.append(row)
         print(json.dumps(row), file=sys.stderr)
-    print_table(rows_out, a, data)
+    print_table(rows_out, a, data, notes)
     return 0 if all_same else 1
 
 
-def print_table(rows, a, data):
+def print_table(rows, a, data, notes):
     mb = lambda b: f"{b / 2**20:,.0f}"
     print(f"\n{a.rows:,} flows over {a.hours} h (seed {a.seed}), {a.runs} runs each, medians; "
           f"{platform.node()}, {os.cpu_count()} cores, {dt.date.today()}\n")
@@ -369,6 +373,11 @@ def print_table(rows, a, data):
         print(f"| {r['playbook']} | {cb} | {duck} | {ratio} | {mb(r['casebook_rss'])} | {dmb} | {s['files']} "
               f"| {s['row_groups'] - s['row_groups_pruned']} / {s['row_groups_pruned']} | {s['rows']:,} "
               f"| {r['same']} |")
+    if notes:
+        print("\n¹ Equal but for floating-point cells beyond 9 significant digits (sums in another order)"
+              " or an average rounded on the other side of a half:")
+        for n in notes:
+            print(f"- {n}")
     print(f"\nReproduce: bash scripts/bench.sh --rows {a.rows} --hours {a.hours} --seed {a.seed} --runs {a.runs}"
           + (f" --run-memory-mb {a.run_memory_mb}" if a.run_memory_mb else ""))
     print(f"Data: {data}")
