@@ -287,11 +287,14 @@ def main():
             times.append(wall)
             rss.append(peak)
             traces.append(trace)
+        def sql_ms(t):
+            ls = [json.loads(x) for x in t.read_text().splitlines() if x.strip()]
+            steps = {x["step"] for x in ls if "sql" in x}
+            return sum(x["elapsed_ms"] for x in ls if "done" in x and x["done"] in steps)
+
+        cb_sql_ms = statistics.median(sql_ms(t) for t in traces)
         trace = traces[-1]
         lines = [json.loads(x) for x in trace.read_text().splitlines() if x.strip()]
-        done = [x for x in lines if "done" in x]
-        sql_steps = {x["step"] for x in lines if "sql" in x}
-        cb_sql_ms = sum(x["elapsed_ms"] for x in done if x["done"] in sql_steps)
         scan = {"files": 0, "files_pruned": 0, "row_groups": 0, "row_groups_pruned": 0, "rows": 0}
         for x in lines:
             for k in scan:
