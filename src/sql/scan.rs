@@ -30,6 +30,9 @@ pub struct ScanStats {
     /// Rows the scans handed on.
     pub rows: u64,
     pub bytes: u64,
+    /// Bytes sorts, joins and groupings wrote to the run's spill folder.
+    #[serde(default)]
+    pub spilled: u64,
 }
 
 impl ScanStats {
@@ -53,6 +56,7 @@ impl ScanStats {
         self.page_rows_pruned += o.page_rows_pruned;
         self.rows += o.rows;
         self.bytes += o.bytes;
+        self.spilled += o.spilled;
     }
 }
 
@@ -87,6 +91,13 @@ fn visit(plan: &Arc<dyn ExecutionPlan>, s: &mut ScanStats, files: &mut HashSet<S
                     MetricValue::OutputRows(c) => s.rows += c.value() as u64,
                     _ => {}
                 }
+            }
+        }
+    }
+    if let Some(metrics) = plan.metrics() {
+        for m in metrics.iter() {
+            if let MetricValue::SpilledBytes(c) = m.value() {
+                s.spilled += c.value() as u64;
             }
         }
     }
