@@ -35,6 +35,9 @@ pub struct Standard {
     pub what: &'static str,
     /// The column a time window filters on.
     pub time_column: &'static str,
+    /// The columns searched for one value (an address, a name): they get bloom filters
+    /// when casebook writes the data (the demo, `casebook compact`).
+    pub bloom: &'static [&'static str],
     pub columns: &'static [(&'static str, Kind)],
 }
 
@@ -58,6 +61,7 @@ pub const FLOWS: Standard = Standard {
     name: "flows",
     what: "network flows (Apache Spot's flow schema)",
     time_column: "treceived",
+    bloom: &["sip", "dip"],
     columns: &[
         ("treceived", Time),
         ("tryear", Int32),
@@ -95,6 +99,7 @@ pub const DNS: Standard = Standard {
     name: "dns",
     what: "DNS answers (Apache Spot's DNS schema; ip_dst is the client)",
     time_column: "frame_time",
+    bloom: &["ip_dst", "dns_qry_name"],
     columns: &[
         ("frame_time", Time),
         ("unix_tstamp", Int64),
@@ -114,6 +119,7 @@ pub const PROXY: Standard = Standard {
     name: "proxy",
     what: "web proxy requests (Apache Spot's proxy schema, plus p_ts)",
     time_column: "p_ts",
+    bloom: &["clientip", "host"],
     columns: &[
         ("p_ts", Time),
         ("p_date", Text),
@@ -143,6 +149,7 @@ pub const EVENTS: Standard = Standard {
     name: "events",
     what: "Windows event log (Security, System and Sysmon channels)",
     time_column: "timestamp",
+    bloom: &["computer", "src_ip"],
     columns: &[
         ("timestamp", Time),
         ("computer", Text),

@@ -18,17 +18,6 @@ use futures::StreamExt;
 use crate::catalog::Catalog;
 use crate::sql::quote_ident;
 
-/// The columns searched for one value, by standard schema: they get bloom filters.
-fn bloom_columns(standard: &str) -> &'static [&'static str] {
-    match standard {
-        "flows" => &["sip", "dip"],
-        "dns" => &["ip_dst", "dns_qry_name"],
-        "proxy" => &["clientip", "host"],
-        "events" => &["computer", "src_ip"],
-        _ => &[],
-    }
-}
-
 /// One hour's file being written.
 struct HourFile {
     hour: i64,
@@ -47,9 +36,8 @@ pub async fn compact(catalog: &Catalog, name: &str, out: &Path, bloom: Option<Ve
     if out.exists() && std::fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(false) {
         bail!("{} is not empty: compact writes into a new folder", out.display());
     }
-    let bloom: Vec<String> = bloom.unwrap_or_else(|| {
-        c.provides.map(|s| bloom_columns(s.name)).unwrap_or_default().iter().map(|s| s.to_string()).collect()
-    });
+    let bloom: Vec<String> = bloom
+        .unwrap_or_else(|| c.provides.map(|s| s.bloom).unwrap_or_default().iter().map(|s| s.to_string()).collect());
     let schema = c.schema();
     let Ok(time_index) = schema.index_of(&time) else { bail!("connector `{name}` has no column `{time}`") };
     if time == "date" || time == "hour" {

@@ -91,12 +91,7 @@ pub(super) async fn run(
             });
             lines.push_str(&format!("{line}\n"));
         }
-        use std::io::Write;
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .and_then(|mut f| f.write_all(lines.as_bytes()))
+        crate::engine::run::append_to_trace(path, &lines)
             .with_context(|| format!("writing the trace {}", path.display()))?;
     }
     let mut failed = false;

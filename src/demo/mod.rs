@@ -79,7 +79,14 @@ pub fn generate(data: &Path, opts: &Options) -> Result<String> {
 
     let flows = flows(&mut rng, &world, start, opts.hours.max(2), opts.rows);
     let n_flows = flows.len();
-    write_partitioned(&root.join("flows"), &flows_schema(), &flows, |f| f.t, flows_batch, &["sip", "dip"])?;
+    write_partitioned(
+        &root.join("flows"),
+        &flows_schema(),
+        &flows,
+        |f| f.t,
+        flows_batch,
+        crate::catalog::standard::FLOWS.bloom,
+    )?;
 
     let dns = web::dns(&mut rng, &world, start, opts.hours.max(2), opts.rows / 5);
     let n_dns = dns.len();

@@ -55,12 +55,7 @@ impl ProgressSink for RunProgress<'_> {
                 "params": params.iter().map(|(k, v)| (k.clone(), trace_value(v))).collect::<serde_json::Map<_, _>>(),
                 "scan": scan,
             });
-            let written = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{line}\n").as_bytes()));
-            if let Err(e) = written {
+            if let Err(e) = append_to_trace(path, &format!("{line}\n")) {
                 tracing::warn!(error = %e, path = %path.display(), "writing the query trace");
             }
         }
@@ -76,6 +71,12 @@ impl ProgressSink for RunProgress<'_> {
             p.chunks = of;
         });
     }
+}
+
+/// Appends JSON lines to the trace file of `casebook run --trace`.
+pub fn append_to_trace(path: &std::path::Path, lines: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::OpenOptions::new().create(true).append(true).open(path)?.write_all(lines.as_bytes())
 }
 
 /// A bound value as the trace writes it: its SQL type and its value (times in µs since 1970, UTC).
