@@ -16,6 +16,7 @@ mod hostile;
 mod jobs;
 mod loader;
 mod manage;
+mod memory;
 mod playbooks;
 mod reload;
 mod repo;

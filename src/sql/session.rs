@@ -33,28 +33,36 @@ pub fn read_only() -> SQLOptions {
 }
 
 /// A session whose queries may use at most `memory` bytes (then they fail with "Resources
-/// exhausted" instead of taking the server down), sorts and joins that outgrow it spilling
-/// into a temporary folder made inside `spill` (removed with the session; the OS's temporary
-/// folder without one); without a limit, [`new_session`].
+/// exhausted" instead of taking the server down), sorts, joins and groupings that outgrow it
+/// spilling into a temporary folder made inside `spill` (removed with the session; the OS's
+/// temporary folder without one); without a limit, [`new_session`].
+///
+/// The pool is DataFusion's fair spill pool: what cannot spill (hash tables being built,
+/// merge buffers) is served first, and the spilling operators share the rest equally, so one
+/// sorter cannot take the memory a second one needs to spill. Each sort sets aside memory for
+/// merging its spill files up front; that share is sized to the limit (DataFusion's fixed
+/// 10 MB per partition made sorts under small limits fail before they spilled).
 pub fn limited_session(memory: Option<usize>, spill: Option<&std::path::Path>) -> SessionContext {
     use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+    use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+    let Some(memory) = memory else { return new_session() };
     let disk = match spill {
         Some(dir) => DiskManagerBuilder::default().with_mode(DiskManagerMode::Directories(vec![dir.to_path_buf()])),
         None => DiskManagerBuilder::default(),
     };
-    match memory.map(|m| {
-        datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
-            .with_memory_limit(m, 1.0)
-            .with_disk_manager_builder(disk)
-            .build_arc()
-    }) {
-        Some(Ok(rt)) => {
-            let ctx = SessionContext::new_with_config_rt(session_config(), rt);
-            crate::sql::functions::register(&ctx);
-            ctx
-        }
-        _ => new_session(),
-    }
+    let pool = TrackConsumersPool::new(FairSpillPool::new(memory), std::num::NonZeroUsize::MIN.saturating_add(4));
+    let rt = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(pool))
+        .with_disk_manager_builder(disk)
+        .build_arc();
+    let Ok(rt) = rt else { return new_session() };
+    let mut config = session_config();
+    let partitions = config.target_partitions().max(1);
+    config.options_mut().execution.sort_spill_reservation_bytes =
+        (memory / (8 * partitions)).clamp(256 << 10, 10 << 20);
+    let ctx = SessionContext::new_with_config_rt(config, rt);
+    crate::sql::functions::register(&ctx);
+    ctx
 }
 
 /// The `ratings` table playbooks can query: analysts' ratings (1 high … 3 low) of values.
@@ -104,17 +112,8 @@ pub fn clean_error(e: &DataFusionError) -> (String, Option<String>) {
             msg = if prefix.ends_with('(') { rest.strip_suffix(')').unwrap_or(rest) } else { rest }.to_string();
         }
     }
-    let whole = e.to_string();
-    if msg.starts_with("Resources exhausted")
-        || whole.contains("Resources exhausted")
-        || whole.contains("Not enough memory")
-    {
-        return (
-            "this query needs more memory than one run may use: narrow the time window (or lower the row limit) and \
-             run again; an administrator can raise the limit with serve --run-memory-mb"
-                .into(),
-            None,
-        );
+    if out_of_memory(e) {
+        return (memory_message(None, None), None);
     }
     if let Some(rest) = msg.strip_prefix("No field named ") {
         let (name, tail) = match rest.split_once(". ") {
@@ -133,6 +132,31 @@ pub fn clean_error(e: &DataFusionError) -> (String, Option<String>) {
         return (format!("unknown column `{name}`"), hint);
     }
     (msg, None)
+}
+
+/// Whether `e` says a query needed more memory than its run may use, spilling included.
+pub fn out_of_memory(e: &DataFusionError) -> bool {
+    let whole = e.to_string();
+    whole.contains("Resources exhausted") || whole.contains("Not enough memory")
+}
+
+/// What an analyst reads when a query could not fit in its run's memory even spilling to
+/// disk: the limit (`limit` bytes, when known) and, when the query reads a time window of
+/// `window_hours`, half of it as the first thing to try.
+pub fn memory_message(limit: Option<usize>, window_hours: Option<f64>) -> String {
+    let limit = limit.map(|b| format!(" ({} MB)", b >> 20)).unwrap_or_default();
+    let narrow = match window_hours {
+        Some(h) if h >= 2.0 => {
+            let half = (h / 2.0).floor();
+            format!("narrow the time window (it spans {h:.0} hours; try {half:.0} hours or fewer)")
+        }
+        Some(_) => "narrow the time window".to_string(),
+        None => "narrow the time window (or lower the row limit)".to_string(),
+    };
+    format!(
+        "this query needs more memory than one run may use{limit}, even spilling to disk: {narrow} and run again; \
+         an administrator can raise the limit with --run-memory-mb"
+    )
 }
 
 fn suggest(name: &str, valid: &str) -> String {

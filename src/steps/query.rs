@@ -17,7 +17,7 @@ use crate::model::params::{bind_all, with_window, Param, ParamKind, Value};
 use crate::results::table::{read_parquet, write_parquet};
 use crate::results::StepData;
 use crate::sql::scan::ScanStats;
-use crate::sql::session::clean_error;
+use crate::sql::session::{clean_error, memory_message, out_of_memory};
 use crate::sql::session::read_only;
 use crate::sql::{self, find_identifier, PreparedSql, SqlOrigin};
 use crate::util::problem::{Pos, Problem, Problems};
@@ -123,13 +123,35 @@ impl Query {
         }
     }
 
+    /// The message for a query that outgrew its run's memory: the run's limit, and the
+    /// length of the first time window the SQL reads.
+    fn memory_message(&self, env: &Env<'_>) -> String {
+        use datafusion::execution::memory_pool::MemoryLimit;
+        let limit = match env.ctx.runtime_env().memory_pool.memory_limit() {
+            MemoryLimit::Finite(b) => Some(b),
+            _ => None,
+        };
+        let hours = env.values.iter().find_map(|(name, v)| match v {
+            Value::Range { window, .. } if self.sql.placeholders.iter().any(|p| &p.param == name) => {
+                Some((window.end - window.start).num_minutes() as f64 / 60.0)
+            }
+            _ => None,
+        });
+        memory_message(limit, hours)
+    }
+
     /// Executes the step's SQL with the run's parameters bound (chunk by chunk when chunked).
     pub async fn execute(&self, step_id: &str, env: &Env<'_>) -> Result<StepData, StepError> {
         match &self.chunks {
-            None => {
-                let (schema, batches) = collect(env, step_id, &self.sql.text, bind_all(env.params, env.values)).await?;
-                Ok(StepData::new(schema, batches))
-            }
+            None => match collect(env, step_id, &self.sql.text, bind_all(env.params, env.values)).await {
+                Ok((schema, batches)) => Ok(StepData::new(schema, batches)),
+                Err(e) if out_of_memory(&e) => {
+                    // The engine's own account (its memory consumers) is for whoever tunes it.
+                    tracing::debug!(step = step_id, error = %e, "query outgrew the run's memory");
+                    Err(StepError::Message(self.memory_message(env)))
+                }
+                Err(e) => Err(e.into()),
+            },
             Some(chunks) => chunks.execute(step_id, &self.sql.text, env).await,
         }
     }
