@@ -76,38 +76,40 @@ pub fn generate(data: &Path, opts: &Options) -> Result<String> {
     fs::create_dir_all(&root)?;
     let mut rng = Rng::new(opts.seed);
     let world = World::new(&mut rng);
+    // Incidents draw from a stream of their own, so that the ordinary rows of a seed stay
+    // the same whatever the incidents need.
+    let mut incident_rng = Rng::new(opts.seed ^ 0x5eed_1c1d_e475);
+    let span = Span { start, hours: opts.hours.max(2) };
 
-    let flows = flows(&mut rng, &world, start, opts.hours.max(2), opts.rows);
-    let n_flows = flows.len();
-    write_partitioned(
+    let n_flows = write_hourly(
         &root.join("flows"),
-        &flows_schema(),
-        &flows,
+        (&flows_schema(), flows_batch, crate::catalog::standard::FLOWS.bloom),
+        span,
+        opts.rows,
+        &mut rng,
+        flow_incidents(&mut incident_rng, span),
+        |rng, t| normal_flow(rng, &world, t),
         |f| f.t,
-        flows_batch,
-        crate::catalog::standard::FLOWS.bloom,
     )?;
-
-    let dns = web::dns(&mut rng, &world, start, opts.hours.max(2), opts.rows / 5);
-    let n_dns = dns.len();
-    write_partitioned(
+    let n_dns = write_hourly(
         &root.join("dns"),
-        &web::dns_schema(),
-        &dns,
+        (&web::dns_schema(), web::dns_batch, &["ip_dst", "dns_qry_name"]),
+        span,
+        opts.rows / 5,
+        &mut rng,
+        web::dns_incidents(&mut incident_rng, span),
+        |rng, t| web::normal_dns(rng, &world, t),
         |d| d.t,
-        web::dns_batch,
-        &["ip_dst", "dns_qry_name"],
     )?;
-
-    let proxy = web::proxy(&mut rng, &world, start, opts.hours.max(2), opts.rows / 10);
-    let n_proxy = proxy.len();
-    write_partitioned(
+    let n_proxy = write_hourly(
         &root.join("proxy"),
-        &web::proxy_schema(),
-        &proxy,
+        (&web::proxy_schema(), web::proxy_batch, &["clientip", "host"]),
+        span,
+        opts.rows / 10,
+        &mut rng,
+        web::proxy_incidents(&mut incident_rng, span),
+        |rng, t| web::normal_proxy(rng, &world, t),
         |p| p.t,
-        web::proxy_batch,
-        &["clientip", "host"],
     )?;
 
     let n_events = events::write(&root.join("events"), &mut rng, start, opts.hours.max(2), (opts.rows / 20).max(2000))?;
@@ -268,18 +270,16 @@ fn hour_weight(h: u32) -> f64 {
     }
 }
 
-fn flows(rng: &mut Rng, w: &World, start: DateTime<Utc>, hours: u32, rows: usize) -> Vec<Flow> {
-    let mut out = Vec::with_capacity(rows + 20_000);
-    let weights: Vec<f64> = (0..hours).map(|h| hour_weight((start + Duration::hours(i64::from(h))).hour())).collect();
-    let total_w: f64 = weights.iter().sum();
-    for (h, wt) in weights.iter().enumerate() {
-        let n = ((rows as f64) * wt / total_w) as usize;
-        let base = micros(start + Duration::hours(h as i64));
-        for _ in 0..n {
-            let t = base + rng.range(0, 3_600_000_000 - 1) as i64;
-            out.push(normal_flow(rng, w, t));
-        }
-    }
+/// The period the demo covers: `hours` from `start`.
+#[derive(Debug, Clone, Copy)]
+pub struct Span {
+    pub start: DateTime<Utc>,
+    pub hours: u32,
+}
+
+/// The injected incidents' flows (see INCIDENTS.md), in any order.
+fn flow_incidents(rng: &mut Rng, Span { start, hours }: Span) -> Vec<Flow> {
+    let mut out = Vec::new();
     // Incident 1: scan of 10.0.20.0/24 then RDP brute force.
     let scan_start = micros(incident_at(start, hours, 26, 0));
     for host in 1..=254 {
@@ -379,7 +379,6 @@ fn flows(rng: &mut Rng, w: &World, start: DateTime<Utc>, hours: u32, rows: usize
             tdur: 0.01,
         });
     }
-    out.sort_by_key(|f| f.t);
     out
 }
 
@@ -496,34 +495,57 @@ pub fn layout_properties(bloom: &[&str]) -> WriterProperties {
     b.build()
 }
 
-/// Writes rows (sorted by time) as `date=YYYY-MM-DD/hour=HH/part-0.parquet`, laid out as
-/// [`layout_properties`] says.
-fn write_partitioned<T>(
+/// How one kind of row is written: its schema, the batch of a slice of rows, and the
+/// columns with bloom filters.
+type Writing<'a, T> = (&'a SchemaRef, fn(&SchemaRef, &[T]) -> Result<RecordBatch>, &'a [&'a str]);
+
+/// Makes and writes rows hour by hour as `date=YYYY-MM-DD/hour=HH/part-0.parquet`, laid out
+/// as [`layout_properties`] says: `rows` ordinary rows (`make` at a time) spread over the
+/// hours by [`hour_weight`], and the `incidents` of each hour (they lie inside the span by
+/// [`incident_at`]), each hour sorted by `time`. One hour is in memory at a time, so a week
+/// of 100 million flows takes what its busiest hour does. Returns the rows written.
+#[allow(clippy::too_many_arguments)]
+fn write_hourly<T>(
     dir: &Path,
-    schema: &SchemaRef,
-    rows: &[T],
+    (schema, batch, bloom): Writing<'_, T>,
+    Span { start, hours }: Span,
+    rows: usize,
+    rng: &mut Rng,
+    mut incidents: Vec<T>,
+    mut make: impl FnMut(&mut Rng, i64) -> T,
     time: impl Fn(&T) -> i64,
-    batch: impl Fn(&SchemaRef, &[T]) -> Result<RecordBatch>,
-    bloom: &[&str],
-) -> Result<()> {
+) -> Result<usize> {
     let props = layout_properties(bloom);
-    let mut i = 0;
-    while i < rows.len() {
-        let hour = time(&rows[i]).div_euclid(3_600_000_000);
-        let mut j = i;
-        while j < rows.len() && time(&rows[j]).div_euclid(3_600_000_000) == hour {
-            j += 1;
+    incidents.sort_by_key(|r| std::cmp::Reverse(time(r)));
+    let weights: Vec<f64> = (0..hours).map(|h| hour_weight((start + Duration::hours(i64::from(h))).hour())).collect();
+    let total_w: f64 = weights.iter().sum();
+    let mut written = 0;
+    for (h, wt) in weights.iter().enumerate() {
+        let hour_start = start + Duration::hours(h as i64);
+        let (base, end) = (micros(hour_start), micros(hour_start + Duration::hours(1)));
+        let n = ((rows as f64) * wt / total_w) as usize;
+        let mut out: Vec<T> = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = base + rng.range(0, 3_599_999_999) as i64;
+            out.push(make(rng, t));
         }
-        let t = Utc.timestamp_micros(hour * 3_600_000_000).single().unwrap_or_default();
-        let part: PathBuf = dir.join(format!("date={}", t.format("%Y-%m-%d"))).join(format!("hour={:02}", t.hour()));
+        while incidents.last().is_some_and(|r| time(r) < end) {
+            out.extend(incidents.pop());
+        }
+        out.sort_by_key(&time);
+        if out.is_empty() {
+            continue;
+        }
+        let part: PathBuf =
+            dir.join(format!("date={}", hour_start.format("%Y-%m-%d"))).join(format!("hour={:02}", hour_start.hour()));
         fs::create_dir_all(&part)?;
         let file = File::create(part.join("part-0.parquet"))?;
         let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props.clone()))?;
-        for chunk in rows[i..j].chunks(65536) {
+        for chunk in out.chunks(65536) {
             w.write(&batch(schema, chunk)?)?;
         }
         w.close()?;
-        i = j;
+        written += out.len();
     }
-    Ok(())
+    Ok(written)
 }

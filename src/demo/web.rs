@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use chrono::{DateTime, Duration, TimeZone, Timelike, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use datafusion::arrow::array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use datafusion::arrow::datatypes::SchemaRef;
 
-use super::{cast, hour_weight, micros, Rng, World};
+use super::{cast, micros, Rng, Span, World};
 
 const POPULAR: &[&str] = &[
     "google.com",
@@ -96,26 +96,24 @@ fn subdomain(rng: &mut Rng, d: &str) -> String {
     }
 }
 
-pub fn dns(rng: &mut Rng, w: &World, start: DateTime<Utc>, hours: u32, rows: usize) -> Vec<Dns> {
-    let mut out = Vec::with_capacity(rows + 4000);
-    let weights: Vec<f64> = (0..hours).map(|h| hour_weight((start + Duration::hours(i64::from(h))).hour())).collect();
-    let total: f64 = weights.iter().sum();
-    for (h, wt) in weights.iter().enumerate() {
-        let base = micros(start + Duration::hours(h as i64));
-        for _ in 0..((rows as f64) * wt / total) as usize {
-            let d = &w.domains[rng.zipf(w.domains.len())];
-            let nx = rng.unit() < 0.02;
-            out.push(Dns {
-                t: base + rng.range(0, 3_599_999_999) as i64,
-                client: rng.pick(&w.workstations).clone(),
-                qname: if nx { format!("{}.{d}", rng.range(1000, 9999)) } else { subdomain(rng, d) },
-                qtype: *rng.pick(&[1, 1, 1, 28, 28, 5]),
-                rcode: if nx { 3 } else { 0 },
-                len: rng.range(90, 300) as i32,
-                answer: if nx { String::new() } else { w.external[rng.zipf(w.external.len())].clone() },
-            });
-        }
+/// One ordinary DNS answer at `t`.
+pub fn normal_dns(rng: &mut Rng, w: &World, t: i64) -> Dns {
+    let d = &w.domains[rng.zipf(w.domains.len())];
+    let nx = rng.unit() < 0.02;
+    Dns {
+        t,
+        client: rng.pick(&w.workstations).clone(),
+        qname: if nx { format!("{}.{d}", rng.range(1000, 9999)) } else { subdomain(rng, d) },
+        qtype: *rng.pick(&[1, 1, 1, 28, 28, 5]),
+        rcode: if nx { 3 } else { 0 },
+        len: rng.range(90, 300) as i32,
+        answer: if nx { String::new() } else { w.external[rng.zipf(w.external.len())].clone() },
     }
+}
+
+/// The injected incidents' DNS answers.
+pub fn dns_incidents(rng: &mut Rng, Span { start, hours }: Span) -> Vec<Dns> {
+    let mut out = Vec::with_capacity(3000);
     // Incident 4: DNS tunnelling — long random labels under one domain, TXT queries.
     let base = micros(super::incident_at(start, hours, 30, 0));
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
@@ -132,7 +130,6 @@ pub fn dns(rng: &mut Rng, w: &World, start: DateTime<Utc>, hours: u32, rows: usi
             answer: String::new(),
         });
     }
-    out.sort_by_key(|d| d.t);
     out
 }
 
@@ -183,33 +180,28 @@ const AGENTS: &[&str] = &[
     "Microsoft Office/16.0 (Windows NT 10.0; Microsoft Outlook 16.0)",
 ];
 
-pub fn proxy(rng: &mut Rng, w: &World, start: DateTime<Utc>, hours: u32, rows: usize) -> Vec<Proxy> {
-    let mut out = Vec::with_capacity(rows + 100);
-    let weights: Vec<f64> = (0..hours).map(|h| hour_weight((start + Duration::hours(i64::from(h))).hour())).collect();
-    let total: f64 = weights.iter().sum();
-    for (h, wt) in weights.iter().enumerate() {
-        let base = micros(start + Duration::hours(h as i64));
-        for _ in 0..((rows as f64) * wt / total) as usize {
-            let d = w.domains[rng.zipf(w.domains.len())].clone();
-            let ok = rng.unit() > 0.03;
-            out.push(Proxy {
-                t: base + rng.range(0, 3_599_999_999) as i64,
-                client: rng.pick(&w.workstations).clone(),
-                host: subdomain(rng, &d),
-                method: if rng.unit() < 0.9 { "GET" } else { "POST" },
-                agent: AGENTS[rng.range(0, AGENTS.len() as u64 - 1) as usize],
-                ctype: CTYPES[rng.range(0, CTYPES.len() as u64 - 1) as usize],
-                path: format!(
-                    "/{}",
-                    rng.pick(&["", "index.html", "api/v1/items", "static/app.js", "img/logo.png", "search"])
-                ),
-                code: if ok { 200 } else { *rng.pick(&[301, 404, 403, 500]) },
-                sc: rng.lognormal(8.5, 1.3) as i64,
-                cs: rng.range(200, 1500) as i64,
-                server: w.external[rng.zipf(w.external.len())].clone(),
-            });
-        }
+/// One ordinary proxy request at `t`.
+pub fn normal_proxy(rng: &mut Rng, w: &World, t: i64) -> Proxy {
+    let d = w.domains[rng.zipf(w.domains.len())].clone();
+    let ok = rng.unit() > 0.03;
+    Proxy {
+        t,
+        client: rng.pick(&w.workstations).clone(),
+        host: subdomain(rng, &d),
+        method: if rng.unit() < 0.9 { "GET" } else { "POST" },
+        agent: AGENTS[rng.range(0, AGENTS.len() as u64 - 1) as usize],
+        ctype: CTYPES[rng.range(0, CTYPES.len() as u64 - 1) as usize],
+        path: format!("/{}", rng.pick(&["", "index.html", "api/v1/items", "static/app.js", "img/logo.png", "search"])),
+        code: if ok { 200 } else { *rng.pick(&[301, 404, 403, 500]) },
+        sc: rng.lognormal(8.5, 1.3) as i64,
+        cs: rng.range(200, 1500) as i64,
+        server: w.external[rng.zipf(w.external.len())].clone(),
     }
+}
+
+/// The injected incidents' proxy requests.
+pub fn proxy_incidents(rng: &mut Rng, Span { start, hours }: Span) -> Vec<Proxy> {
+    let mut out = Vec::with_capacity(40);
     // The exfiltrating host also uploads through the proxy with a scripting client.
     let base = micros(super::incident_at(start, hours, 38, -10));
     for k in 0..40 {
@@ -227,7 +219,6 @@ pub fn proxy(rng: &mut Rng, w: &World, start: DateTime<Utc>, hours: u32, rows: u
             server: cast::EXFIL_DST.into(),
         });
     }
-    out.sort_by_key(|p| p.t);
     out
 }
 
