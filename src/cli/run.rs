@@ -118,13 +118,14 @@ pub(super) async fn run(
             continue;
         }
         let data = engine.step_data(&outcome.run_id, &s.id)?;
+        use crate::results::formats::in_memory;
         use std::io::Write;
         match format {
             Format::Csv => {
                 if many {
                     writeln!(out, "# step: {}", s.id)?;
                 }
-                crate::results::formats::write_delimited(&mut out, &data, tz)?;
+                crate::results::formats::write_delimited(&mut out, &data.schema, in_memory(&data), tz)?;
                 if many {
                     writeln!(out)?;
                 }
@@ -134,7 +135,7 @@ pub(super) async fn run(
                     write!(out, ",")?;
                 }
                 write!(out, "\n{}: ", serde_json::Value::String(s.id.clone()))?;
-                crate::results::formats::write_json_rows(&mut out, &data, tz)?;
+                crate::results::formats::write_json_rows(&mut out, in_memory(&data), tz)?;
             }
             Format::Table => {
                 writeln!(out, "== {} ({} rows)", s.title.as_deref().unwrap_or(&s.id), data.rows)?;

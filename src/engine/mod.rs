@@ -47,8 +47,9 @@ pub struct Limits {
     pub per_person: usize,
 }
 
-/// Rows one export may hold.
-pub const MAX_EXPORT_ROWS: usize = 5_000_000;
+/// Rows one export may hold. Exports stream from the stored Parquet file, so this bounds
+/// the disk an export takes (about 2.5 GB of CSV for this many flows), not memory.
+pub const MAX_EXPORT_ROWS: usize = 25_000_000;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -213,14 +214,14 @@ impl Engine {
         format: &str,
         who: &str,
     ) -> std::result::Result<ExportRecord, crate::util::refusal::Refusal> {
-        let rows = self.results.step_data(run_id, step_id)?.rows;
+        let rows = self.results.stored_rows(run_id, step_id)?;
         if rows > MAX_EXPORT_ROWS {
             crate::refuse!(
                 "this table has {rows} rows, more than the {MAX_EXPORT_ROWS} an export may hold; narrow the run's \
                  window or filters and export again"
             );
         }
-        Ok(self.results.export(run_id, step_id, format, who, self.tz())?)
+        Ok(self.results.export(run_id, step_id, format, who, self.tz()).await?)
     }
 
     /// Options of a select whose choices come from a query, kept for a minute so that form

@@ -1,10 +1,11 @@
 //! Results: step tables in memory and on disk, cells as analysts read them, pages sorted and
-//! searched on the server, and the formats they are exported in. Knows nothing of how a
+//! searched on the server (`order`), and the formats they are exported in. Knows nothing of how a
 //! table was made.
 
 pub mod cells;
 pub mod formats;
 pub mod lru;
+pub mod order;
 pub mod paging;
 pub mod stored;
 pub mod table;

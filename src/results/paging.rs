@@ -6,19 +6,15 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use chrono_tz::Tz;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
-use datafusion::arrow::compute::{sort_to_indices, take, SortOptions};
-use datafusion::arrow::datatypes::DataType;
-use datafusion::common::ScalarValue;
-use datafusion::datasource::MemTable;
+use datafusion::arrow::array::{Array, ArrayRef, UInt32Array};
+use datafusion::arrow::compute::take;
 use serde::Serialize;
 
 use super::cells::cell_text;
 use super::lru::Lru;
+use super::order::sorted_order;
 use super::table::StepData;
 use crate::model::params::entity_of;
-use crate::sql::quote_ident;
-use crate::sql::session::new_session;
 
 /// A request for one page of a stored table.
 #[derive(Debug, Clone, Default)]
@@ -126,11 +122,13 @@ impl Views {
                             Some(rows) => take(merged.column(idx).as_ref(), &UInt32Array::from(rows.to_vec()), None)?,
                             None => merged.column(idx).clone(),
                         };
-                        let opts = SortOptions { descending: q.desc, nulls_first: false };
-                        let sorted = sort_to_indices(values.as_ref(), Some(opts), None)?;
+                        let desc = q.desc;
+                        let sorted = tokio::task::spawn_blocking(move || sorted_order(values.as_ref(), desc))
+                            .await
+                            .map_err(|e| anyhow::anyhow!("the sort stopped: {e}"))??;
                         let v: Vec<u32> = match &base {
-                            Some(rows) => sorted.values().iter().map(|i| rows[*i as usize]).collect(),
-                            None => sorted.values().to_vec(),
+                            Some(rows) => sorted.iter().map(|i| rows[*i as usize]).collect(),
+                            None => sorted,
                         };
                         let v = Arc::new(v);
                         remember(k, v.clone());
@@ -183,49 +181,11 @@ impl Views {
     }
 }
 
-/// The rows matching `search` (lower-cased), in stored order: DataFusion evaluates the
-/// filter with the search text bound as a parameter; identifiers come from the schema.
+/// The rows matching `search` (lower-cased), in stored order, searched on a blocking thread.
 pub async fn search_rows(data: &StepData, search: &str) -> Result<Vec<u32>> {
-    let columns: Vec<String> = data.schema.fields().iter().map(|f| f.name().clone()).collect();
-    if columns.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut fields: Vec<datafusion::arrow::datatypes::FieldRef> = data.schema.fields().iter().cloned().collect();
-    fields.push(Arc::new(datafusion::arrow::datatypes::Field::new("__row", DataType::UInt32, false)));
-    let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
-    let mut offset = 0u32;
-    let mut batches = Vec::with_capacity(data.batches.len());
-    for b in &data.batches {
-        let n = b.num_rows() as u32;
-        let mut cols = b.columns().to_vec();
-        cols.push(Arc::new(datafusion::arrow::array::UInt32Array::from_iter_values(offset..offset + n)));
-        offset += n;
-        batches.push(RecordBatch::try_new(schema.clone(), cols)?);
-    }
-    let ctx = new_session();
-    ctx.register_table("t", Arc::new(MemTable::try_new(schema, split_partitions(&batches, 2))?))?;
-    let ors: Vec<String> =
-        columns.iter().map(|c| format!("strpos(lower(CAST({} AS VARCHAR)), $q) > 0", quote_ident(c))).collect();
-    let sql = format!("SELECT __row FROM t WHERE ({}) ORDER BY __row", ors.join(" OR "));
-    let out = ctx
-        .sql(&sql)
-        .await?
-        .with_param_values(vec![("q", ScalarValue::Utf8(Some(search.to_string())))])?
-        .collect()
-        .await?;
-    let mut rows = Vec::new();
-    for b in &out {
-        if let Some(a) = b.column(0).as_primitive_opt::<datafusion::arrow::datatypes::UInt32Type>() {
-            rows.extend(a.values().iter().copied());
-        }
-    }
-    Ok(rows)
-}
-
-fn split_partitions(batches: &[RecordBatch], n: usize) -> Vec<Vec<RecordBatch>> {
-    let mut parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); n.max(1)];
-    for (i, b) in batches.iter().enumerate() {
-        parts[i % n.max(1)].push(b.clone());
-    }
-    parts
+    let merged = data.merged()?.clone();
+    let search = search.to_string();
+    tokio::task::spawn_blocking(move || super::order::search_rows(&merged, &search))
+        .await
+        .map_err(|e| anyhow::anyhow!("the search stopped: {e}"))?
 }

@@ -2,6 +2,7 @@
 //! Parquet files, served as pages and exported. A reload or a colleague's browser can page a
 //! result the server no longer holds in memory.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Result};
@@ -52,15 +53,26 @@ impl Results {
         if let Some(d) = self.tables.lock().ok().and_then(|mut c| c.get(&key)) {
             return Ok(d);
         }
+        let data = Arc::new(read_parquet(&self.stored_file(run_id, step_id)?)?);
+        self.keep(run_id, step_id, data.clone());
+        Ok(data)
+    }
+
+    /// The Parquet file of a stored step table.
+    fn stored_file(&self, run_id: &str, step_id: &str) -> Result<PathBuf> {
         let rec = self.store.step(run_id, step_id)?.ok_or_else(|| anyhow!("no such result"))?;
         let file = rec.file.ok_or_else(|| anyhow!("this step has no stored table"))?;
         if !is_identifier(step_id) || file != format!("{step_id}.parquet") {
             bail!("no such result");
         }
-        let path = self.paths.run_dir(run_id).join(file);
-        let data = Arc::new(read_parquet(&path)?);
-        self.keep(run_id, step_id, data.clone());
-        Ok(data)
+        Ok(self.paths.run_dir(run_id).join(file))
+    }
+
+    /// The rows of a stored step table, from its file's footer.
+    pub fn stored_rows(&self, run_id: &str, step_id: &str) -> Result<usize> {
+        let file = std::fs::File::open(self.stored_file(run_id, step_id)?)?;
+        let builder = datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?;
+        Ok(usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0))
     }
 
     /// One page of a stored table, sorted and filtered on the server.
@@ -69,10 +81,12 @@ impl Results {
         self.views.page((run_id, step_id), &data, q, tz).await
     }
 
-    /// Exports a stored step table as `format` into `data/exports/<playbook>/`.
-    pub fn export(&self, run_id: &str, step_id: &str, format: &str, who: &str, tz: Tz) -> Result<ExportRecord> {
+    /// Exports a stored step table as `format` into `data/exports/<playbook>/`, read from its
+    /// Parquet file batch by batch on a blocking thread (memory stays flat however many rows).
+    pub async fn export(&self, run_id: &str, step_id: &str, format: &str, who: &str, tz: Tz) -> Result<ExportRecord> {
         let run = self.store.run(run_id)?.ok_or_else(|| anyhow!("no such run"))?;
-        let data = self.step_data(run_id, step_id)?;
+        let source = self.stored_file(run_id, step_id)?;
+        let rows = self.stored_rows(run_id, step_id)?;
         let Some(ext) = FORMATS.iter().find(|f| **f == format) else {
             bail!("unknown export format `{format}`; use csv, json or parquet")
         };
@@ -90,7 +104,16 @@ impl Results {
         if let Some(d) = path.parent() {
             std::fs::create_dir_all(d)?;
         }
-        write_file(&path, &data, ext, tz)?;
+        let target = path.clone();
+        tokio::task::spawn_blocking(move || {
+            let written = write_file(&target, &source, ext, tz);
+            if written.is_err() {
+                let _ = std::fs::remove_file(&target);
+            }
+            written
+        })
+        .await
+        .map_err(|e| anyhow!("the export stopped: {e}"))??;
         let bytes = std::fs::metadata(&path).map(|m| m.len() as i64).unwrap_or(0);
         let mut rec = ExportRecord {
             id: 0,
@@ -101,7 +124,7 @@ impl Results {
             format: ext.to_string(),
             file: rel,
             bytes,
-            rows: data.rows as i64,
+            rows: rows as i64,
             created_at: String::new(),
             created_by: who.to_string(),
         };

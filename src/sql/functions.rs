@@ -163,6 +163,33 @@ fn scalar_list(v: &ColumnarValue) -> Option<Result<IpList>> {
     }
 }
 
+/// A list compiled for matching many addresses: the IPv4 addresses of the list by their text,
+/// the rest (networks, IPv6) by parsing.
+struct Matcher {
+    /// The text of each single IPv4 address in the list. An IPv4 address has one text form
+    /// that parses (Rust refuses leading zeros and short forms), so comparing the trimmed text
+    /// is comparing the address, without parsing each row.
+    v4_text: std::collections::HashSet<String>,
+    /// Networks and IPv6 addresses.
+    others: IpList,
+}
+
+impl Matcher {
+    fn new(list: IpList) -> Matcher {
+        let (v4, others): (Vec<IpNet>, Vec<IpNet>) =
+            list.0.into_iter().partition(|n| matches!(n, IpNet::V4(v) if v.prefix_len() == 32));
+        Matcher { v4_text: v4.iter().map(|n| n.addr().to_string()).collect(), others: IpList(others) }
+    }
+
+    fn matches(&self, text: &str) -> bool {
+        let text = text.trim();
+        if self.v4_text.contains(text) {
+            return true;
+        }
+        !self.others.0.is_empty() && text.parse::<IpAddr>().is_ok_and(|a| self.others.contains(&a))
+    }
+}
+
 /// `ip_in(ip, list)`: true when `ip` is one of the addresses or inside one of the networks.
 fn ip_in(args: &[ColumnarValue]) -> Result<ColumnarValue> {
     let [ip, list] = args else {
@@ -172,8 +199,8 @@ fn ip_in(args: &[ColumnarValue]) -> Result<ColumnarValue> {
     let ips = to_strings(ip, rows)?;
     let out: BooleanArray = match scalar_list(list) {
         Some(parsed) => {
-            let parsed = parsed?;
-            ips.iter().map(|v| v.map(|s| s.trim().parse::<IpAddr>().is_ok_and(|a| parsed.contains(&a)))).collect()
+            let matcher = Matcher::new(parsed?);
+            ips.iter().map(|v| v.map(|s| matcher.matches(s))).collect()
         }
         None => {
             let lists = to_strings(list, rows)?;
@@ -341,6 +368,39 @@ mod tests {
         assert!(l.contains(&"2001:db8::1".parse().unwrap()));
         assert!(!l.contains(&"10.0.0.2".parse().unwrap()));
         assert_eq!(IpList::parse("10.0.0.9/24").unwrap().canonical(), "10.0.0.0/24");
+    }
+
+    /// Matching IPv4 addresses by their text gives what parsing every row gives.
+    #[test]
+    fn the_text_matcher_agrees_with_parsing() {
+        let lists = ["10.0.0.1", "10.0.0.1, 192.168.0.0/16", "2001:db8::1", "10.0.0.1,2001:db8::/32,0.0.0.0", ""];
+        let texts = [
+            "10.0.0.1",
+            " 10.0.0.1 ",
+            "010.0.0.1",
+            "10.0.0.01",
+            "10.0.0.1.",
+            "10.0.0.1:80",
+            "10.0.0.1/32",
+            "10.0.1",
+            "192.168.3.4",
+            "2001:db8::1",
+            "2001:DB8:0::1",
+            "::ffff:10.0.0.1",
+            "0.0.0.0",
+            "0",
+            "",
+            "fish",
+            "１0.0.0.1",
+        ];
+        for l in lists {
+            let list = IpList::parse(l).unwrap();
+            let matcher = Matcher::new(list.clone());
+            for t in texts {
+                let parsed = t.trim().parse::<IpAddr>().is_ok_and(|a| list.contains(&a));
+                assert_eq!(matcher.matches(t), parsed, "ip_in({t:?}, {l:?})");
+            }
+        }
     }
 
     #[test]

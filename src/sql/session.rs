@@ -19,8 +19,10 @@ pub fn new_session() -> SessionContext {
     ctx
 }
 
+/// casebook's settings over DataFusion's defaults, or over the `DATAFUSION_*` environment
+/// variables an administrator set (e.g. `DATAFUSION_EXECUTION_TARGET_PARTITIONS=8`).
 fn session_config() -> SessionConfig {
-    let mut config = SessionConfig::new().with_information_schema(false);
+    let mut config = SessionConfig::from_env().unwrap_or_default().with_information_schema(false);
     config.options_mut().sql_parser.collect_spans = true;
     config.options_mut().execution.parquet.schema_force_view_types = false;
     config.options_mut().execution.time_zone = Some("UTC".into());
