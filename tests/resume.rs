@@ -57,7 +57,13 @@ fn playbooks() -> tempfile::TempDir {
 fn rows(engine: &Engine, run: &str, step: &str) -> Vec<String> {
     let data = engine.step_data(run, step).expect("stored table");
     let mut out = Vec::new();
-    casebook::results::formats::write_delimited(&mut out, &data, chrono_tz::Tz::UTC).expect("csv");
+    casebook::results::formats::write_delimited(
+        &mut out,
+        &data.schema,
+        casebook::results::formats::in_memory(&data),
+        chrono_tz::Tz::UTC,
+    )
+    .expect("csv");
     let mut lines: Vec<String> = String::from_utf8(out).expect("utf8").lines().map(String::from).collect();
     lines.sort();
     lines

@@ -137,7 +137,13 @@ async fn a_seconds_schedule_fires_diffs_and_posts_to_a_webhook() {
     let run = runs(&engine).into_iter().find(|r| text.contains(&format!("/runs/{}", r.id))).expect("the posted run");
     let new = engine.step_data(&run.id, "hot__new").unwrap();
     let mut csv = Vec::new();
-    casebook::results::formats::write_delimited(&mut csv, &new, chrono_tz::Tz::UTC).unwrap();
+    casebook::results::formats::write_delimited(
+        &mut csv,
+        &new.schema,
+        casebook::results::formats::in_memory(&new),
+        chrono_tz::Tz::UTC,
+    )
+    .unwrap();
     assert_eq!(String::from_utf8(csv).unwrap(), "host,score\n10.0.0.9,8\n");
     // Runs with nothing new post nothing: every post so far is about new rows.
     assert!(got.lock().unwrap().iter().all(|p| !p["text"].as_str().unwrap_or("").contains(": 0 new rows")));
