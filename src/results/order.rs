@@ -97,28 +97,31 @@ fn float_key(f: f64) -> u64 {
 }
 
 /// Sorts by key, stably: one counting pass per byte of the key, least significant first,
-/// skipping the bytes every key shares (ranks of a few thousand texts take two passes).
+/// skipping the bytes every key shares (ranks of a few thousand texts take two passes). The
+/// eight histograms are counted in one read of the keys.
 fn radix_sort(v: &mut Vec<(u64, u32)>) {
-    let mut buf: Vec<(u64, u32)> = vec![(0, 0); v.len()];
-    for byte in 0..8 {
-        let shift = byte * 8;
-        let mut counts = [0usize; 256];
-        for (k, _) in v.iter() {
-            counts[((k >> shift) & 0xff) as usize] += 1;
+    let mut counts = vec![[0usize; 256]; 8];
+    for (k, _) in v.iter() {
+        for (byte, c) in counts.iter_mut().enumerate() {
+            c[((k >> (byte * 8)) & 0xff) as usize] += 1;
         }
-        if counts.contains(&v.len()) {
+    }
+    let mut buf: Vec<(u64, u32)> = vec![(0, 0); v.len()];
+    for (byte, c) in counts.iter_mut().enumerate() {
+        if c.contains(&v.len()) {
             continue;
         }
+        let shift = byte * 8;
         let mut next = 0;
-        for c in counts.iter_mut() {
-            let n = *c;
-            *c = next;
+        for slot in c.iter_mut() {
+            let n = *slot;
+            *slot = next;
             next += n;
         }
         for e in v.iter() {
             let d = ((e.0 >> shift) & 0xff) as usize;
-            buf[counts[d]] = *e;
-            counts[d] += 1;
+            buf[c[d]] = *e;
+            c[d] += 1;
         }
         std::mem::swap(v, &mut buf);
     }
