@@ -117,6 +117,15 @@ pub fn clean_error(e: &DataFusionError) -> (String, Option<String>) {
     if out_of_memory(e) {
         return (memory_message(None, None), None);
     }
+    if disk_full(e) {
+        return (
+            "the disk of the data folder is full: this query's spill files or its result did not fit; narrow the \
+             time window and run again, or ask an administrator to free space (old runs and exports go with \
+             --retain-days and --retain-gb)"
+                .into(),
+            None,
+        );
+    }
     if let Some(rest) = msg.strip_prefix("No field named ") {
         let (name, tail) = match rest.split_once(". ") {
             Some((n, t)) => (n.to_string(), t.to_string()),
@@ -134,6 +143,18 @@ pub fn clean_error(e: &DataFusionError) -> (String, Option<String>) {
         return (format!("unknown column `{name}`"), hint);
     }
     (msg, None)
+}
+
+/// Whether `e`, or an error under it, says the disk is full.
+fn disk_full(e: &DataFusionError) -> bool {
+    let mut cur: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = cur {
+        if err.to_string().contains("No space left on device") {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// Whether `e` says a query needed more memory than its run may use, spilling included.
@@ -187,4 +208,34 @@ fn edit_distance(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_and_a_full_pool_are_told_as_what_to_do() {
+        let io = std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device (os error 28)");
+        let e = DataFusionError::ArrowError(
+            Box::new(datafusion::arrow::error::ArrowError::IoError("IO error".into(), io)),
+            None,
+        );
+        let (msg, _) = clean_error(&e);
+        assert!(msg.starts_with("the disk of the data folder is full"), "{msg}");
+        let e = DataFusionError::ResourcesExhausted(
+            "Failed to allocate additional 10.0 MB for ExternalSorterMerge[0]".into(),
+        );
+        let (msg, _) = clean_error(&e);
+        assert!(
+            msg.starts_with("this query needs more memory than one run may use") && !msg.contains("ExternalSorter"),
+            "{msg}"
+        );
+        assert_eq!(
+            memory_message(Some(2048 << 20), Some(168.0)),
+            "this query needs more memory than one run may use (2048 MB), even spilling to disk: narrow the time window \
+             (it spans 168 hours; try 84 hours or fewer) and run again; an administrator can raise the limit with \
+             --run-memory-mb"
+        );
+    }
 }
