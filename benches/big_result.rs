@@ -24,6 +24,9 @@ use casebook::engine::{Engine, RunRequest};
 use casebook::store::Store;
 use casebook::util::paths::Paths;
 
+mod common;
+use common::stats;
+
 const PLAYBOOK: &str = "title: Every flow\nparams:\n  window: { type: time_range, default: last 30d }\nsections:\n  \
 - title: All\n    steps:\n      - id: all\n        query:\n          sql: |\n            SELECT treceived, sip, \
 sport, dip, dport, proto, flag, ipkt, ibyt, opkt, obyt, tdur FROM flows\n            WHERE treceived >= \
@@ -64,18 +67,6 @@ impl Sampler {
         self.thread.join().unwrap();
         self.peak.load(Ordering::Relaxed) as f64 / 1024.0
     }
-}
-
-fn stats(name: &str, mut d: Vec<Duration>) {
-    d.sort();
-    let pct = |p: f64| d[((d.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0;
-    println!(
-        "{name:<48} n={:<3} p50={:>8.1} ms  p95={:>8.1} ms  max={:>8.1} ms",
-        d.len(),
-        pct(0.5),
-        pct(0.95),
-        pct(1.0)
-    );
 }
 
 static SESSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -156,16 +147,24 @@ async fn main() {
         }
     };
     let sampler = Sampler::start();
+    let spread = |k: usize| 1 + (k * 7919) % (n / 25).max(1);
     let mut plain = Vec::new();
     for k in 0..30 {
-        plain.push(page(format!("page={}", 1 + (k * 7919) % (n / 25).max(1))).await);
+        plain.push(page(format!("page={}", spread(k))).await);
     }
     stats(&format!("page of 25 of {n} rows, stored order"), plain);
-    let (mut first, mut next) = (Vec::new(), Vec::new());
-    for col in ["ibyt", "treceived", "sip", "proto"] {
-        for dir in ["desc", "asc"] {
-            for k in 0..6 {
-                let d = page(format!("page={}&sort={col}&dir={dir}", 1 + (k * 7919) % (n / 25).max(1))).await;
+    // Each sort or search: its first page makes the row order, the pages after reuse it.
+    let sorts: Vec<String> = ["ibyt", "treceived", "sip", "proto"]
+        .iter()
+        .flat_map(|col| ["desc", "asc"].map(|dir| format!("sort={col}&dir={dir}")))
+        .collect();
+    let searches: Vec<String> = ["10.0.20.14", "198.51.100", "8080"].iter().map(|q| format!("q={q}")).collect();
+    let views = [("sort", sorts, (0..6).map(spread).collect::<Vec<_>>()), ("search", searches, (1..=5).collect())];
+    for (what, views, pages) in views {
+        let (mut first, mut next) = (Vec::new(), Vec::new());
+        for view in &views {
+            for (k, p) in pages.iter().enumerate() {
+                let d = page(format!("page={p}&{view}")).await;
                 if k == 0 {
                     first.push(d)
                 } else {
@@ -173,22 +172,9 @@ async fn main() {
                 }
             }
         }
+        stats(&format!("first page of a new {what}"), first);
+        stats(&format!("next pages of that {what}"), next);
     }
-    stats("first page of a new sort", first);
-    stats("next pages of that sort", next);
-    let (mut first, mut next) = (Vec::new(), Vec::new());
-    for q in ["10.0.20.14", "198.51.100", "8080"] {
-        for k in 0..5 {
-            let d = page(format!("page={}&q={q}", k + 1)).await;
-            if k == 0 {
-                first.push(d)
-            } else {
-                next.push(d)
-            }
-        }
-    }
-    stats("first page of a new search", first);
-    stats("next pages of that search", next);
     println!("peak RSS while paging: {:.0} MB", sampler.stop());
 
     let t = Instant::now();

@@ -20,17 +20,8 @@ use casebook::engine::{Engine, RunRequest};
 use casebook::store::Store;
 use casebook::util::paths::Paths;
 
-fn stats(name: &str, mut d: Vec<Duration>) {
-    d.sort();
-    let pct = |p: f64| d[((d.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0;
-    println!(
-        "{name:<52} n={:<4} p50={:>8.2} ms  p95={:>8.2} ms  max={:>8.2} ms",
-        d.len(),
-        pct(0.5),
-        pct(0.95),
-        pct(1.0)
-    );
-}
+mod common;
+use common::stats;
 
 /// The cookies of a signed-in analyst (pages are measured as a signed-in person sees them:
 /// the session lookup is part of every page's time).

@@ -93,7 +93,7 @@ pub fn generate(data: &Path, opts: &Options) -> Result<String> {
     )?;
     let n_dns = write_hourly(
         &root.join("dns"),
-        (&web::dns_schema(), web::dns_batch, &["ip_dst", "dns_qry_name"]),
+        (&web::dns_schema(), web::dns_batch, crate::catalog::standard::DNS.bloom),
         span,
         opts.rows / 5,
         &mut rng,
@@ -103,7 +103,7 @@ pub fn generate(data: &Path, opts: &Options) -> Result<String> {
     )?;
     let n_proxy = write_hourly(
         &root.join("proxy"),
-        (&web::proxy_schema(), web::proxy_batch, &["clientip", "host"]),
+        (&web::proxy_schema(), web::proxy_batch, crate::catalog::standard::PROXY.bloom),
         span,
         opts.rows / 10,
         &mut rng,

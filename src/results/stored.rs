@@ -60,19 +60,23 @@ impl Results {
 
     /// The Parquet file of a stored step table.
     fn stored_file(&self, run_id: &str, step_id: &str) -> Result<PathBuf> {
+        Ok(self.stored(run_id, step_id)?.0)
+    }
+
+    /// The Parquet file of a stored step table and its rows, as the run recorded them.
+    fn stored(&self, run_id: &str, step_id: &str) -> Result<(PathBuf, usize)> {
         let rec = self.store.step(run_id, step_id)?.ok_or_else(|| anyhow!("no such result"))?;
         let file = rec.file.ok_or_else(|| anyhow!("this step has no stored table"))?;
         if !is_identifier(step_id) || file != format!("{step_id}.parquet") {
             bail!("no such result");
         }
-        Ok(self.paths.run_dir(run_id).join(file))
+        let rows = rec.rows.and_then(|r| usize::try_from(r).ok()).unwrap_or(0);
+        Ok((self.paths.run_dir(run_id).join(file), rows))
     }
 
-    /// The rows of a stored step table, from its file's footer.
+    /// The rows of a stored step table.
     pub fn stored_rows(&self, run_id: &str, step_id: &str) -> Result<usize> {
-        let file = std::fs::File::open(self.stored_file(run_id, step_id)?)?;
-        let builder = datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?;
-        Ok(usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0))
+        Ok(self.stored(run_id, step_id)?.1)
     }
 
     /// One page of a stored table, sorted and filtered on the server.
@@ -85,8 +89,7 @@ impl Results {
     /// Parquet file batch by batch on a blocking thread (memory stays flat however many rows).
     pub async fn export(&self, run_id: &str, step_id: &str, format: &str, who: &str, tz: Tz) -> Result<ExportRecord> {
         let run = self.store.run(run_id)?.ok_or_else(|| anyhow!("no such run"))?;
-        let source = self.stored_file(run_id, step_id)?;
-        let rows = self.stored_rows(run_id, step_id)?;
+        let (source, rows) = self.stored(run_id, step_id)?;
         let Some(ext) = FORMATS.iter().find(|f| **f == format) else {
             bail!("unknown export format `{format}`; use csv, json or parquet")
         };

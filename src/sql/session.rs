@@ -57,7 +57,13 @@ pub fn limited_session(memory: Option<usize>, spill: Option<&std::path::Path>) -
         .with_memory_pool(Arc::new(pool))
         .with_disk_manager_builder(disk)
         .build_arc();
-    let Ok(rt) = rt else { return new_session() };
+    let rt = match rt {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::warn!(error = %e, "no memory limit or spill folder for this session");
+            return new_session();
+        }
+    };
     let mut config = session_config();
     let partitions = config.target_partitions().max(1);
     config.options_mut().execution.sort_spill_reservation_bytes =
