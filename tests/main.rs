@@ -8,6 +8,8 @@
 mod access;
 mod browser;
 mod cli;
+#[cfg(feature = "ballista")]
+mod cluster;
 mod common;
 mod connectors;
 mod enrich;

@@ -23,7 +23,7 @@ pub mod zeek;
 
 use crate::model::params::{bind_all, ParamKind, ParseCtx, Value};
 use crate::playbook::{self, Playbook, RawPlaybook};
-use crate::sql::session::{clean_error, limited_session, new_session, ratings_schema, read_only};
+use crate::sql::session::{clean_error, limited_session, new_session, ratings_schema, read_only, run_session, Cluster};
 use crate::steps::env::{PlanEnv, Reported};
 use crate::util::paths::Paths;
 use crate::util::problem::{Pos, Problem, Problems};
@@ -192,7 +192,21 @@ impl Catalog {
 
     /// [`Catalog::session_limited`], spilling into a folder made inside `spill`.
     pub fn session_for_run(&self, memory: Option<usize>, spill: Option<&std::path::Path>) -> SessionContext {
-        let ctx = limited_session(memory, spill);
+        self.with_tables(limited_session(memory, spill))
+    }
+
+    /// [`Catalog::session_for_run`] whose queries execute on `cluster` when there is one.
+    pub fn run_session(
+        &self,
+        memory: Option<usize>,
+        spill: Option<&std::path::Path>,
+        cluster: Option<&Cluster>,
+    ) -> Result<SessionContext, String> {
+        run_session(memory, spill, cluster).map(|ctx| self.with_tables(ctx))
+    }
+
+    /// `ctx` with every connector registered under its name, and an empty `ratings` table.
+    fn with_tables(&self, ctx: SessionContext) -> SessionContext {
         for c in &self.connectors {
             if let Err(e) = ctx.register_table(c.name.as_str(), c.table.clone()) {
                 tracing::warn!(connector = %c.name, error = %e, "could not register connector");

@@ -1,6 +1,8 @@
 //! Command line: `serve`, `check`, `run`, `test`, `demo` and `user` (clap), each a thin
 //! shell over the library.
 
+#[cfg(feature = "ballista")]
+mod ballista;
 mod compact;
 mod run;
 mod serve;
@@ -97,6 +99,10 @@ pub enum Command {
         /// Memory one run's queries may use, in MB; a query needing more fails with a message.
         #[arg(long, default_value_t = 4096)]
         run_memory_mb: usize,
+        /// Where the runs' queries execute: `local` (this process) or an Apache Ballista
+        /// scheduler, df://HOST:PORT (casebook built with the `ballista` feature).
+        #[arg(long, env = "CASEBOOK_ENGINE", default_value = "local")]
+        engine: String,
         /// The address colleagues open, used in notification links (default: http://BIND).
         #[arg(long, env = "CASEBOOK_PUBLIC_URL")]
         public_url: Option<String>,
@@ -151,6 +157,10 @@ pub enum Command {
         /// Memory the run's queries may use, in MB (as `serve --run-memory-mb`).
         #[arg(long, default_value_t = 4096)]
         run_memory_mb: usize,
+        /// Where the runs' queries execute: `local` (this process) or an Apache Ballista
+        /// scheduler, df://HOST:PORT (casebook built with the `ballista` feature).
+        #[arg(long, env = "CASEBOOK_ENGINE", default_value = "local")]
+        engine: String,
         #[command(flatten)]
         dirs: Dirs,
     },
@@ -189,6 +199,13 @@ pub enum Command {
         bloom: Option<Vec<String>>,
         #[command(flatten)]
         dirs: Dirs,
+    },
+    /// An Apache Ballista scheduler or executor for `serve --engine df://…` (built with the
+    /// `ballista` feature).
+    #[cfg(feature = "ballista")]
+    Ballista {
+        #[command(subcommand)]
+        command: ballista::BallistaCommand,
     },
     /// (Re)generate the demo data.
     Demo {
@@ -254,6 +271,7 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
             max_runs_per_person,
             run_timeout_min,
             run_memory_mb,
+            engine,
             public_url,
             allowed_hosts,
             secrets,
@@ -290,6 +308,7 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
             };
             let opts = serve::ServeOptions {
                 bind,
+                cluster: cluster(&engine).await?,
                 retention,
                 proxy,
                 limits,
@@ -303,8 +322,10 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
             serve::serve(opts, &dirs).await.map(|_| ExitCode::SUCCESS)
         }
         Command::Check { dirs } => check(&dirs).await,
-        Command::Run { playbook, params, step, format, max_rows, trace, run_memory_mb, dirs } => {
-            let printing = run::Printing { format, max_rows, trace, memory_bytes: run_memory_mb.max(16) << 20 };
+        Command::Run { playbook, params, step, format, max_rows, trace, run_memory_mb, engine, dirs } => {
+            let cluster = cluster(&engine).await?;
+            let printing =
+                run::Printing { format, max_rows, trace, memory_bytes: run_memory_mb.max(16) << 20, cluster };
             run::run(&playbook, &params, step.as_deref(), printing, &dirs).await
         }
         Command::Test { playbook, dirs } => self_test(playbook.as_deref(), &dirs).await,
@@ -336,6 +357,8 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
             println!("{}", compact::connector_yaml(&catalog, &connector, &out));
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(feature = "ballista")]
+        Command::Ballista { command } => ballista::run(command).await,
         Command::Demo { rows, seed, hours, end, dirs } => {
             let paths = dirs.paths();
             let end = match end {
@@ -352,6 +375,18 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `--engine` read, and a cluster checked: it answers and runs this casebook's version.
+async fn cluster(engine: &str) -> Result<Option<crate::sql::session::Cluster>> {
+    let cluster = crate::sql::session::Cluster::from_flag(engine).map_err(anyhow::Error::msg)?;
+    #[cfg(feature = "ballista")]
+    if let Some(c) = &cluster {
+        if let Some(warning) = crate::sql::cluster::check(c).await? {
+            eprintln!("warning: {warning}");
+        }
+    }
+    Ok(cluster)
 }
 
 async fn check(dirs: &Dirs) -> Result<ExitCode> {

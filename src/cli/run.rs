@@ -20,6 +20,8 @@ pub(super) struct Printing {
     pub trace: Option<PathBuf>,
     /// The run's memory limit.
     pub memory_bytes: usize,
+    /// `--engine df://…`: the cluster the queries execute on.
+    pub cluster: Option<crate::sql::session::Cluster>,
 }
 
 pub(super) async fn run(
@@ -29,7 +31,7 @@ pub(super) async fn run(
     printing: Printing,
     dirs: &Dirs,
 ) -> Result<ExitCode> {
-    let Printing { format, max_rows, trace, memory_bytes } = printing;
+    let Printing { format, max_rows, trace, memory_bytes, cluster } = printing;
     let paths = dirs.paths();
     let catalog = Arc::new(Catalog::load(paths.clone(), dirs.tz()?).await);
     let file = PathBuf::from(playbook);
@@ -77,6 +79,7 @@ pub(super) async fn run(
     let limits = crate::engine::Limits { memory_bytes, ..crate::engine::Limits::default() };
     let mut engine = Engine::with_limits(catalog.clone(), store, limits);
     engine.trace = trace.clone();
+    engine.cluster = cluster;
     let engine = Arc::new(engine);
     let who = std::env::var("USER").unwrap_or_else(|_| "cli".into());
     let outcome = engine.run(RunRequest::new(pb.clone(), values, who, "cli")).await?;

@@ -15,6 +15,8 @@ use crate::store::Store;
 /// `casebook serve`'s settings beyond the folders.
 pub struct ServeOptions {
     pub bind: SocketAddr,
+    /// `--engine df://…`: the Ballista cluster the runs' queries execute on.
+    pub cluster: Option<crate::sql::session::Cluster>,
     pub retention: Option<crate::manage::Retention>,
     pub proxy: Option<crate::web::Proxy>,
     pub limits: crate::engine::Limits,
@@ -30,6 +32,7 @@ pub struct ServeOptions {
 pub async fn serve(opts: ServeOptions, dirs: &Dirs) -> Result<()> {
     let ServeOptions {
         bind,
+        cluster,
         retention,
         proxy,
         limits,
@@ -82,6 +85,10 @@ pub async fn serve(opts: ServeOptions, dirs: &Dirs) -> Result<()> {
     let store = Store::open(&paths.state_db())?;
     let mut engine = Engine::with_limits(catalog.clone(), store, limits);
     engine.secrets = secrets;
+    if let Some(c) = &cluster {
+        eprintln!("Runs execute on the Ballista cluster at {}", c.url);
+    }
+    engine.cluster = cluster;
     let engine = Arc::new(engine);
     let resumed = engine.resume_unfinished()?;
     if resumed > 0 {

@@ -97,6 +97,9 @@ pub struct Engine {
     pub results: Results,
     /// `casebook run --trace FILE`: each query's SQL, bound values and scans, as JSON lines.
     pub trace: Option<std::path::PathBuf>,
+    /// `--engine df://host:port`: the Ballista cluster runs' queries execute on (feature
+    /// `ballista`); None: in this process.
+    pub cluster: Option<crate::sql::session::Cluster>,
 }
 
 impl Engine {
@@ -120,6 +123,7 @@ impl Engine {
             secrets,
             store,
             trace: None,
+            cluster: None,
         }
     }
 

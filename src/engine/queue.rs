@@ -68,6 +68,7 @@ impl Engine {
             schedule_id: req.schedule_id,
             resolved: Some(text(true)),
             pid: None,
+            engine: self.cluster.as_ref().map(|c| c.url.clone()),
         })?;
         Ok(())
     }

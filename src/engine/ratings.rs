@@ -17,8 +17,13 @@ use crate::util::refusal::Refusal;
 pub const MAX_RATED: usize = 1000;
 
 impl Engine {
-    /// Makes the analysts' ratings the `ratings` table of a run's session.
-    pub(super) fn register_ratings(&self, ctx: &datafusion::prelude::SessionContext) -> Result<()> {
+    /// Registers the analysts' ratings as the `ratings` table of `ctx`: from memory, or on a
+    /// cluster from a Parquet file written into the run's folder `dir`.
+    pub(super) async fn register_ratings(
+        &self,
+        ctx: &datafusion::prelude::SessionContext,
+        dir: &std::path::Path,
+    ) -> Result<()> {
         use datafusion::arrow::array::{Int64Array, StringArray};
         let all = self.store.ratings(None)?;
         let text = |f: &dyn Fn(&crate::store::ratings::Rating) -> &str| -> ArrayRef {
@@ -39,6 +44,14 @@ impl Engine {
             ],
         )?;
         let _ = ctx.deregister_table("ratings");
+        if crate::sql::session::cluster_of(ctx).is_some() {
+            let file = dir.join(".ratings.parquet");
+            let data = crate::results::StepData::new(batch.schema(), vec![batch]);
+            crate::results::table::write_parquet(&file, &data)?;
+            let path = std::fs::canonicalize(&file)?.display().to_string();
+            ctx.register_parquet("ratings", path, datafusion::prelude::ParquetReadOptions::default()).await?;
+            return Ok(());
+        }
         ctx.register_table("ratings", Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?))?;
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! Parquet and registered for the steps after it, its outcome recorded as it finishes.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,6 +15,7 @@ use super::{Engine, Progress};
 use crate::results::table::write_parquet;
 use crate::results::StepData;
 use crate::sql::scan::ScanStats;
+use crate::sql::session::cluster_of;
 use crate::steps::env::{Env, Made, ProgressSink, StepError};
 use crate::steps::{condition_holds, Step};
 use crate::store::runs::RunState;
@@ -92,9 +94,16 @@ fn trace_value(v: &ScalarValue) -> serde_json::Value {
     }
 }
 
-/// Makes `data` the table `id` for the steps after it (shadowing a connector of that name).
-fn register(ctx: &SessionContext, id: &str, data: &StepData) -> datafusion::error::Result<()> {
+/// Makes `data` the table `id` for the steps after it (shadowing a connector of that name):
+/// from memory, or on a cluster from its stored Parquet `file` (executors read files, they
+/// cannot be sent this process's memory).
+async fn register(ctx: &SessionContext, id: &str, data: &StepData, file: &Path) -> datafusion::error::Result<()> {
     let _ = ctx.deregister_table(id);
+    if cluster_of(ctx).is_some() {
+        let path = std::fs::canonicalize(file)?;
+        let opts = datafusion::prelude::ParquetReadOptions::default();
+        return ctx.register_parquet(id, path.display().to_string(), opts).await;
+    }
     let table = MemTable::try_new(data.schema.clone(), vec![data.batches.clone()])?;
     ctx.register_table(id, Arc::new(table)).map(|_| ())
 }
@@ -126,8 +135,10 @@ impl Engine {
         if let Err(e) = std::fs::create_dir_all(&spill) {
             tracing::warn!(error = %e, path = %spill.display(), "no spill folder for the run");
         }
-        let ctx = catalog.session_for_run(Some(self.limits.memory_bytes), Some(&spill));
-        if let Err(e) = self.register_ratings(&ctx) {
+        let ctx = catalog
+            .run_session(Some(self.limits.memory_bytes), Some(&spill), self.cluster.as_ref())
+            .map_err(anyhow::Error::msg)?;
+        if let Err(e) = self.register_ratings(&ctx, &dir).await {
             tracing::warn!(error = %format!("{e:#}"), "ratings are not available to this run");
         }
         let progress = RunProgress { engine: self, run_id, scan: std::sync::Mutex::new(None) };
@@ -152,7 +163,7 @@ impl Engine {
                 },
             );
             if let Some(rec) = finished.remove(&step.id) {
-                if let Some(out) = self.restore_step(run_id, &rec, &ctx, &mut done, &mut failed) {
+                if let Some(out) = self.restore_step(run_id, &rec, &ctx, &mut done, &mut failed).await {
                     outcomes.push(out);
                     continue;
                 }
@@ -200,12 +211,12 @@ impl Engine {
             match step.kind.execute(&step.id, &env).await {
                 Ok(Made::Table(data)) => {
                     let data = Arc::new(data);
-                    if let Err(e) = register(&ctx, &step.id, &data) {
-                        tracing::warn!(error = %e, "registering step table");
-                    }
                     let file = dir.join(format!("{}.parquet", step.id));
                     if let Err(e) = write_parquet(&file, &data) {
                         tracing::error!(run = %run_id, step = %step.id, error = %e, "storing step output");
+                    }
+                    if let Err(e) = register(&ctx, &step.id, &data, &file).await {
+                        tracing::warn!(error = %e, "registering step table");
                     }
                     if let Some(chart) = &step.chart {
                         out.chart = Some(crate::steps::chart::chart_data(&step.id, chart, &data, tz));
@@ -277,7 +288,7 @@ impl Engine {
 
     /// A step that finished before a restart: its stored outcome, its table registered for
     /// later steps. None when its stored table cannot be read (the step then runs again).
-    fn restore_step(
+    async fn restore_step(
         &self,
         run_id: &str,
         rec: &StepRecord,
@@ -292,7 +303,8 @@ impl Engine {
         }
         if rec.file.is_some() {
             let data = self.step_data(run_id, &out.id).ok()?;
-            register(ctx, &out.id, &data).ok()?;
+            let file = self.catalog().paths.run_dir(run_id).join(format!("{}.parquet", out.id));
+            register(ctx, &out.id, &data, &file).await.ok()?;
             done.insert(out.id.clone(), data);
         }
         Some(out)

@@ -1,6 +1,8 @@
 //! SQL helpers registered as DataFusion functions: `ip_in`, `ip_to_int`, `int_to_ip`,
 //! `ip_key` and `ip_from_key`, `is_private_ip`, `is_public_ip`, `one_of` for
-//! multiple-choice parameters, and `from_epoch` for logs that count seconds since 1970.
+//! multiple-choice parameters, `from_epoch` for logs that count seconds since 1970, and
+//! `casebook_version()`, the version of the casebook that evaluates it (on a Ballista
+//! cluster, an executor's: how a server checks that its cluster runs the same casebook).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -34,6 +36,8 @@ pub fn all() -> Vec<ScalarUDF> {
         create_udf("is_public_ip", vec![Utf8], Boolean, imm, Arc::new(|a: &[ColumnarValue]| ip_test(a, is_public))),
         create_udf("one_of", vec![Utf8, Utf8], Boolean, imm, Arc::new(one_of)),
         create_udf("from_epoch", vec![DataType::Float64], utc_micros(), imm, Arc::new(from_epoch)),
+        // Volatile: evaluated where the query runs, never folded by the planner that sent it.
+        create_udf("casebook_version", vec![], Utf8, Volatility::Volatile, Arc::new(casebook_version)),
     ]
 }
 
@@ -295,6 +299,13 @@ fn utc_micros() -> DataType {
 /// Seconds since 1970 (Zeek's `ts`, epoch integers, `1700000000.123456`) as a UTC time,
 /// rounded to the microsecond: exact for the 6 decimals logs write, where `to_timestamp` of
 /// a float truncates nanoseconds that a double cannot hold and can land a microsecond early.
+/// The version of this casebook binary.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+fn casebook_version(_: &[ColumnarValue]) -> Result<ColumnarValue> {
+    Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(VERSION.to_string()))))
+}
+
 fn from_epoch(args: &[ColumnarValue]) -> Result<ColumnarValue> {
     let rows = rows_of(args);
     let arr = cast(&args[0].to_array(rows)?, &DataType::Float64)?;

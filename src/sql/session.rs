@@ -9,6 +9,7 @@ use datafusion::common::DataFusionError;
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+pub use super::remote::{cluster_of, Cluster};
 use crate::util::text::first_line;
 
 /// A DataFusion session configured as casebook runs queries: spans kept for error
@@ -17,6 +18,23 @@ pub fn new_session() -> SessionContext {
     let ctx = SessionContext::new_with_config(session_config());
     crate::sql::functions::register(&ctx);
     ctx
+}
+
+/// [`limited_session`] on `cluster` when there is one: the same settings and functions,
+/// the queries planned here and executed there.
+pub fn run_session(
+    memory: Option<usize>,
+    spill: Option<&std::path::Path>,
+    cluster: Option<&Cluster>,
+) -> Result<SessionContext, String> {
+    let local = limited_session(memory, spill);
+    match cluster {
+        None => Ok(local),
+        #[cfg(feature = "ballista")]
+        Some(c) => crate::sql::cluster::remote(&local, c),
+        #[cfg(not(feature = "ballista"))]
+        Some(c) => Err(format!("{}: this casebook was built without Ballista", c.url)),
+    }
 }
 
 /// casebook's settings over DataFusion's defaults, or over the `DATAFUSION_*` environment
@@ -94,6 +112,9 @@ pub fn ratings_schema() -> SchemaRef {
 pub fn clean_error(e: &DataFusionError) -> (String, Option<String>) {
     let inner = e.iter().last().unwrap_or(e);
     let inner_text = inner.to_string();
+    if let Some(refused) = super::remote::refusal_in(&inner_text) {
+        return (refused, None);
+    }
     let text = match e.diagnostic() {
         Some(_) if inner_text.contains("No field named ") => inner_text.clone(),
         Some(d) => d.message.clone(),

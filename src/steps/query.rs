@@ -169,6 +169,9 @@ pub async fn collect(
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     let task = Arc::new(df.task_ctx());
     let plan = df.create_physical_plan().await?;
+    // On a cluster, the job is cancelled there if this query is dropped before it is done.
+    #[cfg(feature = "ballista")]
+    let job = crate::sql::cluster::Job::of(env.ctx, &plan);
     let mut stream = datafusion::physical_plan::execute_stream(plan.clone(), task)?;
     let mut batches = Vec::new();
     let mut rows = 0u64;
@@ -176,8 +179,17 @@ pub async fn collect(
     // read so far is the progress to show meanwhile.
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // On a cluster: a lost executor or scheduler ends the query with a message.
+    let mut lost = crate::sql::remote::watch(env.ctx);
     loop {
         tokio::select! {
+            why = &mut lost => {
+                #[cfg(feature = "ballista")]
+                if let Some(job) = job {
+                    job.cancel().await;
+                }
+                return Err(DataFusionError::Execution(why));
+            }
             b = stream.next() => match b {
                 Some(b) => {
                     let b = b?;
@@ -189,6 +201,10 @@ pub async fn collect(
             },
             _ = tick.tick() => env.progress.scanning(&ScanStats::of(&plan)),
         }
+    }
+    #[cfg(feature = "ballista")]
+    if let Some(job) = job {
+        job.finished();
     }
     let scan = ScanStats::of(&plan);
     env.progress.scanning(&scan);

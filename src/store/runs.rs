@@ -100,6 +100,9 @@ pub struct RunRecord {
     pub resolved: Option<String>,
     /// The process executing the run; a server resumes only runs whose process is gone.
     pub pid: Option<i64>,
+    /// Where its queries executed: None in casebook's own process, else the Ballista
+    /// scheduler's address (`df://host:port`).
+    pub engine: Option<String>,
 }
 
 impl RunRecord {
@@ -142,7 +145,7 @@ pub struct StepRecord {
 
 const RUN_COLUMNS: &str =
     "id, playbook, playbook_hash, section, params, started_by, source, state, error, started_at, \
-                           finished_at, schedule_id, resolved, pid";
+                           finished_at, schedule_id, resolved, pid, engine";
 
 impl Store {
     /// Runs left `queued` or `running` (by this or an earlier process), oldest first.
@@ -203,8 +206,8 @@ impl Store {
         self.with(|c| {
             c.execute(
                 "INSERT INTO runs (id, playbook, playbook_hash, section, params, started_by, source, state, started_at,
-                                   schedule_id, resolved, pid)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?11)",
+                                   schedule_id, resolved, pid, engine)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?11, ?12)",
                 params![
                     r.id,
                     r.playbook,
@@ -216,7 +219,8 @@ impl Store {
                     now(),
                     r.schedule_id,
                     r.resolved,
-                    std::process::id()
+                    std::process::id(),
+                    r.engine
                 ],
             )
             .map(|_| ())
@@ -347,5 +351,6 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         schedule_id: r.get(11)?,
         resolved: r.get(12)?,
         pid: r.get(13)?,
+        engine: r.get(14)?,
     })
 }

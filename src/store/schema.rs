@@ -154,7 +154,7 @@ pub fn migrate(conn: &Connection) -> Result<()> {
     if !has_outcome {
         conn.execute_batch("ALTER TABLE run_steps ADD COLUMN outcome TEXT")?;
     }
-    for (column, kind) in [("schedule_id", "INTEGER"), ("resolved", "TEXT"), ("pid", "INTEGER")] {
+    for (column, kind) in [("schedule_id", "INTEGER"), ("resolved", "TEXT"), ("pid", "INTEGER"), ("engine", "TEXT")] {
         let present: bool =
             conn.prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = ?1")?.exists(params![column])?;
         if !present {

@@ -48,6 +48,8 @@ struct ServiceHealth {
 
 #[derive(Serialize)]
 struct Health {
+    /// Where runs' queries execute: None here, else the cluster, its answer and whether ready.
+    cluster: Option<(String, bool, String)>,
     connectors: Vec<ConnectorHealth>,
     memory: Option<i64>,
     schedules: String,
@@ -269,6 +271,13 @@ pub async fn page(State(state): State<AppState>, me: Caller, headers: HeaderMap)
             disk: disk(&catalog.paths),
             repo,
             health: Health {
+                cluster: match &state.engine.cluster {
+                    Some(c) => {
+                        let (ok, note) = c.health().await;
+                        Some((c.url.clone(), ok, note))
+                    }
+                    None => None,
+                },
                 connectors: connector_health(&catalog).await,
                 memory: memory_bytes().map(|m| m as i64),
                 schedules: scheduler_state(&state),

@@ -1,0 +1,152 @@
+//! A Ballista cluster as casebook's settings name it (`--engine df://host:port`), known
+//! without Ballista's crates: the address, whether a session's queries go there, and the
+//! scheduler's health. Sessions on it and the scheduler and executors themselves are in
+//! `sql/cluster.rs` (feature `ballista`).
+
+use std::sync::Arc;
+
+use datafusion::prelude::SessionContext;
+
+/// A Ballista scheduler whose cluster executes the runs' queries; without one, they
+/// execute in casebook's own process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// As the administrator wrote it: `df://host:port`.
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Cluster {
+    /// `df://host:port` (or `host:port`; the port defaults to Ballista's 50050).
+    pub fn parse(url: &str) -> Result<Cluster, String> {
+        let rest = url.strip_prefix("df://").unwrap_or(url).trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("`{url}`: the port `{p}` is not a number"))?),
+            None => (rest, 50050),
+        };
+        let host_ok =
+            !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+        if !host_ok {
+            return Err(format!("`{url}` is not a scheduler address (write it as df://host:50050)"));
+        }
+        Ok(Cluster { url: format!("df://{host}:{port}"), host: host.to_string(), port })
+    }
+
+    /// `--engine` as given: `local` for casebook's own process, `df://…` for a Ballista
+    /// cluster (refused when casebook was built without the `ballista` feature).
+    pub fn from_flag(engine: &str) -> Result<Option<Cluster>, String> {
+        match engine.trim() {
+            "" | "local" => Ok(None),
+            url if cfg!(feature = "ballista") => Cluster::parse(url).map(Some),
+            url => Err(format!(
+                "--engine {url}: this casebook was built without Ballista; build it with \
+                 `cargo build --release --features ballista`"
+            )),
+        }
+    }
+
+    /// The scheduler's gRPC (and HTTP) address.
+    pub fn grpc_address(&self) -> String {
+        format!("http://{}:{}", self.host, self.port)
+    }
+
+    /// The scheduler's own readiness (`/readyz`: answering, and how many executors are
+    /// registered), as the management page shows it.
+    pub async fn health(&self) -> (bool, String) {
+        let client = match reqwest::Client::builder().timeout(std::time::Duration::from_secs(3)).build() {
+            Ok(c) => c,
+            Err(e) => return (false, format!("cannot ask: {e}")),
+        };
+        match client.get(format!("{}/readyz", self.grpc_address())).send().await {
+            Ok(r) => {
+                let ok = r.status().is_success();
+                let text = r.text().await.unwrap_or_default();
+                (ok, text.trim().to_string())
+            }
+            Err(_) => (false, "the scheduler does not answer".to_string()),
+        }
+    }
+}
+
+impl Cluster {
+    /// Executors the scheduler has registered and alive (from its `/readyz` answer).
+    pub async fn executors(&self) -> Result<usize, String> {
+        let (_, text) = self.health().await;
+        // "ready: 2 executors registered" or "not ready: 0/1 executors registered".
+        text.split(" executors registered")
+            .next()
+            .and_then(|head| head.rsplit(' ').next())
+            .and_then(|n| n.split('/').next())
+            .and_then(|n| n.parse().ok())
+            .ok_or(text)
+    }
+}
+
+/// Resolves, with the message the step shows, when the cluster of `ctx` loses an executor
+/// or its scheduler stops answering while a query runs; never for a local session. Ballista
+/// may wait a long time for a lost executor's work; a step rather fails and can be re-run.
+pub fn watch(ctx: &SessionContext) -> futures::future::BoxFuture<'static, String> {
+    let Some(c) = cluster_of(ctx) else { return Box::pin(futures::future::pending()) };
+    Box::pin(async move {
+        let mut most = c.executors().await.unwrap_or(0);
+        let mut silent = 0;
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            match c.executors().await {
+                Ok(n) if n < most => {
+                    return format!(
+                        "the cluster at {} lost an executor during this step ({most} registered, now {n}): \
+                         run it again, the remaining executors take the work",
+                        c.url
+                    )
+                }
+                Ok(n) => {
+                    most = n;
+                    silent = 0;
+                }
+                Err(_) => {
+                    silent += 1;
+                    if silent >= 3 {
+                        return format!(
+                            "the cluster's scheduler at {} stopped answering during this step: \
+                             run it again when it is back",
+                            c.url
+                        );
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// A scheduler's refusal of another casebook version's query, out of the gRPC text that
+/// carries it (`sql/cluster.rs` words it).
+pub fn refusal_in(text: &str) -> Option<String> {
+    let at = text.find("the cluster runs casebook ")?;
+    let rest = &text[at..];
+    let end = rest.find(['"', '\\']).unwrap_or(rest.len());
+    Some(rest[..end].to_string())
+}
+
+/// The cluster a session's queries execute on, if any.
+pub fn cluster_of(ctx: &SessionContext) -> Option<Arc<Cluster>> {
+    ctx.state().config().get_extension::<Cluster>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scheduler_addresses_are_read_as_written_and_refused_when_not_addresses() {
+        let c = Cluster::parse("df://10.0.0.5:50050").unwrap();
+        assert_eq!((c.host.as_str(), c.port, c.grpc_address().as_str()), ("10.0.0.5", 50050, "http://10.0.0.5:50050"));
+        assert_eq!(Cluster::parse("df://sched.example").unwrap().url, "df://sched.example:50050");
+        assert_eq!(Cluster::parse("127.0.0.1:6000").unwrap().url, "df://127.0.0.1:6000");
+        assert!(Cluster::parse("df://host:port").unwrap_err().contains("is not a number"));
+        assert!(Cluster::parse("df://a/b:1").is_err());
+        assert!(Cluster::parse("df://").is_err());
+        assert_eq!(Cluster::from_flag("local"), Ok(None));
+    }
+}

@@ -1,0 +1,213 @@
+//! The same playbooks on an Apache Ballista cluster (feature `ballista`): a scheduler and two
+//! executors started from the built `casebook` binary on 127.0.0.1, shipped playbooks run
+//! through them with `casebook run --engine df://…` and locally, their tables compared.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common;
+
+/// A scheduler and its executors, stopped when dropped.
+struct Cluster {
+    url: String,
+    scheduler: Child,
+    executors: Vec<Child>,
+    _work: tempfile::TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in self.executors.iter_mut().chain(std::iter::once(&mut self.scheduler)) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A port nothing listens on, and (for an executor) the one after it too.
+fn free_ports(two: bool) -> u16 {
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        if !two || TcpListener::bind(("127.0.0.1", port.saturating_add(1))).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn wait_for(port: u16, what: &str) {
+    let until = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < until, "{what} did not listen on port {port} within 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn casebook() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_casebook"));
+    cmd.current_dir(common::repo());
+    cmd
+}
+
+fn start_executor(url: &str, work: &Path, n: usize) -> Child {
+    let port = free_ports(true);
+    let dir = work.join(format!("executor-{n}"));
+    std::fs::create_dir_all(&dir).expect("work dir");
+    let child = casebook()
+        .args(["ballista", "executor", "--scheduler", url, "--concurrency", "1", "--memory-mb", "512"])
+        .arg("--bind")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--work-dir")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start an executor");
+    wait_for(port, "an executor");
+    child
+}
+
+fn start(executors: usize) -> Cluster {
+    let work = tempfile::tempdir().expect("tempdir");
+    let port = free_ports(false);
+    let scheduler = casebook()
+        .args(["ballista", "scheduler", "--bind"])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the scheduler");
+    wait_for(port, "the scheduler");
+    let url = format!("df://127.0.0.1:{port}");
+    let executors = (0..executors).map(|n| start_executor(&url, work.path(), n)).collect();
+    Cluster { url, scheduler, executors, _work: work }
+}
+
+fn run(playbook: &str, params: &[&str], data: &Path, engine: Option<&str>) -> Output {
+    let mut cmd = casebook();
+    cmd.args(["run", playbook, "--format", "csv", "--max-rows", "1000000", "--data"]).arg(data);
+    for p in params {
+        cmd.args(["-p", p]);
+    }
+    if let Some(e) = engine {
+        cmd.args(["--engine", e]);
+    }
+    cmd.output().expect("run casebook")
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn shipped_playbooks_give_the_same_tables_on_a_ballista_cluster_as_locally() {
+    let cluster = start(2);
+    let cases: [(&str, &[&str]); 3] = [
+        ("threat_investigation", &["ip=10.0.10.25", "window=last 7d"]),
+        ("suspicious_connects", &["window=last 7d"]),
+        ("rdp_bruteforce", &["window=last 7d"]),
+    ];
+    for (playbook, params) in cases {
+        // Each run in a state folder of its own, over the same demo files.
+        let local_data = common::fresh_data();
+        let local = run(playbook, params, local_data.path(), None);
+        assert!(local.status.success(), "{playbook} locally: {}", text(&local));
+        let remote_data = common::fresh_data();
+        let remote = run(playbook, params, remote_data.path(), Some(&cluster.url));
+        assert!(remote.status.success(), "{playbook} on the cluster: {}", text(&remote));
+        let (l, r) = (tables(&local), tables(&remote));
+        assert!(l.iter().map(|t| t.rows.len()).sum::<usize>() > 10, "{playbook} made too little to compare: {l:?}");
+        assert_eq!(l.len(), r.len(), "{playbook}: the cluster made other tables");
+        for (l, r) in l.iter().zip(&r) {
+            assert_eq!((&l.step, &l.header), (&r.step, &r.header), "{playbook}: columns differ");
+            assert_eq!(l.rows, r.rows, "{playbook}, step {}: the cluster's rows differ from the local ones", l.step);
+        }
+    }
+}
+
+/// One step's table as `casebook run --format csv` prints it, its rows sorted: a step whose
+/// SQL does not order its rows (or orders them with ties) may list them in any order.
+#[derive(Debug)]
+struct Table {
+    step: String,
+    header: String,
+    rows: Vec<String>,
+}
+
+fn tables(out: &Output) -> Vec<Table> {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut tables: Vec<Table> = Vec::new();
+    for line in text.lines() {
+        if let Some(step) = line.strip_prefix("# step: ") {
+            tables.push(Table { step: step.to_string(), header: String::new(), rows: Vec::new() });
+            continue;
+        }
+        if tables.is_empty() {
+            // One table is printed without its step's name.
+            tables.push(Table { step: String::new(), header: String::new(), rows: Vec::new() });
+        }
+        if let Some(t) = tables.last_mut() {
+            if t.header.is_empty() {
+                t.header = line.to_string();
+            } else if !line.is_empty() {
+                t.rows.push(line.to_string());
+            }
+        }
+    }
+    for t in &mut tables {
+        t.rows.sort();
+    }
+    tables
+}
+
+#[test]
+fn a_server_refuses_a_cluster_that_does_not_answer_in_words() {
+    let data = common::fresh_data();
+    let port = free_ports(false);
+    let out = run("ip_flows", &["ip=10.0.10.25"], data.path(), Some(&format!("df://127.0.0.1:{port}")));
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(t.contains(&format!("no Ballista scheduler answers at df://127.0.0.1:{port}")), "{t}");
+    let bad = run("ip_flows", &["ip=10.0.10.25"], data.path(), Some("df://host:port"));
+    assert!(text(&bad).contains("is not a number"), "{}", text(&bad));
+}
+
+/// A query that keeps a debug build's executors busy for several seconds on the fixture.
+const HEAVY: &str =
+    "title: Heavy\nparams:\n  window: { type: time_range, default: last 7d }\nsections:\n  - title: S\n    \
+                     steps:\n      - id: all\n        query:\n          sql: |\n            \
+                     SELECT f.dport, c.copy % 7 AS k, count(*) AS n, sum(f.ibyt) AS b FROM flows f \
+                     CROSS JOIN (SELECT * FROM unnest(range(0, 60)) AS t(copy)) c \
+                     WHERE f.treceived >= $window.start AND f.treceived < $window.end \
+                     GROUP BY f.dport, c.copy % 7 ORDER BY f.dport, k\n";
+
+#[test]
+fn an_executor_lost_mid_run_fails_the_step_in_words_and_a_rerun_on_the_other_succeeds() {
+    let mut cluster = start(2);
+    let data = common::fresh_data();
+    let work = tempfile::tempdir().expect("tempdir");
+    let pb = work.path().join("heavy.yaml");
+    std::fs::write(&pb, HEAVY).expect("playbook");
+    let pb = pb.display().to_string();
+    let running = {
+        let (pb, data, url) = (pb.clone(), data.path().to_path_buf(), cluster.url.clone());
+        std::thread::spawn(move || run(&pb, &[], &data, Some(&url)))
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    let mut lost = cluster.executors.remove(0);
+    lost.kill().expect("kill an executor");
+    let _ = lost.wait();
+    let started = Instant::now();
+    let failed = running.join().expect("the run");
+    let t = text(&failed);
+    assert!(!failed.status.success(), "the run finished before its executor was lost: make HEAVY heavier\n{t}");
+    assert!(t.contains("lost an executor during this step (2 registered, now 1): run it again"), "{t}");
+    assert!(!t.contains("Status {") && !t.contains("tonic"), "gRPC's text reached the analyst: {t}");
+    assert!(started.elapsed() < Duration::from_secs(60), "the loss took {:?} to tell", started.elapsed());
+    // The lost job was cancelled: the remaining executor takes the re-run at once.
+    let again = run(&pb, &[], data.path(), Some(&cluster.url));
+    assert!(again.status.success(), "{}", text(&again));
+    let local = run(&pb, &[], data.path(), None);
+    assert_eq!(tables(&again)[0].rows, tables(&local)[0].rows);
+}
