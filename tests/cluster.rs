@@ -5,6 +5,7 @@
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common;
@@ -182,32 +183,65 @@ const HEAVY: &str =
                      WHERE f.treceived >= $window.start AND f.treceived < $window.end \
                      GROUP BY f.dport, c.copy % 7 ORDER BY f.dport, k\n";
 
-#[test]
-fn an_executor_lost_mid_run_fails_the_step_in_words_and_a_rerun_on_the_other_succeeds() {
+#[tokio::test(flavor = "multi_thread")]
+async fn an_executor_lost_mid_run_fails_the_step_in_words_the_server_serves_on_and_a_rerun_succeeds() {
+    use casebook::catalog::Catalog;
+    use casebook::engine::{Engine, RunRequest};
     let mut cluster = start(2);
     let data = common::fresh_data();
-    let work = tempfile::tempdir().expect("tempdir");
-    let pb = work.path().join("heavy.yaml");
-    std::fs::write(&pb, HEAVY).expect("playbook");
-    let pb = pb.display().to_string();
-    let running = {
-        let (pb, data, url) = (pb.clone(), data.path().to_path_buf(), cluster.url.clone());
-        std::thread::spawn(move || run(&pb, &[], &data, Some(&url)))
-    };
-    std::thread::sleep(Duration::from_secs(3));
+    let playbooks = tempfile::tempdir().expect("tempdir");
+    std::fs::write(playbooks.path().join("heavy.yaml"), HEAVY).expect("playbook");
+    let mut paths = common::paths_with(data.path());
+    paths.playbooks = playbooks.path().to_path_buf();
+    // The engine as `serve --engine df://…` makes it: one for every run of the server.
+    let catalog = Arc::new(Catalog::load(paths.clone(), chrono_tz::Tz::UTC).await);
+    let mut engine = Engine::new(catalog.clone(), casebook::store::Store::open(&paths.state_db()).expect("state"));
+    engine.cluster = Some(casebook::sql::session::Cluster::parse(&cluster.url).expect("address"));
+    let engine = Arc::new(engine);
+    let pb = catalog.entry("heavy").and_then(|e| e.runnable()).cloned().expect("the playbook loads");
+    let values = casebook::model::params::parse_all(&pb.params, |_| None, &catalog.parse_ctx()).expect("defaults");
+    let request = || RunRequest::new(pb.clone(), values.clone(), "analyst", "test");
+
+    let running = tokio::spawn({
+        let (engine, req) = (engine.clone(), request());
+        async move { engine.run(req).await }
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let mut lost = cluster.executors.remove(0);
     lost.kill().expect("kill an executor");
     let _ = lost.wait();
     let started = Instant::now();
-    let failed = running.join().expect("the run");
-    let t = text(&failed);
-    assert!(!failed.status.success(), "the run finished before its executor was lost: make HEAVY heavier\n{t}");
-    assert!(t.contains("lost an executor during this step (2 registered, now 1): run it again"), "{t}");
-    assert!(!t.contains("Status {") && !t.contains("tonic"), "gRPC's text reached the analyst: {t}");
+    let failed = running.await.expect("the run's task").expect("the run is recorded");
+    let error =
+        failed.steps[0].error.clone().expect("the run finished before its executor was lost: make HEAVY heavier");
+    assert!(error.contains("lost an executor during this step (2 registered, now 1): run it again"), "{error}");
+    assert!(!error.contains("Status {") && !error.contains("tonic"), "gRPC's text reached the analyst: {error}");
     assert!(started.elapsed() < Duration::from_secs(60), "the loss took {:?} to tell", started.elapsed());
-    // The lost job was cancelled: the remaining executor takes the re-run at once.
-    let again = run(&pb, &[], data.path(), Some(&cluster.url));
-    assert!(again.status.success(), "{}", text(&again));
-    let local = run(&pb, &[], data.path(), None);
-    assert_eq!(tables(&again)[0].rows, tables(&local)[0].rows);
+    let record = engine.store.run(&failed.run_id).expect("state").expect("the run");
+    assert_eq!(record.engine.as_deref(), Some(cluster.url.as_str()), "the run records where it executed");
+
+    // The same server runs it again on the remaining executor (the lost job was cancelled),
+    // and gives what the local engine gives.
+    let again = engine.run(request()).await.expect("the re-run");
+    assert!(again.steps[0].error.is_none(), "{:?}", again.steps[0].error);
+    let theirs = engine.step_data(&again.run_id, "all").expect("the re-run's table");
+    let local = Arc::new(Engine::new(catalog.clone(), casebook::store::Store::open(&paths.state_db()).expect("state")));
+    let ours = local.run(request()).await.expect("a local run");
+    let ours = local.step_data(&ours.run_id, "all").expect("the local table");
+    assert!(ours.rows > 100);
+    assert_eq!(theirs.rows, ours.rows);
+    let text = |d: &casebook::results::StepData| -> Vec<String> {
+        let mut rows: Vec<String> = d
+            .batches
+            .iter()
+            .flat_map(|b| {
+                (0..b.num_rows()).map(move |r| {
+                    serde_json::Value::Object(casebook::results::cells::row_json(b, r, chrono_tz::Tz::UTC)).to_string()
+                })
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+    assert_eq!(text(&theirs), text(&ours), "the cluster's rows differ from the local ones");
 }
