@@ -11,7 +11,7 @@
 #     and the same run again must succeed on the remaining executor.
 #
 #   bash scripts/ballista-local.sh [--rows N] [--hours H] [--seed S] [--data DIR] [--window W]
-#                                  [--executor-memory-mb MB] [--skip-kill]
+#                                  [--executor-memory-mb MB] [--skip-kill] [--playbooks a,b]
 #
 # Defaults: 1,000,000 flows over 24 hours, seed 42, window "last 8d". The generated data is
 # kept in ~/.cache/casebook-ballista-data/ for the next run.
@@ -19,6 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ROWS=1000000 HOURS=24 SEED=42 DATA="" WINDOW="last 8d" EXEC_MB="" SKIP_KILL=0
+PLAYBOOKS="threat_investigation,suspicious_connects,rdp_bruteforce"
 while [ $# -gt 0 ]; do
   case "$1" in
     --rows) ROWS="$2"; shift 2 ;;
@@ -28,6 +29,7 @@ while [ $# -gt 0 ]; do
     --window) WINDOW="$2"; shift 2 ;;
     --executor-memory-mb) EXEC_MB="$2"; shift 2 ;;
     --skip-kill) SKIP_KILL=1; shift ;;
+    --playbooks) PLAYBOOKS="$2"; shift 2 ;;
     *) echo "unknown option $1 (see the head of $0)" >&2; exit 2 ;;
   esac
 done
@@ -143,10 +145,10 @@ run() {  # side playbook params… → seconds, output in $WORK/<side>-<playbook
 
 status=0
 printf '%-22s %10s %10s  %s\n' playbook "local s" "cluster s" "tables"
-for case in "threat_investigation|ip=10.0.10.25" "suspicious_connects|" "rdp_bruteforce|"; do
-  pb="${case%%|*}"; extra="${case#*|}"
+IFS=, read -r -a CHOSEN <<<"$PLAYBOOKS"
+for pb in "${CHOSEN[@]}"; do
   params=("window=$WINDOW")
-  [ -n "$extra" ] && params+=("$extra")
+  [ "$pb" = threat_investigation ] && params+=("ip=10.0.10.25")
   l="$(run local "$pb" "${params[@]}")" || { status=1; continue; }
   c="$(run cluster "$pb" "${params[@]}")" || { status=1; continue; }
   verdict="$(compare "$WORK/local-$pb.csv" "$WORK/cluster-$pb.csv")" || status=1

@@ -195,7 +195,10 @@ async fn an_executor_lost_mid_run_fails_the_step_in_words_the_server_serves_on_a
     paths.playbooks = playbooks.path().to_path_buf();
     // The engine as `serve --engine df://…` makes it: one for every run of the server.
     let catalog = Arc::new(Catalog::load(paths.clone(), chrono_tz::Tz::UTC).await);
-    let mut engine = Engine::new(catalog.clone(), casebook::store::Store::open(&paths.state_db()).expect("state"));
+    // A re-run that waits for a slot the cluster never frees fails within two minutes.
+    let limits = casebook::engine::Limits { timeout: Duration::from_secs(120), ..Default::default() };
+    let store = casebook::store::Store::open(&paths.state_db()).expect("state");
+    let mut engine = Engine::with_limits(catalog.clone(), store, limits);
     engine.cluster = Some(casebook::sql::session::Cluster::parse(&cluster.url).expect("address"));
     let engine = Arc::new(engine);
     let pb = catalog.entry("heavy").and_then(|e| e.runnable()).cloned().expect("the playbook loads");

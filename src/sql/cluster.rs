@@ -185,6 +185,10 @@ pub async fn run_scheduler(opts: SchedulerOptions) -> anyhow::Result<()> {
         // A lost executor is noticed within 20 s (Ballista's default is three minutes);
         // executors beat every 5 s.
         executor_timeout_seconds: 15,
+        // Executors ask for work when a slot of theirs is free: with push scheduling, the
+        // slot of a task cancelled on a surviving executor after another was lost stayed
+        // taken in the scheduler's books, and re-runs waited for it.
+        scheduling_policy: ballista_core::config::TaskSchedulingPolicy::PullStaged,
         expire_dead_executor_interval_seconds: 5,
         no_executors_grace_period_seconds: 15,
         ..SchedulerConfig::default()
@@ -240,6 +244,7 @@ pub async fn run_executor(opts: ExecutorOptions) -> anyhow::Result<()> {
         memory_pool_size: opts.memory,
         // Heartbeats well inside the scheduler's 15 s executor timeout.
         executor_heartbeat_interval_seconds: 5,
+        task_scheduling_policy: ballista_core::config::TaskSchedulingPolicy::PullStaged,
         override_function_registry: Some(Arc::new(registry)),
         ..ExecutorProcessConfig::default()
     };
