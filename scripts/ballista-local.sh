@@ -157,8 +157,9 @@ done
 
 if [ "$SKIP_KILL" = 0 ]; then
   echo "== an executor lost mid-run"
-  # Enough work for several seconds on any data size: about 200 million joined rows.
-  copies=$(( 200000000 / ROWS )); [ "$copies" -lt 4 ] && copies=4
+  # Enough work for several seconds of a release build on any data size: about two billion
+  # joined rows.
+  copies=$(( 2000000000 / ROWS )); [ "$copies" -lt 4 ] && copies=4
   cat >"$WORK/heavy.yaml" <<EOF
 title: Heavy
 params:
@@ -185,6 +186,8 @@ EOF
   else
     echo "FAILED: the step failed without casebook's message:"; tail -5 "$WORK/heavy.out"; status=1
   fi
+  # The scheduler has noticed the loss (the step above saw it too) before the re-run.
+  for _ in $(seq 100); do ready | grep -q "ready: 1 executors" && break; sleep 0.2; done
   if "$BIN" run "$WORK/heavy.yaml" --format csv --data "$WORK/cluster" --engine "$URL" >"$WORK/heavy2.out" 2>&1; then
     echo "the same run again succeeded on the remaining executor ($(ready))"
   else
