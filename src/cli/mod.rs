@@ -1,5 +1,6 @@
-//! Command line: `serve`, `check`, `run`, `test`, `demo` and `user` (clap), each a thin
-//! shell over the library.
+//! Command line: `serve`, `check`, `run`, `test`, `schema`, `user`, `compact`, `demo`, and
+//! with the `ballista` feature `ballista scheduler|executor` (clap), each a thin shell over
+//! the library.
 
 #[cfg(feature = "ballista")]
 mod ballista;

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use datafusion::arrow::array::{ArrayRef, RecordBatch};
-use datafusion::datasource::MemTable;
 
 use super::Engine;
 use crate::refuse;
@@ -43,16 +42,13 @@ impl Engine {
                 text(&|r| &r.rated_at),
             ],
         )?;
-        let _ = ctx.deregister_table("ratings");
+        let data = crate::results::StepData::new(batch.schema(), vec![batch]);
+        let file = dir.join(".ratings.parquet");
+        // A cluster reads the table from a file; locally it stays in memory.
         if crate::sql::session::cluster_of(ctx).is_some() {
-            let file = dir.join(".ratings.parquet");
-            let data = crate::results::StepData::new(batch.schema(), vec![batch]);
             crate::results::table::write_parquet(&file, &data)?;
-            let path = std::fs::canonicalize(&file)?.display().to_string();
-            ctx.register_parquet("ratings", path, datafusion::prelude::ParquetReadOptions::default()).await?;
-            return Ok(());
         }
-        ctx.register_table("ratings", Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?))?;
+        super::run::register(ctx, "ratings", &data, &file).await?;
         Ok(())
     }
 

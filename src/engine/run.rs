@@ -97,7 +97,12 @@ fn trace_value(v: &ScalarValue) -> serde_json::Value {
 /// Makes `data` the table `id` for the steps after it (shadowing a connector of that name):
 /// from memory, or on a cluster from its stored Parquet `file` (executors read files, they
 /// cannot be sent this process's memory).
-async fn register(ctx: &SessionContext, id: &str, data: &StepData, file: &Path) -> datafusion::error::Result<()> {
+pub(super) async fn register(
+    ctx: &SessionContext,
+    id: &str,
+    data: &StepData,
+    file: &Path,
+) -> datafusion::error::Result<()> {
     let _ = ctx.deregister_table(id);
     if cluster_of(ctx).is_some() {
         let path = std::fs::canonicalize(file)?;
@@ -303,7 +308,7 @@ impl Engine {
         }
         if rec.file.is_some() {
             let data = self.step_data(run_id, &out.id).ok()?;
-            let file = self.catalog().paths.run_dir(run_id).join(format!("{}.parquet", out.id));
+            let file = self.run_dir(run_id).join(format!("{}.parquet", out.id));
             register(ctx, &out.id, &data, &file).await.ok()?;
             done.insert(out.id.clone(), data);
         }

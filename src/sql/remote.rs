@@ -54,10 +54,13 @@ impl Cluster {
     /// The scheduler's own readiness (`/readyz`: answering, and how many executors are
     /// registered), as the management page shows it.
     pub async fn health(&self) -> (bool, String) {
-        let client = match reqwest::Client::builder().timeout(std::time::Duration::from_secs(3)).build() {
-            Ok(c) => c,
-            Err(e) => return (false, format!("cannot ask: {e}")),
-        };
+        match http_client() {
+            Ok(client) => self.readyz(&client).await,
+            Err(e) => (false, format!("cannot ask: {e}")),
+        }
+    }
+
+    async fn readyz(&self, client: &reqwest::Client) -> (bool, String) {
         match client.get(format!("{}/readyz", self.grpc_address())).send().await {
             Ok(r) => {
                 let ok = r.status().is_success();
@@ -67,12 +70,10 @@ impl Cluster {
             Err(_) => (false, "the scheduler does not answer".to_string()),
         }
     }
-}
 
-impl Cluster {
     /// Executors the scheduler has registered and alive (from its `/readyz` answer).
-    pub async fn executors(&self) -> Result<usize, String> {
-        let (_, text) = self.health().await;
+    async fn executors(&self, client: &reqwest::Client) -> Result<usize, String> {
+        let (_, text) = self.readyz(client).await;
         // "ready: 2 executors registered" or "not ready: 0/1 executors registered".
         text.split(" executors registered")
             .next()
@@ -83,17 +84,23 @@ impl Cluster {
     }
 }
 
+/// The client that asks schedulers how they are: short timeouts, one per watch.
+fn http_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder().timeout(std::time::Duration::from_secs(3)).build()
+}
+
 /// Resolves, with the message the step shows, when the cluster of `ctx` loses an executor
 /// or its scheduler stops answering while a query runs; never for a local session. Ballista
 /// may wait a long time for a lost executor's work; a step rather fails and can be re-run.
 pub fn watch(ctx: &SessionContext) -> futures::future::BoxFuture<'static, String> {
     let Some(c) = cluster_of(ctx) else { return Box::pin(futures::future::pending()) };
     Box::pin(async move {
-        let mut most = c.executors().await.unwrap_or(0);
+        let Ok(client) = http_client() else { return futures::future::pending().await };
+        let mut most = c.executors(&client).await.unwrap_or(0);
         let mut silent = 0;
         loop {
             tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-            match c.executors().await {
+            match c.executors(&client).await {
                 Ok(n) if n < most => {
                     return format!(
                         "the cluster at {} lost an executor during this step ({most} registered, now {n}): \
