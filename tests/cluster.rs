@@ -183,27 +183,70 @@ const HEAVY: &str =
                      WHERE f.treceived >= $window.start AND f.treceived < $window.end \
                      GROUP BY f.dport, c.copy % 7 ORDER BY f.dport, k\n";
 
+/// A server as `serve --engine df://…` makes it: one engine for every run, with the HEAVY
+/// playbook among its playbooks.
+struct Server {
+    engine: Arc<casebook::engine::Engine>,
+    catalog: Arc<casebook::catalog::Catalog>,
+    paths: casebook::util::paths::Paths,
+    playbook: Arc<casebook::playbook::Playbook>,
+    values: casebook::model::params::Values,
+    _playbooks: tempfile::TempDir,
+}
+
+impl Server {
+    async fn new(cluster: &Cluster, data: &Path) -> Server {
+        Server::with(Some(cluster), data, HEAVY, &[]).await
+    }
+
+    /// A server whose one playbook, `heavy`, is `playbook`, with `connectors` (name, YAML)
+    /// next to the shipped ones; on `cluster`, or without one executing here.
+    async fn with(cluster: Option<&Cluster>, data: &Path, playbook: &str, connectors: &[(&str, &str)]) -> Server {
+        use casebook::catalog::Catalog;
+        use casebook::engine::Engine;
+        let playbooks = tempfile::tempdir().expect("tempdir");
+        std::fs::write(playbooks.path().join("heavy.yaml"), playbook).expect("playbook");
+        let mut paths = common::paths_with(data);
+        paths.playbooks = playbooks.path().to_path_buf();
+        if !connectors.is_empty() {
+            let folder = playbooks.path().join("connectors");
+            std::fs::create_dir_all(&folder).expect("connectors folder");
+            for shipped in std::fs::read_dir(&paths.connectors).expect("shipped connectors") {
+                let shipped = shipped.expect("a connector").path();
+                if shipped.is_file() {
+                    std::fs::copy(&shipped, folder.join(shipped.file_name().expect("a name"))).expect("copy");
+                }
+            }
+            for (name, yaml) in connectors {
+                std::fs::write(folder.join(format!("{name}.yaml")), yaml).expect("connector");
+            }
+            paths.connectors = folder;
+        }
+        let catalog = Arc::new(Catalog::load(paths.clone(), chrono_tz::Tz::UTC).await);
+        // A re-run that waits for a slot the cluster never frees fails within two minutes.
+        let limits = casebook::engine::Limits { timeout: Duration::from_secs(120), ..Default::default() };
+        let store = casebook::store::Store::open(&paths.state_db()).expect("state");
+        let mut engine = Engine::with_limits(catalog.clone(), store, limits);
+        engine.cluster = cluster.map(|c| casebook::sql::session::Cluster::parse(&c.url).expect("address"));
+        let playbook = catalog.entry("heavy").and_then(|e| e.runnable()).cloned().expect("the playbook loads");
+        let values =
+            casebook::model::params::parse_all(&playbook.params, |_| None, &catalog.parse_ctx()).expect("defaults");
+        Server { engine: Arc::new(engine), catalog, paths, playbook, values, _playbooks: playbooks }
+    }
+
+    fn request(&self) -> casebook::engine::RunRequest {
+        casebook::engine::RunRequest::new(self.playbook.clone(), self.values.clone(), "analyst", "test")
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_executor_lost_mid_run_fails_the_step_in_words_the_server_serves_on_and_a_rerun_succeeds() {
-    use casebook::catalog::Catalog;
-    use casebook::engine::{Engine, RunRequest};
+    use casebook::engine::Engine;
     let mut cluster = start(2);
     let data = common::fresh_data();
-    let playbooks = tempfile::tempdir().expect("tempdir");
-    std::fs::write(playbooks.path().join("heavy.yaml"), HEAVY).expect("playbook");
-    let mut paths = common::paths_with(data.path());
-    paths.playbooks = playbooks.path().to_path_buf();
-    // The engine as `serve --engine df://…` makes it: one for every run of the server.
-    let catalog = Arc::new(Catalog::load(paths.clone(), chrono_tz::Tz::UTC).await);
-    // A re-run that waits for a slot the cluster never frees fails within two minutes.
-    let limits = casebook::engine::Limits { timeout: Duration::from_secs(120), ..Default::default() };
-    let store = casebook::store::Store::open(&paths.state_db()).expect("state");
-    let mut engine = Engine::with_limits(catalog.clone(), store, limits);
-    engine.cluster = Some(casebook::sql::session::Cluster::parse(&cluster.url).expect("address"));
-    let engine = Arc::new(engine);
-    let pb = catalog.entry("heavy").and_then(|e| e.runnable()).cloned().expect("the playbook loads");
-    let values = casebook::model::params::parse_all(&pb.params, |_| None, &catalog.parse_ctx()).expect("defaults");
-    let request = || RunRequest::new(pb.clone(), values.clone(), "analyst", "test");
+    let server = Server::new(&cluster, data.path()).await;
+    let (engine, catalog, paths) = (server.engine.clone(), server.catalog.clone(), server.paths.clone());
+    let request = || server.request();
 
     let running = tokio::spawn({
         let (engine, req) = (engine.clone(), request());
@@ -247,4 +290,130 @@ async fn an_executor_lost_mid_run_fails_the_step_in_words_the_server_serves_on_a
         rows
     };
     assert_eq!(text(&theirs), text(&ours), "the cluster's rows differ from the local ones");
+}
+
+/// What the scheduler says of job `job`: None once it has forgotten it.
+async fn job_status(cluster: &Cluster, job: &str) -> Option<ballista_core::serde::protobuf::job_status::Status> {
+    use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
+    use ballista_core::serde::protobuf::GetJobStatusParams;
+    let address = cluster.url.replacen("df://", "http://", 1);
+    let mut client = SchedulerGrpcClient::connect(address).await.expect("the scheduler answers");
+    match client.get_job_status(GetJobStatusParams { job_id: job.to_string() }).await {
+        Ok(answer) => answer.into_inner().status.and_then(|s| s.status),
+        Err(e) => panic!("job status: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelling_a_run_on_a_cluster_cancels_its_ballista_job() {
+    use ballista_core::serde::protobuf::job_status::Status;
+    let cluster = start(2);
+    let data = common::fresh_data();
+    let server = Server::new(&cluster, data.path()).await;
+    let engine = server.engine.clone();
+    let id = "000000000000000000000000000cafe1";
+    let task = tokio::spawn({
+        let (engine, req) = (engine.clone(), server.request());
+        async move { engine.run_with_id(req, id.to_string()).await }
+    });
+    // The run's progress names its job once the scheduler has it.
+    let until = Instant::now() + Duration::from_secs(60);
+    let job = loop {
+        if let Some(job) = engine.progress(id).expect("state").and_then(|p| p.job) {
+            break job;
+        }
+        if task.is_finished() {
+            let ended = task.await.expect("the run's task").expect("the run is recorded");
+            panic!("the run ended before its job was seen (make HEAVY heavier): {:?}", ended.steps[0].error);
+        }
+        assert!(Instant::now() < until, "no Ballista job within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let before = job_status(&cluster, &job).await;
+    assert!(matches!(before, Some(Status::Queued(_) | Status::Running(_))), "the job is not going: {before:?}");
+
+    assert!(engine.cancel(id));
+    let outcome = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the run stopped within 10 s")
+        .expect("the run's task")
+        .expect("the run is recorded");
+    let record = engine.store.run(&outcome.run_id).expect("state").expect("the run");
+    assert_eq!(record.state.as_str(), "cancelled");
+    // The cluster stops working for no one: the job is cancelled there, not left to finish.
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        match job_status(&cluster, &job).await {
+            None => break,
+            Some(Status::Failed(f)) => {
+                assert!(f.error.contains("Cancelled"), "the job failed otherwise: {}", f.error);
+                break;
+            }
+            Some(Status::Successful(_)) => panic!("the cancelled run's job ran to its end on the cluster"),
+            Some(_) => {
+                assert!(Instant::now() < until, "the job still goes 20 s after the run was cancelled");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// An HTTP table on 127.0.0.1: verdicts on a few hosts, as a data platform's API gives them.
+const ALERTS: &str = "kind: http_table
+name: alerts
+description: verdicts from the platform
+url: http://{addr}/alerts
+params: { from: '{start}', to: '{end}' }
+time_column: ts
+schema:
+  - { name: ts, type: timestamp }
+  - { name: ip, type: string }
+  - { name: verdict, type: string }
+";
+
+const JOINED: &str =
+    "title: Joined\nparams:\n  window: { type: time_range, default: last 7d }\nsections:\n  - title: S\n    \
+     steps:\n      - id: all\n        query:\n          sql: |\n            \
+     SELECT a.verdict, count(*) AS flows, sum(f.ibyt) AS bytes FROM flows f JOIN alerts a ON f.sip = a.ip \
+     WHERE f.treceived >= $window.start AND f.treceived < $window.end \
+     AND a.ts >= $window.start AND a.ts < $window.end GROUP BY a.verdict ORDER BY a.verdict\n";
+
+/// A query reading a table the cluster cannot read (here an HTTP API) executes in the
+/// server, with the same result as without a cluster: the playbook works unchanged.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_query_reading_an_http_table_runs_in_the_server_and_gives_the_local_rows() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let addr = listener.local_addr().expect("its address");
+    let ts = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let answer = serde_json::json!([
+        { "ts": ts, "ip": "10.0.10.25", "verdict": "beaconing" },
+        { "ts": ts, "ip": "10.0.10.30", "verdict": "scanner" },
+        { "ts": ts, "ip": "10.0.10.5", "verdict": "scanner" },
+    ])
+    .to_string();
+    let app = axum::Router::new().route("/alerts", axum::routing::get(move || async move { answer }));
+    let api = tokio::spawn(async move { axum::serve(listener, app).await });
+    let connector = ALERTS.replace("{addr}", &addr.to_string());
+    let connectors = [("alerts", connector.as_str())];
+
+    let cluster = start(2);
+    let table = |server: &Server, run: &casebook::engine::RunOutcome| {
+        assert!(run.steps[0].error.is_none(), "{:?}", run.steps[0].error);
+        let data = server.engine.step_data(&run.run_id, "all").expect("the table");
+        let batch = datafusion::arrow::compute::concat_batches(&data.schema, &data.batches).expect("one batch");
+        datafusion::arrow::util::pretty::pretty_format_batches(&[batch]).expect("text").to_string()
+    };
+    let data = common::fresh_data();
+    let remote = Server::with(Some(&cluster), data.path(), JOINED, &connectors).await;
+    let theirs = remote.engine.run(remote.request()).await.expect("the run on the cluster");
+    let record = remote.engine.store.run(&theirs.run_id).expect("state").expect("the run");
+    assert_eq!(record.engine.as_deref(), Some(cluster.url.as_str()));
+    let theirs = table(&remote, &theirs);
+    let local_data = common::fresh_data();
+    let local = Server::with(None, local_data.path(), JOINED, &connectors).await;
+    let ours = local.engine.run(local.request()).await.expect("the local run");
+    let ours = table(&local, &ours);
+    assert!(ours.contains("beaconing") && ours.contains("scanner"), "too little to compare:\n{ours}");
+    assert_eq!(theirs, ours);
+    api.abort();
 }

@@ -77,6 +77,9 @@ pub struct Progress {
     /// Files the current query opened so far, of `files` it is to read.
     pub files_opened: u64,
     pub files: u64,
+    /// The Ballista job of the current query, while it executes on a cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
 }
 
 #[derive(Debug)]

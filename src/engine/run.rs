@@ -67,6 +67,10 @@ impl ProgressSink for RunProgress<'_> {
         self.engine.update_progress(self.run_id, |p| p.rows = rows);
     }
 
+    fn job(&self, job: &str) {
+        self.engine.update_progress(self.run_id, |p| p.job = Some(job.to_string()));
+    }
+
     fn chunk(&self, done: usize, of: usize) {
         self.engine.update_progress(self.run_id, |p| {
             p.chunk = done;

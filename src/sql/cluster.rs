@@ -32,6 +32,14 @@ pub fn remote(local: &SessionContext, cluster: &Cluster) -> Result<SessionContex
         .upgrade_for_ballista(address)
         .map_err(|e| format!("cannot use the cluster at {}: {e}", cluster.url))?;
     state.config_mut().set_extension(Arc::new(cluster.clone()));
+    // The client asks for its job's state: the job's id is known as soon as the scheduler
+    // accepts the query (pushed states name it only when the job ends), so a cancelled run
+    // cancels its job, and the progress line names it.
+    state
+        .config_mut()
+        .options_mut()
+        .set(ballista_core::config::BALLISTA_CLIENT_PULL, "true")
+        .map_err(|e| format!("cannot use the cluster at {}: {e}", cluster.url))?;
     // Sent with every query; the scheduler refuses another version's.
     state.config_mut().options_mut().extensions.insert(CasebookOptions { version: VERSION.to_string() });
     // Ballista's upgrade sets its own function list; casebook's go back on top.
@@ -271,7 +279,8 @@ impl Job {
         self.finished = true;
     }
 
-    fn job_id(&self) -> Option<String> {
+    /// The job's id, once the scheduler has accepted the query.
+    pub fn id(&self) -> Option<String> {
         use ballista_core::execution_plans::DistributedQueryExec;
         use datafusion_proto::protobuf::LogicalPlanNode;
         let exec = self.plan.downcast_ref::<DistributedQueryExec<LogicalPlanNode>>()?;
@@ -281,7 +290,7 @@ impl Job {
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job").field("cluster", &self.cluster.url).field("job", &self.job_id()).finish()
+        f.debug_struct("Job").field("cluster", &self.cluster.url).field("job", &self.id()).finish()
     }
 }
 
@@ -289,7 +298,7 @@ impl Job {
     /// Cancels the job now (a step that gives up on it waits until the scheduler knows).
     pub async fn cancel(mut self) {
         self.finished = true;
-        if let Some(job_id) = self.job_id() {
+        if let Some(job_id) = self.id() {
             cancel(self.cluster.grpc_address(), job_id).await;
         }
     }
@@ -315,7 +324,7 @@ impl Drop for Job {
         if self.finished {
             return;
         }
-        let Some(job_id) = self.job_id() else { return };
+        let Some(job_id) = self.id() else { return };
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(cancel(self.cluster.grpc_address(), job_id));
         }

@@ -5,6 +5,14 @@
 
 use std::sync::Arc;
 
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::listing::ListingTable;
+use datafusion::datasource::{source_as_provider, ViewTable};
+use datafusion::execution::context::QueryPlanner;
+use datafusion::execution::{SessionState, SessionStateBuilder};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::SessionContext;
 
 /// A Ballista scheduler whose cluster executes the runs' queries; without one, they
@@ -134,6 +142,49 @@ pub fn refusal_in(text: &str) -> Option<String> {
     let rest = &text[at..];
     let end = rest.find(['"', '\\']).unwrap_or(rest.len());
     Some(rest[..end].to_string())
+}
+
+/// The first table `plan` reads that the cluster cannot: one that is not over files (a
+/// database, an HTTP service, rows held in this process). Views are looked through.
+pub fn table_the_cluster_cannot_read(plan: &LogicalPlan) -> Option<String> {
+    let mut found = None;
+    let _ = plan.apply_with_subqueries(|node| {
+        let LogicalPlan::TableScan(scan) = node else { return Ok(TreeNodeRecursion::Continue) };
+        let Ok(provider) = source_as_provider(&scan.source) else { return Ok(TreeNodeRecursion::Continue) };
+        let inner = match provider.downcast_ref::<ViewTable>() {
+            Some(view) => table_the_cluster_cannot_read(view.logical_plan()),
+            None if provider.is::<ListingTable>() => None,
+            None => Some(scan.table_name.to_string()),
+        };
+        match inner {
+            Some(name) => {
+                found = Some(name);
+                Ok(TreeNodeRecursion::Stop)
+            }
+            None => Ok(TreeNodeRecursion::Continue),
+        }
+    });
+    found
+}
+
+/// `ctx`'s state (its tables, functions, settings and memory) planning queries to execute in
+/// this process, for a query on a cluster session that reads a table the cluster cannot.
+pub fn in_this_process(ctx: &SessionContext) -> SessionState {
+    SessionStateBuilder::new_from_existing(ctx.state()).with_query_planner(Arc::new(HerePlanner)).build()
+}
+
+#[derive(Debug)]
+struct HerePlanner;
+
+#[async_trait::async_trait]
+impl QueryPlanner for HerePlanner {
+    async fn create_physical_plan(
+        &self,
+        plan: &LogicalPlan,
+        session: &dyn datafusion::catalog::Session,
+    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        DefaultPhysicalPlanner::default().create_physical_plan(plan, session).await
+    }
 }
 
 /// The cluster a session's queries execute on, if any.

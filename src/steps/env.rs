@@ -65,6 +65,8 @@ pub trait ProgressSink: Send + Sync {
     fn chunk(&self, done: usize, of: usize);
     /// What the running query has read so far (called twice a second while it runs).
     fn scanning(&self, _scan: &crate::sql::scan::ScanStats) {}
+    /// The running query executes on a cluster as Ballista job `job`.
+    fn job(&self, _job: &str) {}
     /// A query of step `step` finished: its SQL, the values bound, and what its scans read.
     fn query(&self, _step: &str, _sql: &str, _params: &[(String, ScalarValue)], _scan: &crate::sql::scan::ScanStats) {}
 }

@@ -167,8 +167,23 @@ pub async fn collect(
 ) -> Result<(SchemaRef, Vec<RecordBatch>), DataFusionError> {
     let df = env.ctx.sql_with_options(sql, read_only()).await?.with_param_values(params.clone())?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let task = Arc::new(df.task_ctx());
-    let plan = df.create_physical_plan().await?;
+    // On a cluster, a query reading a table the cluster cannot (a database, an HTTP
+    // service) executes in this server instead, its file tables read here too.
+    let here = match crate::sql::remote::cluster_of(env.ctx) {
+        Some(cluster) => crate::sql::remote::table_the_cluster_cannot_read(df.logical_plan()).map(|table| {
+            tracing::info!(step = step_id, table = %table, cluster = %cluster.url,
+                "the query reads a table the cluster cannot read: executing it in this server");
+            crate::sql::remote::in_this_process(env.ctx)
+        }),
+        None => None,
+    };
+    let (task, plan) = match here {
+        Some(state) => {
+            let (_, plan) = df.into_parts();
+            (Arc::new(datafusion::execution::TaskContext::from(&state)), state.create_physical_plan(&plan).await?)
+        }
+        None => (Arc::new(df.task_ctx()), df.create_physical_plan().await?),
+    };
     // On a cluster, the job is cancelled there if this query is dropped before it is done.
     #[cfg(feature = "ballista")]
     let job = crate::sql::cluster::Job::of(env.ctx, &plan);
@@ -199,7 +214,13 @@ pub async fn collect(
                 }
                 None => break,
             },
-            _ = tick.tick() => env.progress.scanning(&ScanStats::of(&plan)),
+            _ = tick.tick() => {
+                env.progress.scanning(&ScanStats::of(&plan));
+                #[cfg(feature = "ballista")]
+                if let Some(id) = job.as_ref().and_then(|j| j.id()) {
+                    env.progress.job(&id);
+                }
+            }
         }
     }
     #[cfg(feature = "ballista")]

@@ -84,6 +84,7 @@
     if (p.scanned) t += " · read " + p.scanned.toLocaleString("en") + " rows";
     if (p.files && !p.chunks) t += " of " + Math.min(p.files_opened, p.files) + "/" + p.files + " files";
     if (p.rows) t += " · " + p.rows.toLocaleString("en") + " rows";
+    if (p.job) t += " · on the cluster, job " + p.job;
     text.textContent = t + " · " + (p.elapsed_ms / 1000).toFixed(1) + " s";
     bar.max = p.of;
     // Within a step: its chunks done, or else the share of its files the query has opened.
