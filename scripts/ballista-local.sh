@@ -138,7 +138,7 @@ run() {  # side playbook params… → seconds, output in $WORK/<side>-<playbook
   local start end
   start=$(date +%s.%N)
   "$BIN" run "$pb" --format csv --max-rows 100000000 --data "$WORK/$side" "${engine[@]}" "${args[@]}" \
-    >"$WORK/$side-$pb.csv" 2>"$WORK/$side-$pb.err" || { echo "FAILED: $pb ($side):"; tail -5 "$WORK/$side-$pb.err"; return 1; }
+    >"$WORK/$side-$pb.csv" 2>"$WORK/$side-$pb.err" || { { echo "FAILED: $pb ($side):"; tail -5 "$WORK/$side-$pb.err"; } >&2; return 1; }
   end=$(date +%s.%N)
   python3 -c "print(f'{$end - $start:.1f}')"
 }

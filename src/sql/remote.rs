@@ -144,6 +144,35 @@ pub fn refusal_in(text: &str) -> Option<String> {
     Some(rest[..end].to_string())
 }
 
+/// A Ballista job's failure (`Job 038H… failed: …`, the scheduler's planning error or a
+/// task's, wrapped in Rust's debug text) as a sentence: what failed, in the engine's own
+/// innermost words, without the job's id or the wrapping.
+pub fn job_failure_in(text: &str) -> Option<String> {
+    let at = text.find("Job ")?;
+    let rest = &text[at + 4..];
+    let (_, failure) = rest.split_once(" failed: ")?;
+    let planning = failure.starts_with("Error planning job ");
+    // The innermost quoted text is the engine's message; without one, the failure's text.
+    let inner = match failure.rfind("(\"") {
+        Some(i) => {
+            let quoted = &failure[i + 2..];
+            quoted.find("\")").map_or(quoted, |end| &quoted[..end])
+        }
+        None => failure.split_once(": ").map_or(failure, |(_, m)| m),
+    };
+    let inner = inner.replace("\\\"", "\"");
+    let lower = inner.to_ascii_lowercase();
+    Some(if lower.contains("resources exhausted") || (lower.contains("memory") && lower.contains("exhaust")) {
+        "the cluster's executors ran out of memory for this step: narrow the time window, or give the executors \
+         more --memory-mb"
+            .to_string()
+    } else if planning {
+        format!("the cluster could not plan this step's query: {inner}")
+    } else {
+        format!("the cluster failed this step's query: {inner}")
+    })
+}
+
 /// The first table `plan` reads that the cluster cannot: one that is not over files (a
 /// database, an HTTP service, rows held in this process). Views are looked through.
 pub fn table_the_cluster_cannot_read(plan: &LogicalPlan) -> Option<String> {
@@ -206,5 +235,24 @@ mod tests {
         assert!(Cluster::parse("df://a/b:1").is_err());
         assert!(Cluster::parse("df://").is_err());
         assert_eq!(Cluster::from_flag("local"), Ok(None));
+    }
+
+    #[test]
+    fn a_failed_ballista_job_reads_as_a_sentence_without_its_wrapping() {
+        // As the 100M-flow week's NOT IN made it on a loopback cluster.
+        let planning = "Execution error: Job 038HNM1FPR000 failed: Error planning job 038HNM1FPR000: \
+            DataFusionError(Context(\"SelectJoinRule\", Plan(\"Null-aware anti join requires single-task execution, \
+            but its build side does not fit ballista.optimizer.broadcast_join_threshold_bytes (134217728 bytes)\")))";
+        assert_eq!(
+            job_failure_in(planning).as_deref(),
+            Some(
+                "the cluster could not plan this step's query: Null-aware anti join requires single-task execution, \
+                 but its build side does not fit ballista.optimizer.broadcast_join_threshold_bytes (134217728 bytes)"
+            )
+        );
+        let memory = "Execution error: Job 038HN failed: Task failed: ResourcesExhausted(\"Resources exhausted: \
+            Failed to allocate additional 10.0 MB for HashJoinInput\")";
+        assert!(job_failure_in(memory).is_some_and(|m| m.contains("ran out of memory") && m.contains("--memory-mb")));
+        assert_eq!(job_failure_in("Execution error: no such column"), None);
     }
 }

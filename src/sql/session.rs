@@ -115,6 +115,9 @@ pub fn clean_error(e: &DataFusionError) -> (String, Option<String>) {
     if let Some(refused) = super::remote::refusal_in(&inner_text) {
         return (refused, None);
     }
+    if let Some(failed) = super::remote::job_failure_in(&inner_text) {
+        return (failed, None);
+    }
     let text = match e.diagnostic() {
         Some(_) if inner_text.contains("No field named ") => inner_text.clone(),
         Some(d) => d.message.clone(),
