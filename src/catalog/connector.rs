@@ -364,12 +364,12 @@ pub async fn load(
             Arc::new(Schema::new(fields))
         }
         (None, Some(h)) => h.schema(),
-        (None, None) => match options.infer_schema(&ctx.state(), &url).await {
+        (None, None) => match infer(&options, &ctx.state(), &url).await {
             Ok(s) => s,
             Err(e) => {
                 problems.push_hint(
                     path_at,
-                    format!("connector `{name}`: cannot read the files: {}", first_line(&e.to_string())),
+                    format!("connector `{name}`: cannot read the files: {e}"),
                     "check `format:` and, for compressed files, `compression:`",
                 );
                 return None;
@@ -454,12 +454,27 @@ pub struct Listing {
     url: ListingTableUrl,
 }
 
+/// The files' schema as DataFusion infers it. A damaged file can make Arrow's reader panic
+/// (an impossible type in the schema a Parquet file embeds): that file cannot be read either.
+async fn infer(
+    options: &ListingOptions,
+    state: &datafusion::execution::SessionState,
+    url: &ListingTableUrl,
+) -> Result<SchemaRef, String> {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(options.infer_schema(state, url)).catch_unwind().await {
+        Ok(Ok(schema)) => Ok(schema),
+        Ok(Err(e)) => Err(first_line(&e.to_string())),
+        Err(_) => Err("a file is damaged: its schema cannot be read".to_string()),
+    }
+}
+
 impl Connector {
     /// Where the files disagree with the declared schema: a declared column the files lack or
     /// hold with another type. Empty when nothing was declared, or all agrees.
     pub async fn schema_drift(&self, ctx: &SessionContext) -> Result<Vec<String>, String> {
         let Some(l) = &self.declared else { return Ok(Vec::new()) };
-        let found = l.options.infer_schema(&ctx.state(), &l.url).await.map_err(|e| first_line(&e.to_string()))?;
+        let found = infer(&l.options, &ctx.state(), &l.url).await?;
         let partitions: Vec<&str> = l.options.table_partition_cols.iter().map(|(n, _)| n.as_str()).collect();
         let mut out = Vec::new();
         for f in self.schema().fields().iter().filter(|f| !partitions.contains(&f.name().as_str())) {
