@@ -179,7 +179,7 @@ const HEAVY: &str =
     "title: Heavy\nparams:\n  window: { type: time_range, default: last 7d }\nsections:\n  - title: S\n    \
                      steps:\n      - id: all\n        query:\n          sql: |\n            \
                      SELECT f.dport, c.copy % 7 AS k, count(*) AS n, sum(f.ibyt) AS b FROM flows f \
-                     CROSS JOIN (SELECT * FROM unnest(range(0, 60)) AS t(copy)) c \
+                     CROSS JOIN (SELECT * FROM unnest(range(0, 150)) AS t(copy)) c \
                      WHERE f.treceived >= $window.start AND f.treceived < $window.end \
                      GROUP BY f.dport, c.copy % 7 ORDER BY f.dport, k\n";
 
@@ -248,11 +248,18 @@ async fn an_executor_lost_mid_run_fails_the_step_in_words_the_server_serves_on_a
     let (engine, catalog, paths) = (server.engine.clone(), server.catalog.clone(), server.paths.clone());
     let request = || server.request();
 
+    let id = "000000000000000000000000000dead1";
     let running = tokio::spawn({
         let (engine, req) = (engine.clone(), request());
-        async move { engine.run(req).await }
+        async move { engine.run_with_id(req, id.to_string()).await }
     });
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Once the cluster has the query's job (the progress names it), an executor goes.
+    let until = Instant::now() + Duration::from_secs(60);
+    while engine.progress(id).expect("state").and_then(|p| p.job).is_none() {
+        assert!(!running.is_finished() && Instant::now() < until, "no Ballista job seen while the run went on");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let mut lost = cluster.executors.remove(0);
     lost.kill().expect("kill an executor");
     let _ = lost.wait();
