@@ -175,7 +175,7 @@ pub fn job_failure_in(text: &str) -> Option<String> {
 
 /// The first table `plan` reads that the cluster cannot: one that is not over files (a
 /// database, an HTTP service, rows held in this process). Views are looked through.
-pub fn table_the_cluster_cannot_read(plan: &LogicalPlan) -> Option<String> {
+fn table_the_cluster_cannot_read(plan: &LogicalPlan) -> Option<String> {
     let mut found = None;
     let _ = plan.apply_with_subqueries(|node| {
         let LogicalPlan::TableScan(scan) = node else { return Ok(TreeNodeRecursion::Continue) };
@@ -196,10 +196,15 @@ pub fn table_the_cluster_cannot_read(plan: &LogicalPlan) -> Option<String> {
     found
 }
 
-/// `ctx`'s state (its tables, functions, settings and memory) planning queries to execute in
-/// this process, for a query on a cluster session that reads a table the cluster cannot.
-pub fn in_this_process(ctx: &SessionContext) -> SessionState {
-    SessionStateBuilder::new_from_existing(ctx.state()).with_query_planner(Arc::new(HerePlanner)).build()
+/// When `ctx` sends its queries to a cluster and `plan` reads a table the cluster cannot:
+/// `ctx`'s state (its tables, functions, settings and memory) planning for this process,
+/// where the query then executes. None: the query goes where `ctx` sends it.
+pub fn in_this_process(ctx: &SessionContext, plan: &LogicalPlan) -> Option<SessionState> {
+    let cluster = cluster_of(ctx)?;
+    let table = table_the_cluster_cannot_read(plan)?;
+    tracing::info!(table = %table, cluster = %cluster.url,
+        "the query reads a table the cluster cannot read: executing it in this server");
+    Some(SessionStateBuilder::new_from_existing(ctx.state()).with_query_planner(Arc::new(HerePlanner)).build())
 }
 
 #[derive(Debug)]

@@ -169,13 +169,11 @@ pub async fn collect(
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     // On a cluster, a query reading a table the cluster cannot (a database, an HTTP
     // service) executes in this server instead, its file tables read here too.
-    let here = match crate::sql::remote::cluster_of(env.ctx) {
-        Some(cluster) => crate::sql::remote::table_the_cluster_cannot_read(df.logical_plan()).map(|table| {
-            tracing::info!(step = step_id, table = %table, cluster = %cluster.url,
-                "the query reads a table the cluster cannot read: executing it in this server");
-            crate::sql::remote::in_this_process(env.ctx)
-        }),
-        None => None,
+    let here = crate::sql::remote::in_this_process(env.ctx, df.logical_plan());
+    // A lost executor fails only a query that executes on the cluster.
+    let mut lost = match here {
+        Some(_) => Box::pin(futures::future::pending()),
+        None => crate::sql::remote::watch(env.ctx),
     };
     let (task, plan) = match here {
         Some(state) => {
@@ -194,8 +192,6 @@ pub async fn collect(
     // read so far is the progress to show meanwhile.
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    // On a cluster: a lost executor or scheduler ends the query with a message.
-    let mut lost = crate::sql::remote::watch(env.ctx);
     loop {
         tokio::select! {
             why = &mut lost => {
