@@ -175,11 +175,11 @@ fn a_server_refuses_a_cluster_that_does_not_answer_in_words() {
 }
 
 /// A query that keeps a debug build's executors busy for several seconds on the fixture.
-const HEAVY: &str =
-    "title: Heavy\nparams:\n  window: { type: time_range, default: last 7d }\nsections:\n  - title: S\n    \
+const HEAVY: &str = "title: Heavy\nparams:\n  window: { type: time_range, default: last 7d }\n  \
+                     copies: { type: integer, default: 150 }\nsections:\n  - title: S\n    \
                      steps:\n      - id: all\n        query:\n          sql: |\n            \
                      SELECT f.dport, c.copy % 7 AS k, count(*) AS n, sum(f.ibyt) AS b FROM flows f \
-                     CROSS JOIN (SELECT * FROM unnest(range(0, 150)) AS t(copy)) c \
+                     CROSS JOIN (SELECT * FROM unnest(range(0, $copies)) AS t(copy)) c \
                      WHERE f.treceived >= $window.start AND f.treceived < $window.end \
                      GROUP BY f.dport, c.copy % 7 ORDER BY f.dport, k\n";
 
@@ -237,6 +237,18 @@ impl Server {
     fn request(&self) -> casebook::engine::RunRequest {
         casebook::engine::RunRequest::new(self.playbook.clone(), self.values.clone(), "analyst", "test")
     }
+
+    /// HEAVY with `copies` copies of every flow instead of its default 150: work that outlasts
+    /// whatever a test does meanwhile, on a machine of any speed.
+    fn request_with_copies(&self, copies: &str) -> casebook::engine::RunRequest {
+        let values = casebook::model::params::parse_all(
+            &self.playbook.params,
+            |name| (name == "copies").then_some(copies),
+            &self.catalog.parse_ctx(),
+        )
+        .expect("values");
+        casebook::engine::RunRequest::new(self.playbook.clone(), values, "analyst", "test")
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -249,8 +261,10 @@ async fn an_executor_lost_mid_run_fails_the_step_in_words_the_server_serves_on_a
     let request = || server.request();
 
     let id = "000000000000000000000000000dead1";
+    // A run far longer than the loss takes to tell (minutes of work), so the run cannot end
+    // first however fast the machine; the loss cancels its job.
     let running = tokio::spawn({
-        let (engine, req) = (engine.clone(), request());
+        let (engine, req) = (engine.clone(), server.request_with_copies("4000"));
         async move { engine.run_with_id(req, id.to_string()).await }
     });
     // Once the cluster has the query's job (the progress names it), an executor goes.
@@ -266,7 +280,7 @@ async fn an_executor_lost_mid_run_fails_the_step_in_words_the_server_serves_on_a
     let started = Instant::now();
     let failed = running.await.expect("the run's task").expect("the run is recorded");
     let error =
-        failed.steps[0].error.clone().expect("the run finished before its executor was lost: make HEAVY heavier");
+        failed.steps[0].error.clone().expect("the run finished before its executor was lost: give it more copies");
     assert!(error.contains("lost an executor during this step (2 registered, now 1): run it again"), "{error}");
     assert!(!error.contains("Status {") && !error.contains("tonic"), "gRPC's text reached the analyst: {error}");
     assert!(started.elapsed() < Duration::from_secs(60), "the loss took {:?} to tell", started.elapsed());
@@ -320,7 +334,7 @@ async fn cancelling_a_run_on_a_cluster_cancels_its_ballista_job() {
     let engine = server.engine.clone();
     let id = "000000000000000000000000000cafe1";
     let task = tokio::spawn({
-        let (engine, req) = (engine.clone(), server.request());
+        let (engine, req) = (engine.clone(), server.request_with_copies("4000"));
         async move { engine.run_with_id(req, id.to_string()).await }
     });
     // The run's progress names its job once the scheduler has it.
@@ -331,7 +345,7 @@ async fn cancelling_a_run_on_a_cluster_cancels_its_ballista_job() {
         }
         if task.is_finished() {
             let ended = task.await.expect("the run's task").expect("the run is recorded");
-            panic!("the run ended before its job was seen (make HEAVY heavier): {:?}", ended.steps[0].error);
+            panic!("the run ended before its job was seen (give it more copies): {:?}", ended.steps[0].error);
         }
         assert!(Instant::now() < until, "no Ballista job within 60 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
