@@ -123,6 +123,7 @@ async fn main() {
         who: "bench".into(),
         source: "bench".into(),
         schedule_id: None,
+        keep: None,
     };
     let out = engine.run(request).await.unwrap();
     let n = engine.step_data(&out.run_id, "all").unwrap().rows;

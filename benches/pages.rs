@@ -91,6 +91,7 @@ async fn main() {
             who: "bench".into(),
             source: "bench".into(),
             schedule_id: None,
+            keep: None,
         })
         .await
         .unwrap();
@@ -165,6 +166,7 @@ async fn main() {
                     who: "bench".into(),
                     source: "bench".into(),
                     schedule_id: None,
+                    keep: None,
                 })
                 .await
             })

@@ -183,6 +183,7 @@ pub async fn run_all(
         who: "test".into(),
         source: "test".into(),
         schedule_id: None,
+        keep: None,
     };
     let out = engine.run(req).await.expect("run");
     for s in &out.steps {

@@ -132,6 +132,7 @@ async fn run(engine: &Arc<Engine>, id: &str) -> String {
             who: "ana".into(),
             source: "test".into(),
             schedule_id: None,
+            keep: None,
         })
         .await
         .expect("run")

@@ -20,9 +20,14 @@ const WIDE_ROWS: &str = "SELECT sip, dip, treceived, ibyt, repeat(sip || dip, 8)
                          WHERE treceived >= $window.start AND treceived < $window.end";
 
 fn playbook(dir: &Path, sql: &str) -> std::path::PathBuf {
+    playbook_with(dir, sql, "")
+}
+
+/// A playbook whose one query step is `sql`, with `more` (e.g. its `chunks:`) at the query's indent.
+fn playbook_with(dir: &Path, sql: &str, more: &str) -> std::path::PathBuf {
     let text = format!(
         "title: Memory\nparams:\n  window: {{ type: time_range, default: last 7d }}\nsections:\n  - title: S\n    \
-         steps:\n      - id: all\n        query:\n          sql: |\n            {sql}\n"
+         steps:\n      - id: all\n        query:\n{more}          sql: |\n            {sql}\n"
     );
     let path = dir.join("memory.yaml");
     std::fs::write(&path, text).expect("playbook");
@@ -100,4 +105,29 @@ fn a_query_that_cannot_fit_even_spilling_says_how_to_narrow_it_not_the_engines_s
     // Under the default limit the same query finishes.
     let fine = run(&pb, data.path(), None, None);
     assert!(fine.status.success(), "{}", text(&fine));
+}
+
+#[test]
+fn a_chunk_that_cannot_fit_says_to_make_the_chunks_shorter_not_the_window_narrower() {
+    let data = common::fresh_data();
+    let work = tempfile::tempdir().expect("tempdir");
+    let pb = playbook_with(
+        work.path(),
+        &format!("SELECT count(*) AS n, array_agg(padding ORDER BY ibyt) AS every FROM ({WIDE_ROWS}) w"),
+        "          chunks: { over: window, by: 7d }\n",
+    );
+    let out = run(&pb, data.path(), Some(16), None);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("step all: chunk 1 of "), "{all}");
+    assert!(
+        all.contains(
+            "hours) needs more memory than one run may use (16 MB), even spilling to disk: the playbook's author can \
+             make its chunks shorter (`chunks: { by: … }`), or an administrator can raise the limit with --run-memory-mb"
+        ),
+        "{all}"
+    );
+    for engine_text in ["Resources exhausted", "datafusion.", "memory_limit", "pool"] {
+        assert!(!all.contains(engine_text), "`{engine_text}` shown: {all}");
+    }
 }

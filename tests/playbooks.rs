@@ -242,3 +242,38 @@ async fn every_self_test_passes_on_other_seeds_sizes_and_hours() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// A run from a page keeps the tables it shows; a hidden step's table was only for the run's
+/// later steps and goes when the run is done. A self-test keeps the hidden tables it reads.
+#[tokio::test]
+async fn hidden_intermediate_tables_go_when_the_run_is_done_unless_something_reads_them() {
+    use casebook::engine::RunRequest;
+    let data = common::fresh_data();
+    let engine = common::engine(data.path()).await;
+    let catalog = engine.catalog();
+    let pb = catalog.entry("threat_investigation").and_then(|e| e.runnable()).cloned().expect("playbook");
+    let given = |name: &str| (name == "ip").then_some(cast::SCANNER);
+    let values = casebook::model::params::parse_all(&pb.params, given, &catalog.parse_ctx()).expect("values");
+    let out = engine.run(RunRequest::new(pb.clone(), values.clone(), "ana", "page")).await.expect("run");
+    assert!(out.steps.iter().all(|s| s.error.is_none()), "{:?}", out.steps);
+    let dir = data.path().join("runs").join(&out.run_id);
+    let peers = out.steps.iter().find(|s| s.id == "peers").expect("peers");
+    assert!(!peers.show_table && peers.rows.unwrap_or(0) >= 254, "the hidden step ran: {peers:?}");
+    assert!(!dir.join("peers.parquet").exists(), "the hidden table's file is kept");
+    let gone = engine.step_data(&out.run_id, "peers").expect_err("a hidden table is not kept");
+    assert!(gone.to_string().contains("hidden"), "{gone}");
+    // The shown tables made from it are there, from memory and from their files.
+    assert!(dir.join("top_by_connections.parquet").exists());
+    let page = engine
+        .page(&out.run_id, "top_by_connections", &TableQuery { page: 1, size: 25, ..Default::default() })
+        .await
+        .expect("a shown table pages");
+    assert!(!page.rows.is_empty());
+    // A run whose hidden tables are read afterwards keeps those.
+    let kept = engine
+        .run(RunRequest::new(pb, values, "self-test", "test").keeping(Some(vec!["peers".into()])))
+        .await
+        .expect("run");
+    assert!(data.path().join("runs").join(&kept.run_id).join("peers.parquet").exists());
+    assert!(engine.step_data(&kept.run_id, "peers").expect("kept").rows >= 254);
+}

@@ -89,6 +89,7 @@ async fn a_failing_reputation_service_leaves_readable_statuses_and_nothing_lost(
         who: "t".into(),
         source: "test".into(),
         schedule_id: None,
+        keep: None,
     };
 
     let started = Instant::now();

@@ -95,8 +95,15 @@ async fn a_chunked_week_killed_half_way_resumes_and_equals_an_uninterrupted_run(
     let reference = Arc::new(Engine::new(catalog.clone(), Store::open(&paths.state_db()).expect("store")));
     let pb = catalog.entry("chunked").and_then(|e| e.runnable()).expect("runnable").clone();
     let values = vec![("window".to_string(), pb.params[0].parse(Some(&window), &catalog.parse_ctx()).expect("window"))];
-    let req =
-        RunRequest { playbook: pb, values, section: None, who: "ref".into(), source: "test".into(), schedule_id: None };
+    let req = RunRequest {
+        playbook: pb,
+        values,
+        section: None,
+        who: "ref".into(),
+        source: "test".into(),
+        schedule_id: None,
+        keep: None,
+    };
     let done = reference.run(req).await.expect("reference run");
     assert!(done.steps.iter().all(|s| s.error.is_none()), "{:?}", done.steps);
     assert_eq!(reference.store.chunks(&done.run_id, "per_hour").expect("chunks").len(), 168, "7 days of hours");

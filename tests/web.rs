@@ -467,7 +467,11 @@ async fn ratings_are_saved_survive_a_restart_and_leave_the_suspicious_list() {
     assert!(v["html"].as_str().unwrap_or("").contains("Rate ticked rows"), "tables offer rating");
     let sources = |engine: std::sync::Arc<casebook::engine::Engine>, run: String| async move {
         let page = engine
-            .page(&run, "suspects", &casebook::results::paging::TableQuery { page: 1, size: 100, ..Default::default() })
+            .page(
+                &run,
+                "most_suspicious",
+                &casebook::results::paging::TableQuery { page: 1, size: 100, ..Default::default() },
+            )
             .await
             .expect("page");
         let i = page.columns.iter().position(|c| c == "source").expect("source");

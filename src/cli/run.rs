@@ -82,7 +82,9 @@ pub(super) async fn run(
     engine.cluster = cluster;
     let engine = Arc::new(engine);
     let who = std::env::var("USER").unwrap_or_else(|_| "cli".into());
-    let outcome = engine.run(RunRequest::new(pb.clone(), values, who, "cli")).await?;
+    // Every table with rows is printed (or the one `--step` names), hidden ones too.
+    let keep = step.map(|s| vec![s.to_string()]);
+    let outcome = engine.run(RunRequest::new(pb.clone(), values, who, "cli").keeping(keep)).await?;
     if let Some(path) = &trace {
         let dir = paths.run_dir(&outcome.run_id);
         let mut lines = String::new();

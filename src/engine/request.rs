@@ -19,13 +19,32 @@ pub struct RunRequest {
     pub source: String,
     /// The schedule that fired this run, if one did.
     pub schedule_id: Option<i64>,
+    /// Hidden steps (`table: { show: false }`) whose tables are read after the run (a
+    /// schedule's `what_is_new`, a self-test's expectations); the others' files go when the
+    /// run is done. None keeps every table.
+    pub keep: Option<Vec<String>>,
 }
 
 impl RunRequest {
     /// A run of every section of `playbook` with `values` (from `params::parse_all`), started
     /// by `who` from `source` (`page`, `api`, `cli`, `schedule`, `test`, …).
     pub fn new(playbook: Arc<Playbook>, values: Values, who: impl Into<String>, source: impl Into<String>) -> Self {
-        RunRequest { playbook, values, section: None, who: who.into(), source: source.into(), schedule_id: None }
+        RunRequest {
+            playbook,
+            values,
+            section: None,
+            who: who.into(),
+            source: source.into(),
+            schedule_id: None,
+            keep: Some(Vec::new()),
+        }
+    }
+
+    /// Keeps the tables of hidden steps `steps` after the run (None: every table).
+    #[must_use]
+    pub fn keeping(mut self, steps: Option<Vec<String>>) -> Self {
+        self.keep = steps;
+        self
     }
 
     /// Only section `section` (and the earlier steps it reads); None = every section.

@@ -43,7 +43,9 @@ impl Engine {
         };
         let req = RunRequest::new(pb, values, run.started_by.clone(), run.source.clone())
             .section(run.section.and_then(|s| usize::try_from(s).ok()))
-            .scheduled(run.schedule_id);
+            .scheduled(run.schedule_id)
+            // What reads a resumed run's hidden tables afterwards is not known here.
+            .keeping(None);
         self.store.adopt(&run.id)?;
         tracing::info!(run = %run.id, playbook = %run.playbook, "resuming a run left unfinished by a restart");
         self.drive(req, run.id).await

@@ -261,7 +261,29 @@ impl Engine {
         // The session's spill files go with it; then their folder.
         drop(ctx);
         let _ = std::fs::remove_dir_all(&spill);
+        self.forget_intermediates(run_id, &dir, req, &outcomes);
         Ok(outcomes)
+    }
+
+    /// Once a run is done, the tables of hidden steps no one reads after the run (`req.keep`)
+    /// go, with their chunk files. An unfinished run keeps them all, to be resumed.
+    fn forget_intermediates(&self, run_id: &str, dir: &Path, req: &RunRequest, outcomes: &[StepOutcome]) {
+        for o in outcomes.iter().filter(|o| o.rows.is_some() && o.error.is_none()) {
+            let kept = o.show_table || req.keep.as_ref().is_none_or(|keep| keep.contains(&o.id));
+            if kept {
+                continue;
+            }
+            self.results.forget(run_id, &o.id);
+            match self.store.forget_step_file(run_id, &o.id) {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(dir.join(format!("{}.parquet", o.id)));
+                    let _ = std::fs::remove_dir_all(dir.join(format!("{}.chunks", o.id)));
+                }
+                Err(e) => {
+                    tracing::warn!(run = %run_id, step = %o.id, error = %format!("{e:#}"), "keeping a hidden table")
+                }
+            }
+        }
     }
 
     /// `from` with the lookup columns of `e` added, outside a run (a threat's storyboard).

@@ -285,8 +285,9 @@ impl Scheduler {
             }
         };
         tracing::info!(schedule = %rec.name, playbook = %pb.id, run = %run_id, "schedule fired");
-        let req =
-            RunRequest::new(pb.clone(), values, format!("schedule “{}”", rec.name), "schedule").scheduled(Some(rec.id));
+        let req = RunRequest::new(pb.clone(), values, format!("schedule “{}”", rec.name), "schedule")
+            .scheduled(Some(rec.id))
+            .keeping(Some(spec.what_is_new.clone()));
         let outcome = self.engine.run_with_id(req, run_id.clone()).await?;
         let run = self.engine.store.run(&run_id)?;
         let succeeded = run.as_ref().is_some_and(|r| r.state == RunState::Succeeded);

@@ -23,6 +23,11 @@ impl<K: PartialEq, V: Clone> Lru<K, V> {
         Some(v)
     }
 
+    /// Drops the entry under `key`, if there is one.
+    pub fn remove(&mut self, key: &K) {
+        self.entries.retain(|(k, _)| k != key);
+    }
+
     /// Puts `v` under `key`, evicting the least recently used entries over the limit.
     pub fn put(&mut self, key: K, v: V) {
         self.entries.retain(|(k, _)| k != &key);

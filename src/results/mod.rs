@@ -1,5 +1,5 @@
 //! Results: step tables in memory and on disk, cells as analysts read them, pages sorted and
-//! searched on the server (`order`), and the formats they are exported in. Knows nothing of how a
+//! searched on the server (`order`, `search`), and the formats they are exported in. Knows nothing of how a
 //! table was made.
 
 pub mod cells;
@@ -7,6 +7,7 @@ pub mod formats;
 pub mod lru;
 pub mod order;
 pub mod paging;
+pub mod search;
 pub mod stored;
 pub mod table;
 

@@ -1,18 +1,21 @@
 //! One page of a stored table, sorted and searched on the server. Row orders computed for
 //! a sort or a search are kept, so that turning pages is a slice and a `take`, not a new sort
-//! of the whole result.
+//! of the whole result; a big table's first pages are answered before its whole order is made.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use chrono_tz::Tz;
 use datafusion::arrow::array::{Array, ArrayRef, UInt32Array};
 use datafusion::arrow::compute::take;
+use futures::future::{BoxFuture, FutureExt, Shared};
 use serde::Serialize;
 
 use super::cells::cell_text;
 use super::lru::Lru;
-use super::order::sorted_order;
+use super::order::{first_in_order, sorted_order};
+use super::search::first_matches;
 use super::table::StepData;
 use crate::model::params::entity_of;
 
@@ -42,7 +45,10 @@ pub struct TablePage {
     pub ids: Vec<u32>,
     pub rows: Vec<Vec<Cell>>,
     pub total: usize,
+    /// The rows matching the search; while `counting`, those found so far.
     pub filtered: usize,
+    /// The search has not read every row yet: more may match than `filtered`.
+    pub counting: bool,
     pub page: usize,
     pub pages: usize,
     pub size: usize,
@@ -59,20 +65,76 @@ type ViewKey = (String, String, Option<(String, bool)>, Option<String>);
 /// Row orders kept (the most recently used).
 const VIEW_ENTRIES: usize = 64;
 
-/// The row orders of recent sorts and searches.
+/// A row order being made on a blocking thread: what it gives when done (None if it failed).
+type Making = Shared<BoxFuture<'static, Option<Arc<Vec<u32>>>>>;
+
+/// The row orders of recent sorts and searches, and those being made.
 #[derive(Debug)]
 pub struct Views {
-    cache: Mutex<Lru<ViewKey, Arc<Vec<u32>>>>,
+    cache: Arc<Mutex<Lru<ViewKey, Arc<Vec<u32>>>>>,
+    making: Arc<Mutex<HashMap<ViewKey, Making>>>,
 }
 
 impl Default for Views {
     fn default() -> Self {
-        Views { cache: Mutex::new(Lru::new(VIEW_ENTRIES, |_| 1)) }
+        Views { cache: Arc::new(Mutex::new(Lru::new(VIEW_ENTRIES, |_| 1))), making: Arc::default() }
     }
 }
 
+/// Tables up to this many rows are sorted whole before their first page is shown.
+const SORT_WHOLE_BELOW: usize = 200_000;
+
+/// Deeper in a new sort than this, a page waits for the whole order.
+const FIRST_ROWS_AT_MOST: usize = 10_000;
+
 impl Views {
-    /// One page of a stored table, sorted and filtered on the server.
+    fn cached(&self, k: &ViewKey) -> Option<Arc<Vec<u32>>> {
+        self.cache.lock().ok().and_then(|mut v| v.get(k))
+    }
+
+    fn remember(&self, k: ViewKey, v: Arc<Vec<u32>>) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.put(k, v);
+        }
+    }
+
+    /// Row order `k`, made by `make` on a blocking thread and kept; a second asker of an
+    /// order being made waits for the same thread. Not awaited, it is made in the background.
+    fn make(&self, k: ViewKey, make: impl FnOnce() -> Result<Vec<u32>> + Send + 'static) -> Making {
+        let Ok(mut making) = self.making.lock() else {
+            return futures::future::ready(None).boxed().shared();
+        };
+        if let Some(m) = making.get(&k) {
+            return m.clone();
+        }
+        let (cache, all_making, key) = (self.cache.clone(), self.making.clone(), k.clone());
+        let thread = tokio::task::spawn_blocking(move || {
+            let made = match make() {
+                Ok(v) => {
+                    let v = Arc::new(v);
+                    if let Ok(mut c) = cache.lock() {
+                        c.put(key.clone(), v.clone());
+                    }
+                    Some(v)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "a table's row order could not be made");
+                    None
+                }
+            };
+            if let Ok(mut m) = all_making.lock() {
+                m.remove(&key);
+            }
+            made
+        });
+        let m = async move { thread.await.ok().flatten() }.boxed().shared();
+        making.insert(k, m.clone());
+        m
+    }
+
+    /// One page of a stored table, sorted and filtered on the server. A new sort or search of
+    /// a big table answers with its first pages at once and finishes the whole order on a
+    /// thread of its own; until a search has read every row, the page says it is counting.
     pub async fn page(
         &self,
         (run_id, step_id): (&str, &str),
@@ -88,34 +150,50 @@ impl Views {
         let key = |sort: Option<(String, bool)>, search: Option<String>| -> ViewKey {
             (run_id.to_string(), step_id.to_string(), sort, search)
         };
-        let cached = |k: &ViewKey| self.cache.lock().ok().and_then(|mut v| v.get(k));
-        let remember = |k: ViewKey, v: Arc<Vec<u32>>| {
-            if let Ok(mut c) = self.cache.lock() {
-                c.put(k, v);
-            }
-        };
-        // Rows that match the search, in stored order.
-        let base: Option<Arc<Vec<u32>>> = match &search {
-            None => None,
+        let asked = q.page.max(1);
+        // Rows that match the search, in stored order: all of them, or (counting) the first
+        // ones, enough for the page asked and one row more.
+        let (base, counting): (Option<Arc<Vec<u32>>>, bool) = match &search {
+            None => (None, false),
             Some(s) => {
                 let k = key(None, Some(s.clone()));
-                match cached(&k) {
-                    Some(v) => Some(v),
+                match self.cached(&k) {
+                    Some(v) => (Some(v), false),
                     None => {
-                        let v = Arc::new(search_rows(data, s).await?);
-                        remember(k, v.clone());
-                        Some(v)
+                        // A sort of the matches needs all of them.
+                        let want =
+                            if sort.is_some() { usize::MAX } else { asked.saturating_mul(size).saturating_add(1) };
+                        let (table, text) = (merged.clone(), s.clone());
+                        let (found, complete) = tokio::task::spawn_blocking(move || first_matches(&table, &text, want))
+                            .await
+                            .map_err(|e| anyhow::anyhow!("the search stopped: {e}"))??;
+                        let found = Arc::new(found);
+                        if complete {
+                            self.remember(k, found.clone());
+                        } else {
+                            let (table, text) = (merged.clone(), s.clone());
+                            drop(self.make(k, move || super::search::search_rows(&table, &text)));
+                        }
+                        (Some(found), !complete)
                     }
                 }
             }
         };
-        // Their order under the requested sort.
-        let order: Option<Arc<Vec<u32>>> = match &sort {
-            None => base.clone(),
+        let filtered = base.as_ref().map_or(data.rows, |b| b.len());
+        // While counting, there is at least one page after the one asked for.
+        let pages = if counting { asked + 1 } else { filtered.div_ceil(size).max(1) };
+        let page = asked.min(pages);
+        let offset = (page - 1) * size;
+        let end = (offset + size).min(filtered);
+        let idx: Vec<u32> = match &sort {
+            None => match &base {
+                Some(b) => b.get(offset..end).map(<[u32]>::to_vec).unwrap_or_default(),
+                None => (offset as u32..end as u32).collect(),
+            },
             Some(col) => {
                 let k = key(Some((col.clone(), q.desc)), search.clone());
-                match cached(&k) {
-                    Some(v) => Some(v),
+                let order = match self.cached(&k) {
+                    Some(v) => v,
                     None => {
                         let idx = merged.schema().index_of(col)?;
                         let values = match &base {
@@ -123,28 +201,30 @@ impl Views {
                             None => merged.column(idx).clone(),
                         };
                         let desc = q.desc;
-                        let sorted = tokio::task::spawn_blocking(move || sorted_order(values.as_ref(), desc))
-                            .await
-                            .map_err(|e| anyhow::anyhow!("the sort stopped: {e}"))??;
-                        let v: Vec<u32> = match &base {
-                            Some(rows) => sorted.iter().map(|i| rows[*i as usize]).collect(),
-                            None => sorted,
+                        let through = base.clone();
+                        let to_rows = move |sorted: Vec<u32>| -> Vec<u32> {
+                            match &through {
+                                Some(rows) => sorted.iter().map(|i| rows[*i as usize]).collect(),
+                                None => sorted,
+                            }
                         };
-                        let v = Arc::new(v);
-                        remember(k, v.clone());
-                        Some(v)
+                        let (first_values, first_rows) = (values.clone(), to_rows.clone());
+                        let whole = self.make(k, move || sorted_order(values.as_ref(), desc).map(to_rows));
+                        if first_values.len() < SORT_WHOLE_BELOW || end > FIRST_ROWS_AT_MOST {
+                            whole.await.ok_or_else(|| anyhow::anyhow!("the sort stopped"))?
+                        } else {
+                            // The page now; the whole order goes on meanwhile.
+                            tokio::task::spawn_blocking(move || {
+                                first_in_order(first_values.as_ref(), desc, end).map(first_rows)
+                            })
+                            .await
+                            .map_err(|e| anyhow::anyhow!("the sort stopped: {e}"))??
+                            .into()
+                        }
                     }
-                }
+                };
+                order.get(offset..end).map(<[u32]>::to_vec).unwrap_or_default()
             }
-        };
-        let filtered = base.as_ref().map_or(data.rows, |b| b.len());
-        let pages = filtered.div_ceil(size).max(1);
-        let page = q.page.clamp(1, pages);
-        let offset = (page - 1) * size;
-        let end = (offset + size).min(filtered);
-        let idx: Vec<u32> = match &order {
-            Some(o) => o.get(offset..end).map(<[u32]>::to_vec).unwrap_or_default(),
-            None => (offset as u32..end as u32).collect(),
         };
         let ids = idx.clone();
         let idx = UInt32Array::from(idx);
@@ -170,6 +250,7 @@ impl Views {
             rows,
             total: data.rows,
             filtered,
+            counting,
             page,
             pages,
             size,
@@ -185,7 +266,85 @@ impl Views {
 pub async fn search_rows(data: &StepData, search: &str) -> Result<Vec<u32>> {
     let merged = data.merged()?.clone();
     let search = search.to_string();
-    tokio::task::spawn_blocking(move || super::order::search_rows(&merged, &search))
+    tokio::task::spawn_blocking(move || super::search::search_rows(&merged, &search))
         .await
         .map_err(|e| anyhow::anyhow!("the search stopped: {e}"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    /// More rows than are sorted whole before a first page, and than two threads search in
+    /// one go, in several batches.
+    fn big() -> StepData {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("host", DataType::Utf8, true),
+            Field::new("bytes", DataType::Int64, true),
+        ]));
+        let n = (SORT_WHOLE_BELOW + 50_000).max(3 * crate::results::search::BLOCK);
+        let batches = (0..n)
+            .step_by(65_536)
+            .map(|from| {
+                let rows = from..(from + 65_536).min(n);
+                let host: StringArray =
+                    rows.clone().map(|i| (i % 31 != 0).then(|| format!("h{}", (i * 7919) % 5003))).collect();
+                let bytes: Int64Array =
+                    rows.map(|i| (i % 17 != 0).then_some(((i * 104_729) % 100_003) as i64)).collect();
+                RecordBatch::try_new(schema.clone(), vec![Arc::new(host), Arc::new(bytes)]).expect("batch")
+            })
+            .collect();
+        StepData::new(schema, batches)
+    }
+
+    fn hosts(p: &TablePage) -> Vec<String> {
+        p.rows.iter().map(|r| r[0].text.clone()).collect()
+    }
+
+    /// The first pages of a new sort of a big table come before its whole order and equal the
+    /// pages of the whole order; a search's first page says it is counting until every row is
+    /// read, then gives the exact count.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_big_tables_first_pages_equal_the_whole_orders_and_a_search_counts_in_the_background() {
+        let data = big();
+        let views = Views::default();
+        let id = ("run", "step");
+        for (col, desc) in [("bytes", true), ("bytes", false), ("host", false), ("host", true)] {
+            let q = |page| TableQuery { page, size: 25, sort: Some(col.to_string()), desc, search: None };
+            let first = views.page(id, &data, &q(1), Tz::UTC).await.expect("page");
+            let third = views.page(id, &data, &q(3), Tz::UTC).await.expect("page");
+            // The whole order, as a fresh cache makes it synchronously for a deep page.
+            let whole = Views::default();
+            let deep = TableQuery { page: FIRST_ROWS_AT_MOST, ..q(1) };
+            let _ = whole.page(id, &data, &deep, Tz::UTC).await.expect("deep page");
+            let want_first = whole.page(id, &data, &q(1), Tz::UTC).await.expect("page");
+            let want_third = whole.page(id, &data, &q(3), Tz::UTC).await.expect("page");
+            assert_eq!((first.ids.clone(), third.ids.clone()), (want_first.ids, want_third.ids), "{col} desc={desc}");
+            assert_eq!(first.rows.len(), 25);
+        }
+        // "h1" is in many rows: the first page is found long before the last row.
+        let q = |page| TableQuery { page, size: 25, sort: None, desc: false, search: Some("H1".into()) };
+        let first = views.page(id, &data, &q(1), Tz::UTC).await.expect("page");
+        assert!(first.counting, "the first page of a big search does not wait for the count");
+        assert!(hosts(&first).iter().all(|h| h.contains("h1")), "{:?}", hosts(&first));
+        let want = crate::results::search::search_rows(data.merged().expect("merged"), "h1").expect("search");
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let counted = loop {
+            let p = views.page(id, &data, &q(2), Tz::UTC).await.expect("page");
+            if !p.counting {
+                break p;
+            }
+            assert!(std::time::Instant::now() < until, "the count never came");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        assert_eq!(counted.filtered, want.len());
+        assert_eq!(counted.pages, want.len().div_ceil(25));
+        assert_eq!(counted.ids, want[25..50].to_vec());
+        assert_eq!(first.ids, want[..25].to_vec());
+    }
 }

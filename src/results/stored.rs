@@ -47,6 +47,13 @@ impl Results {
         }
     }
 
+    /// Forgets a table whose file is gone (a hidden step's, once its run is done).
+    pub fn forget(&self, run: &str, step: &str) {
+        if let Ok(mut c) = self.tables.lock() {
+            c.remove(&(run.to_string(), step.to_string()));
+        }
+    }
+
     /// A stored step table, from memory or from its Parquet file.
     pub fn step_data(&self, run_id: &str, step_id: &str) -> Result<Arc<StepData>> {
         let key = (run_id.to_string(), step_id.to_string());
@@ -66,7 +73,9 @@ impl Results {
     /// The Parquet file of a stored step table and its rows, as the run recorded them.
     fn stored(&self, run_id: &str, step_id: &str) -> Result<(PathBuf, usize)> {
         let rec = self.store.step(run_id, step_id)?.ok_or_else(|| anyhow!("no such result"))?;
-        let file = rec.file.ok_or_else(|| anyhow!("this step has no stored table"))?;
+        let file = rec.file.ok_or_else(|| {
+            anyhow!("this step's table was not kept: it is hidden and was only for the run's later steps")
+        })?;
         if !is_identifier(step_id) || file != format!("{step_id}.parquet") {
             bail!("no such result");
         }

@@ -212,6 +212,25 @@ pub fn memory_message(limit: Option<usize>, window_hours: Option<f64>) -> String
     )
 }
 
+/// What to do when one chunk of a chunked step (chunk `n` of `of`, over `window`) outgrew the
+/// run's memory even spilling: a narrower window does not help, shorter chunks do.
+pub fn chunk_memory_message(
+    limit: Option<usize>,
+    n: usize,
+    of: usize,
+    window: crate::util::timeutil::Window,
+) -> String {
+    let limit = limit.map(|b| format!(" ({} MB)", b >> 20)).unwrap_or_default();
+    let hours = (window.end - window.start).num_minutes() as f64 / 60.0;
+    format!(
+        "chunk {n} of {of} ({} – {}, {hours:.0} hours) needs more memory than one run may use{limit}, even spilling to \
+         disk: the playbook's author can make its chunks shorter (`chunks: {{ by: … }}`), or an administrator can \
+         raise the limit with --run-memory-mb",
+        window.start.format("%Y-%m-%d %H:%M"),
+        window.end.format("%Y-%m-%d %H:%M"),
+    )
+}
+
 fn suggest(name: &str, valid: &str) -> String {
     let bare = name.rsplit('.').next().unwrap_or(name).to_lowercase();
     let fields: Vec<String> =

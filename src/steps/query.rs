@@ -18,7 +18,7 @@ use crate::results::table::{read_parquet, write_parquet};
 use crate::results::StepData;
 use crate::sql::scan::ScanStats;
 use crate::sql::session::read_only;
-use crate::sql::session::{clean_error, memory_message, out_of_memory};
+use crate::sql::session::{chunk_memory_message, clean_error, memory_message, out_of_memory};
 use crate::sql::{self, find_identifier, PreparedSql, SqlOrigin};
 use crate::util::problem::{Pos, Problem, Problems};
 use crate::util::yaml::pos;
@@ -126,11 +126,7 @@ impl Query {
     /// The message for a query that outgrew its run's memory: the run's limit, and the
     /// length of the first time window the SQL reads.
     fn memory_message(&self, env: &Env<'_>) -> String {
-        use datafusion::execution::memory_pool::MemoryLimit;
-        let limit = match env.ctx.runtime_env().memory_pool.memory_limit() {
-            MemoryLimit::Finite(b) => Some(b),
-            _ => None,
-        };
+        let limit = run_limit(env);
         let hours = env.values.iter().find_map(|(name, v)| match v {
             Value::Range { window, .. } if self.sql.placeholders.iter().any(|p| &p.param == name) => {
                 Some((window.end - window.start).num_minutes() as f64 / 60.0)
@@ -154,6 +150,15 @@ impl Query {
             },
             Some(chunks) => chunks.execute(step_id, &self.sql.text, env).await,
         }
+    }
+}
+
+/// The most memory a query of this run may use, when it is limited.
+fn run_limit(env: &Env<'_>) -> Option<usize> {
+    use datafusion::execution::memory_pool::MemoryLimit;
+    match env.ctx.runtime_env().memory_pool.memory_limit() {
+        MemoryLimit::Finite(b) => Some(b),
+        _ => None,
     }
 }
 
@@ -272,12 +277,14 @@ impl Chunks {
                     continue;
                 }
             }
-            let (_, got) = collect(env, step_id, sql, bind(*w)).await.map_err(|e| StepError::Chunk {
-                chunk: i + 1,
-                of: total,
-                window: *w,
-                source: e,
-            })?;
+            let (_, got) = match collect(env, step_id, sql, bind(*w)).await {
+                Ok(got) => got,
+                Err(e) if out_of_memory(&e) => {
+                    tracing::debug!(step = step_id, chunk = i + 1, error = %e, "a chunk outgrew the run's memory");
+                    return Err(StepError::Message(chunk_memory_message(run_limit(env), i + 1, total, *w)));
+                }
+                Err(e) => return Err(StepError::Chunk { chunk: i + 1, of: total, window: *w, source: e }),
+            };
             let data = StepData::new(schema.clone(), got);
             // Written aside and renamed, so a kill mid-write never leaves a half chunk.
             let partial = folder.join(format!("{i:06}.partial"));

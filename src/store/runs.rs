@@ -257,6 +257,14 @@ impl Store {
         })
     }
 
+    /// Records that a step's table file is gone (its rows and outcome stay).
+    pub fn forget_step_file(&self, run_id: &str, step_id: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute("UPDATE run_steps SET file = NULL WHERE run_id = ?1 AND step_id = ?2", params![run_id, step_id])
+                .map(|_| ())
+        })
+    }
+
     pub fn run(&self, id: &str) -> Result<Option<RunRecord>> {
         self.with(|c| {
             c.query_row(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"), params![id], run_row).optional()

@@ -270,6 +270,9 @@
     const hadFocus = document.activeElement && document.activeElement.classList.contains("table-search");
     w.replaceWith(fresh);
     if (hadFocus) { const s = fresh.querySelector(".table-search"); s.focus(); s.setSelectionRange(s.value.length, s.value.length); }
+    // A search of a big table answers its first page before it has counted every match:
+    // the same view again shortly gives the count, unless the analyst moved on.
+    if (fresh.dataset.counting === "1") setTimeout(() => { if (document.contains(fresh)) reload(fresh, {}); }, 800);
   }
   const timers = new WeakMap();
   document.addEventListener("click", async (e) => {
