@@ -7,7 +7,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
 use anyhow::Result;
-use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::compute::{cast, sort_to_indices, SortOptions};
 use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type, Int64Type, UInt64Type};
 
@@ -33,37 +33,64 @@ pub fn sorted_order(values: &dyn Array, desc: bool) -> Result<Vec<u32>> {
     Ok(order)
 }
 
-/// The first `k` positions of [`sorted_order`]`(values, desc)`, found in one pass over the
-/// values with a heap of `k`: what a page of a new sort needs, long before the whole order.
-pub fn first_in_order(values: &dyn Array, desc: bool, k: usize) -> Result<Vec<u32>> {
-    let n = values.len();
+/// The first `k` positions of [`sorted_order`] of a column (given as its `chunks`, the
+/// column of each batch, in order), found in one pass with a heap of `k`: what a page of a
+/// new sort needs, long before the whole order.
+pub fn first_in_order(chunks: &[ArrayRef], desc: bool, k: usize) -> Result<Vec<u32>> {
+    let n: usize = chunks.iter().map(|c| c.len()).sum();
     let k = k.min(n);
-    if k == 0 {
+    let Some(kind) = chunks.first().map(|c| c.data_type().clone()).filter(|_| k > 0) else {
         return Ok(Vec::new());
-    }
-    let mut first = match values.data_type() {
+    };
+    let starts: Vec<usize> = chunks
+        .iter()
+        .scan(0, |at, c| {
+            let start = *at;
+            *at += c.len();
+            Some(start)
+        })
+        .collect();
+    let mut first = match kind {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-            let text = cast(values, &DataType::Utf8)?;
-            let text = text.as_string::<i32>();
-            let items = (0..n).filter(|i| text.is_valid(*i)).map(|i| (text.value(i), i as u32));
+            let texts = chunks.iter().map(|c| cast(c, &DataType::Utf8)).collect::<std::result::Result<Vec<_>, _>>()?;
+            let items = texts.iter().zip(&starts).flat_map(|(t, start)| {
+                let t = t.as_string::<i32>();
+                (0..t.len()).filter(|i| t.is_valid(*i)).map(move |i| (t.value(i), (start + i) as u32))
+            });
             if desc {
                 smallest(items.map(|(s, i)| (Reverse(s), i)), k)
             } else {
                 smallest(items, k)
             }
         }
-        _ => match order_keys(values)? {
-            Some(keys) => smallest(
-                keys.iter().enumerate().filter_map(|(i, key)| key.map(|key| (if desc { !key } else { key }, i as u32))),
-                k,
-            ),
-            None => return Ok(sorted_order(values, desc)?.into_iter().take(k).collect()),
-        },
+        _ => {
+            let mut keyed = Vec::with_capacity(chunks.len());
+            for c in chunks {
+                match order_keys(c.as_ref())? {
+                    Some(keys) => keyed.push(keys),
+                    None => {
+                        let all =
+                            datafusion::arrow::compute::concat(&chunks.iter().map(|c| c.as_ref()).collect::<Vec<_>>())?;
+                        return Ok(sorted_order(all.as_ref(), desc)?.into_iter().take(k).collect());
+                    }
+                }
+            }
+            let items = keyed.iter().zip(&starts).flat_map(|(keys, start)| {
+                keys.iter()
+                    .enumerate()
+                    .filter_map(move |(i, key)| key.map(|key| (if desc { !key } else { key }, (start + i) as u32)))
+            });
+            smallest(items, k)
+        }
     };
     // Empty cells come last, in stored order.
     if first.len() < k {
         let more = k - first.len();
-        first.extend((0..n).filter(|i| values.is_null(*i)).take(more).map(|i| i as u32));
+        let empty = chunks
+            .iter()
+            .zip(&starts)
+            .flat_map(|(c, start)| (0..c.len()).filter(|i| c.is_null(*i)).map(move |i| (start + i) as u32));
+        first.extend(empty.take(more));
     }
     Ok(first)
 }
@@ -237,8 +264,13 @@ mod tests {
             for desc in [false, true] {
                 let (order, shown) = our_order(c.as_ref(), desc);
                 for k in [0, 1, 25, 4999, 5000, 6000] {
-                    let first = first_in_order(c.as_ref(), desc, k).unwrap();
-                    assert_eq!(first[..], order[..k.min(order.len())], "{} desc={desc} first {k}", c.data_type());
+                    // Whole, and cut in chunks as a table's batches are.
+                    let cut: Vec<ArrayRef> =
+                        [(0, 1), (1, 1700), (1701, 0), (1701, 3299)].map(|(a, l)| c.slice(a, l)).to_vec();
+                    for chunks in [std::slice::from_ref(c), &cut[..]] {
+                        let first = first_in_order(chunks, desc, k).unwrap();
+                        assert_eq!(first[..], order[..k.min(order.len())], "{} desc={desc} first {k}", c.data_type());
+                    }
                 }
                 assert_eq!(shown, engine_order(c.as_ref(), desc), "{} desc={desc}", c.data_type());
                 // Stable: equal values in ascending stored position.

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use chrono_tz::Tz;
-use datafusion::arrow::array::{Array, ArrayRef, UInt32Array};
-use datafusion::arrow::compute::take;
+use datafusion::arrow::array::{new_empty_array, Array, ArrayRef};
+use datafusion::arrow::compute::{concat, interleave};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use serde::Serialize;
 
@@ -146,7 +146,22 @@ impl Views {
         let columns: Vec<String> = data.schema.fields().iter().map(|f| f.name().clone()).collect();
         let sort = q.sort.as_ref().filter(|s| columns.contains(s)).cloned();
         let search = q.search.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_lowercase);
-        let merged = data.merged()?;
+        // The table stays in its batches (a merged copy of ten million rows would take
+        // seconds and as much memory again); rows are found by their batch's start.
+        let batches = Arc::new(data.batches.clone());
+        let starts: Vec<usize> = data
+            .batches
+            .iter()
+            .scan(0, |at, b| {
+                let start = *at;
+                *at += b.num_rows();
+                Some(start)
+            })
+            .collect();
+        let locate = |row: u32| -> (usize, usize) {
+            let b = starts.partition_point(|s| *s <= row as usize).saturating_sub(1);
+            (b, row as usize - starts.get(b).copied().unwrap_or(0))
+        };
         let key = |sort: Option<(String, bool)>, search: Option<String>| -> ViewKey {
             (run_id.to_string(), step_id.to_string(), sort, search)
         };
@@ -163,7 +178,7 @@ impl Views {
                         // A sort of the matches needs all of them.
                         let want =
                             if sort.is_some() { usize::MAX } else { asked.saturating_mul(size).saturating_add(1) };
-                        let (table, text) = (merged.clone(), s.clone());
+                        let (table, text) = (batches.clone(), s.clone());
                         let (found, complete) = tokio::task::spawn_blocking(move || first_matches(&table, &text, want))
                             .await
                             .map_err(|e| anyhow::anyhow!("the search stopped: {e}"))??;
@@ -171,7 +186,7 @@ impl Views {
                         if complete {
                             self.remember(k, found.clone());
                         } else {
-                            let (table, text) = (merged.clone(), s.clone());
+                            let (table, text) = (batches.clone(), s.clone());
                             drop(self.make(k, move || super::search::search_rows(&table, &text)));
                         }
                         (Some(found), !complete)
@@ -195,11 +210,17 @@ impl Views {
                 let order = match self.cached(&k) {
                     Some(v) => v,
                     None => {
-                        let idx = merged.schema().index_of(col)?;
-                        let values = match &base {
-                            Some(rows) => take(merged.column(idx).as_ref(), &UInt32Array::from(rows.to_vec()), None)?,
-                            None => merged.column(idx).clone(),
+                        let idx = data.schema.index_of(col)?;
+                        let column: Vec<&dyn Array> = data.batches.iter().map(|b| b.column(idx).as_ref()).collect();
+                        // The column in chunks (one per batch), or the matching rows' values.
+                        let values: Vec<ArrayRef> = match &base {
+                            Some(rows) => {
+                                let at: Vec<(usize, usize)> = rows.iter().map(|r| locate(*r)).collect();
+                                vec![interleave(&column, &at)?]
+                            }
+                            None => data.batches.iter().map(|b| b.column(idx).clone()).collect(),
                         };
+                        let n: usize = values.iter().map(|v| v.len()).sum();
                         let desc = q.desc;
                         let through = base.clone();
                         let to_rows = move |sorted: Vec<u32>| -> Vec<u32> {
@@ -209,13 +230,16 @@ impl Views {
                             }
                         };
                         let (first_values, first_rows) = (values.clone(), to_rows.clone());
-                        let whole = self.make(k, move || sorted_order(values.as_ref(), desc).map(to_rows));
-                        if first_values.len() < SORT_WHOLE_BELOW || end > FIRST_ROWS_AT_MOST {
+                        let whole = self.make(k, move || {
+                            let all = concat(&values.iter().map(|v| v.as_ref()).collect::<Vec<_>>())?;
+                            sorted_order(all.as_ref(), desc).map(to_rows)
+                        });
+                        if n < SORT_WHOLE_BELOW || end > FIRST_ROWS_AT_MOST {
                             whole.await.ok_or_else(|| anyhow::anyhow!("the sort stopped"))?
                         } else {
                             // The page now; the whole order goes on meanwhile.
                             tokio::task::spawn_blocking(move || {
-                                first_in_order(first_values.as_ref(), desc, end).map(first_rows)
+                                first_in_order(&first_values, desc, end).map(first_rows)
                             })
                             .await
                             .map_err(|e| anyhow::anyhow!("the sort stopped: {e}"))??
@@ -226,11 +250,18 @@ impl Views {
                 order.get(offset..end).map(<[u32]>::to_vec).unwrap_or_default()
             }
         };
-        let ids = idx.clone();
-        let idx = UInt32Array::from(idx);
-        let cols: Vec<ArrayRef> =
-            merged.columns().iter().map(|c| take(c.as_ref(), &idx, None)).collect::<std::result::Result<_, _>>()?;
-        let rows: Vec<Vec<Cell>> = (0..idx.len())
+        let at: Vec<(usize, usize)> = idx.iter().map(|r| locate(*r)).collect();
+        let cols: Vec<ArrayRef> = (0..data.schema.fields().len())
+            .map(|c| {
+                let column: Vec<&dyn Array> = data.batches.iter().map(|b| b.column(c).as_ref()).collect();
+                if at.is_empty() {
+                    return Ok(new_empty_array(data.schema.field(c).data_type()));
+                }
+                interleave(&column, &at)
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        let ids = idx;
+        let rows: Vec<Vec<Cell>> = (0..ids.len())
             .map(|r| {
                 cols.iter()
                     .map(|c| {
@@ -264,9 +295,9 @@ impl Views {
 
 /// The rows matching `search` (lower-cased), in stored order, searched on a blocking thread.
 pub async fn search_rows(data: &StepData, search: &str) -> Result<Vec<u32>> {
-    let merged = data.merged()?.clone();
+    let batches = data.batches.clone();
     let search = search.to_string();
-    tokio::task::spawn_blocking(move || super::search::search_rows(&merged, &search))
+    tokio::task::spawn_blocking(move || super::search::search_rows(&batches, &search))
         .await
         .map_err(|e| anyhow::anyhow!("the search stopped: {e}"))?
 }
@@ -332,7 +363,7 @@ mod tests {
         let first = views.page(id, &data, &q(1), Tz::UTC).await.expect("page");
         assert!(first.counting, "the first page of a big search does not wait for the count");
         assert!(hosts(&first).iter().all(|h| h.contains("h1")), "{:?}", hosts(&first));
-        let want = crate::results::search::search_rows(data.merged().expect("merged"), "h1").expect("search");
+        let want = crate::results::search::search_rows(&data.batches, "h1").expect("search");
         let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let counted = loop {
             let p = views.page(id, &data, &q(2), Tz::UTC).await.expect("page");

@@ -14,38 +14,48 @@ use memchr::memmem::Finder;
 /// Rows looked at in one go by one thread.
 pub(crate) const BLOCK: usize = 1 << 17;
 
-/// The rows of `table` where some cell's text (as `CAST(… AS VARCHAR)` writes it, lower-cased)
-/// contains `search` (lower-cased already), in stored order.
-pub fn search_rows(table: &RecordBatch, search: &str) -> Result<Vec<u32>> {
-    Ok(first_matches(table, search, usize::MAX)?.0)
+/// The rows of a table (its `batches`) where some cell's text (as `CAST(… AS VARCHAR)` writes
+/// it, lower-cased) contains `search` (lower-cased already), in stored order.
+pub fn search_rows(batches: &[RecordBatch], search: &str) -> Result<Vec<u32>> {
+    Ok(first_matches(batches, search, usize::MAX)?.0)
 }
 
-/// The first `want` (or more) rows matching `search`, in stored order, and whether they are
-/// all the rows that match (the whole table was read). Blocks of rows are searched two at a
-/// time, one per thread, in order, until `want` are found.
-pub fn first_matches(table: &RecordBatch, search: &str, want: usize) -> Result<(Vec<u32>, bool)> {
-    let rows = table.num_rows();
-    if rows == 0 || search.is_empty() {
+/// The first `want` (or more) rows of a table (its `batches`) matching `search`, in stored
+/// order, and whether they are all the rows that match (the whole table was read). Blocks of
+/// rows are searched two at a time, one per thread, in order, until `want` are found.
+pub fn first_matches(batches: &[RecordBatch], search: &str, want: usize) -> Result<(Vec<u32>, bool)> {
+    if search.is_empty() {
         return Ok((Vec::new(), true));
     }
-    let columns: Vec<&dyn Array> =
-        table.columns().iter().map(|c| c.as_ref()).filter(|c| could_hold(c.data_type(), search)).collect();
-    if columns.is_empty() {
-        return Ok((Vec::new(), true));
+    // Blocks of rows: (batch, first row, end), and the table's row number of each start.
+    let mut blocks: Vec<(usize, usize, usize, usize)> = Vec::new();
+    let mut start = 0;
+    for (i, b) in batches.iter().enumerate() {
+        let mut from = 0;
+        while from < b.num_rows() {
+            let to = (from + BLOCK).min(b.num_rows());
+            blocks.push((i, from, to, start + from));
+            from = to;
+        }
+        start += b.num_rows();
     }
     let mut out = Vec::new();
-    let mut from = 0;
-    while from < rows {
-        let blocks: Vec<(usize, usize)> = (0..2)
-            .map(|i| ((from + i * BLOCK).min(rows), (from + (i + 1) * BLOCK).min(rows)))
-            .filter(|(a, b)| a < b)
-            .collect();
+    for (n, pair) in blocks.chunks(2).enumerate() {
         let parts: Vec<Result<Vec<u32>>> = std::thread::scope(|s| {
-            let handles: Vec<_> = blocks
+            let handles: Vec<_> = pair
                 .iter()
-                .map(|&(a, b)| {
-                    let columns = &columns;
-                    s.spawn(move || search_range(columns, search, a, b))
+                .map(|&(batch, from, to, at)| {
+                    s.spawn(move || {
+                        let table = &batches[batch];
+                        let columns: Vec<&dyn Array> = table
+                            .columns()
+                            .iter()
+                            .map(|c| c.as_ref())
+                            .filter(|c| could_hold(c.data_type(), search))
+                            .collect();
+                        let rows = search_range(&columns, search, from, to)?;
+                        Ok(rows.into_iter().map(|r| (at - from) as u32 + r).collect())
+                    })
                 })
                 .collect();
             handles
@@ -56,8 +66,7 @@ pub fn first_matches(table: &RecordBatch, search: &str, want: usize) -> Result<(
         for p in parts {
             out.extend(p?);
         }
-        from = blocks.last().map_or(rows, |b| b.1);
-        if out.len() >= want && from < rows {
+        if out.len() >= want && (n + 1) * 2 < blocks.len() {
             return Ok((out, false));
         }
     }
@@ -80,6 +89,7 @@ fn could_hold(t: &DataType, search: &str) -> bool {
     }
 }
 
+/// The rows in `from..to` of `columns` whose text holds `search`, numbered in those columns.
 fn search_range(columns: &[&dyn Array], search: &str, from: usize, to: usize) -> Result<Vec<u32>> {
     let finder = Finder::new(search.as_bytes());
     let mut hit = vec![false; to - from];
@@ -215,7 +225,7 @@ mod tests {
                 want.extend((0..b.num_rows()).filter(|i| is_set(mask, *i)).map(|i| (offset + i) as u32));
                 offset += b.num_rows();
             }
-            assert_eq!(search_rows(&batch, &q).unwrap(), want, "search {q:?}");
+            assert_eq!(search_rows(std::slice::from_ref(&batch), &q).unwrap(), want, "search {q:?}");
         }
     }
 
@@ -227,20 +237,25 @@ mod tests {
             vec![Some("ab"), Some("cab"), None, Some(""), Some("AB"), Some("xa"), Some("b")];
         let schema = Arc::new(Schema::new(vec![Field::new("t", DataType::Utf8, true)]));
         let batch = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(values))]).unwrap();
-        assert_eq!(search_rows(&batch, "ab").unwrap(), vec![0, 1, 4]);
-        assert_eq!(search_rows(&batch, "bc").unwrap(), Vec::<u32>::new());
-        assert_eq!(search_rows(&batch, "ab").unwrap(), first_matches(&batch, "ab", 1).unwrap().0);
+        let one = std::slice::from_ref(&batch);
+        assert_eq!(search_rows(one, "ab").unwrap(), vec![0, 1, 4]);
+        assert_eq!(search_rows(one, "bc").unwrap(), Vec::<u32>::new());
+        assert_eq!(search_rows(one, "ab").unwrap(), first_matches(one, "ab", 1).unwrap().0);
         // Many blocks: the first page is found before the end, and all of them after.
         let n = BLOCK * 5 + 17;
         let many: Vec<String> =
             (0..n).map(|i| if i % 1000 == 3 { format!("Hit{i}") } else { format!("m{i}") }).collect();
         let schema = Arc::new(Schema::new(vec![Field::new("t", DataType::Utf8, false)]));
         let batch = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(many))]).unwrap();
-        let all = search_rows(&batch, "hit").unwrap();
+        let all = search_rows(std::slice::from_ref(&batch), "hit").unwrap();
         assert_eq!(all.len(), n.div_ceil(1000));
         assert!(all.iter().all(|i| i % 1000 == 3));
-        let (first, complete) = first_matches(&batch, "hit", 25).unwrap();
+        let (first, complete) = first_matches(std::slice::from_ref(&batch), "hit", 25).unwrap();
         assert!(!complete && first.len() >= 25 && first.len() < all.len());
         assert_eq!(&all[..first.len()], &first[..]);
+        // The same rows cut in batches of other sizes, and through a batch boundary.
+        let cut: Vec<RecordBatch> =
+            [(0, 1000), (1000, BLOCK + 5), (BLOCK + 1005, n - BLOCK - 1005)].map(|(a, l)| batch.slice(a, l)).to_vec();
+        assert_eq!(search_rows(&cut, "hit").unwrap(), all);
     }
 }
