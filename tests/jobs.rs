@@ -38,15 +38,7 @@ fn request(engine: &Engine, id: &str) -> RunRequest {
     let pb = catalog.entry(id).and_then(|e| e.runnable()).expect("runnable").clone();
     let cx = catalog.parse_ctx();
     let values = pb.params.iter().map(|p| (p.name.clone(), p.parse(None, &cx).expect("default"))).collect();
-    RunRequest {
-        playbook: pb,
-        values,
-        section: None,
-        who: "ana".into(),
-        source: "test".into(),
-        schedule_id: None,
-        keep: None,
-    }
+    RunRequest::new(pb, values, "ana", "test").keeping(None)
 }
 
 async fn wait_state(engine: &Engine, run: &str, state: &str) {

@@ -124,19 +124,7 @@ async fn run(engine: &Arc<Engine>, id: &str) -> String {
             (p.name.clone(), p.parse(if p.name == "src" { Some("10.0.10.25") } else { None }, &cx).expect("param"))
         })
         .collect();
-    engine
-        .run(RunRequest {
-            playbook: pb,
-            values,
-            section: None,
-            who: "ana".into(),
-            source: "test".into(),
-            schedule_id: None,
-            keep: None,
-        })
-        .await
-        .expect("run")
-        .run_id
+    engine.run(RunRequest::new(pb, values, "ana", "test").keeping(None)).await.expect("run").run_id
 }
 
 #[tokio::test]
