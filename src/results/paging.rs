@@ -127,7 +127,19 @@ impl Views {
             }
             made
         });
-        let m = async move { thread.await.ok().flatten() }.boxed().shared();
+        // A thread that panicked leaves the order to the next asker, who makes it again.
+        let (all_making, key) = (self.making.clone(), k.clone());
+        let m = async move {
+            let made = thread.await;
+            if made.is_err() {
+                if let Ok(mut m) = all_making.lock() {
+                    m.remove(&key);
+                }
+            }
+            made.ok().flatten()
+        }
+        .boxed()
+        .shared();
         making.insert(k, m.clone());
         m
     }
