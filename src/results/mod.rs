@@ -12,4 +12,17 @@ pub mod stored;
 pub mod table;
 
 pub use cells::cell_text;
+
+/// Where each of several pieces of a table starts, given their lengths in order (a row's
+/// piece is the last one starting at or before it).
+pub(crate) fn starts(lengths: impl IntoIterator<Item = usize>) -> Vec<usize> {
+    lengths
+        .into_iter()
+        .scan(0, |at, len| {
+            let start = *at;
+            *at += len;
+            Some(start)
+        })
+        .collect()
+}
 pub use table::StepData;

@@ -42,14 +42,7 @@ pub fn first_in_order(chunks: &[ArrayRef], desc: bool, k: usize) -> Result<Vec<u
     let Some(kind) = chunks.first().map(|c| c.data_type().clone()).filter(|_| k > 0) else {
         return Ok(Vec::new());
     };
-    let starts: Vec<usize> = chunks
-        .iter()
-        .scan(0, |at, c| {
-            let start = *at;
-            *at += c.len();
-            Some(start)
-        })
-        .collect();
+    let starts = super::starts(chunks.iter().map(|c| c.len()));
     let mut first = match kind {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
             let texts = chunks.iter().map(|c| cast(c, &DataType::Utf8)).collect::<std::result::Result<Vec<_>, _>>()?;

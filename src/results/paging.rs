@@ -161,15 +161,7 @@ impl Views {
         // The table stays in its batches (a merged copy of ten million rows would take
         // seconds and as much memory again); rows are found by their batch's start.
         let batches = Arc::new(data.batches.clone());
-        let starts: Vec<usize> = data
-            .batches
-            .iter()
-            .scan(0, |at, b| {
-                let start = *at;
-                *at += b.num_rows();
-                Some(start)
-            })
-            .collect();
+        let starts = super::starts(data.batches.iter().map(|b| b.num_rows()));
         let locate = |row: u32| -> (usize, usize) {
             let b = starts.partition_point(|s| *s <= row as usize).saturating_sub(1);
             (b, row as usize - starts.get(b).copied().unwrap_or(0))

@@ -73,9 +73,13 @@ impl Results {
     /// The Parquet file of a stored step table and its rows, as the run recorded them.
     fn stored(&self, run_id: &str, step_id: &str) -> Result<(PathBuf, usize)> {
         let rec = self.store.step(run_id, step_id)?.ok_or_else(|| anyhow!("no such result"))?;
-        let file = rec.file.ok_or_else(|| {
-            anyhow!("this step's table was not kept: it is hidden and was only for the run's later steps")
-        })?;
+        let file = match (rec.file, rec.rows) {
+            (Some(f), _) => f,
+            (None, Some(_)) => {
+                bail!("this step's table was not kept: it is hidden and was only for the run's later steps")
+            }
+            (None, None) => bail!("this step has no stored table"),
+        };
         if !is_identifier(step_id) || file != format!("{step_id}.parquet") {
             bail!("no such result");
         }

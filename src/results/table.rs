@@ -26,12 +26,14 @@ impl StepData {
         StepData { schema, batches, rows, merged: OnceLock::new() }
     }
 
-    /// Memory held, counted twice over (the batches and their merged copy).
+    /// Memory held: the batches, and their merged copy once one was made (paging reads the
+    /// batches; rating and enriching merge them).
     pub fn bytes(&self) -> usize {
-        self.batches.iter().map(RecordBatch::get_array_memory_size).sum::<usize>() * 2
+        let batches = self.batches.iter().map(RecordBatch::get_array_memory_size).sum::<usize>();
+        batches + self.merged.get().map_or(0, RecordBatch::get_array_memory_size)
     }
 
-    /// All batches as one.
+    /// All batches as one (made once, then counted in [`StepData::bytes`]).
     pub fn merged(&self) -> Result<&RecordBatch> {
         if let Some(m) = self.merged.get() {
             return Ok(m);

@@ -197,7 +197,7 @@ pub fn out_of_memory(e: &DataFusionError) -> bool {
 /// disk: the limit (`limit` bytes, when known) and, when the query reads a time window of
 /// `window_hours`, half of it as the first thing to try.
 pub fn memory_message(limit: Option<usize>, window_hours: Option<f64>) -> String {
-    let limit = limit.map(|b| format!(" ({} MB)", b >> 20)).unwrap_or_default();
+    let limit = limit_text(limit);
     let narrow = match window_hours {
         Some(h) if h >= 2.0 => {
             let half = (h / 2.0).floor();
@@ -220,7 +220,7 @@ pub fn chunk_memory_message(
     of: usize,
     window: crate::util::timeutil::Window,
 ) -> String {
-    let limit = limit.map(|b| format!(" ({} MB)", b >> 20)).unwrap_or_default();
+    let limit = limit_text(limit);
     let hours = (window.end - window.start).num_minutes() as f64 / 60.0;
     format!(
         "chunk {n} of {of} ({} – {}, {hours:.0} hours) needs more memory than one run may use{limit}, even spilling to \
@@ -229,6 +229,11 @@ pub fn chunk_memory_message(
         window.start.format("%Y-%m-%d %H:%M"),
         window.end.format("%Y-%m-%d %H:%M"),
     )
+}
+
+/// " (2048 MB)" for a run's memory limit, nothing without one.
+fn limit_text(limit: Option<usize>) -> String {
+    limit.map(|b| format!(" ({} MB)", b >> 20)).unwrap_or_default()
 }
 
 fn suggest(name: &str, valid: &str) -> String {
