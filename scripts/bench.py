@@ -324,6 +324,7 @@ def main():
                 duck_times.append(wall)
                 duck_rss.append(peak)
                 duck_sql.append(res["sql_ms"])
+        panda = pandas_side(a, pid, trace, data)
         for t in traces:
             t.unlink(missing_ok=True)
         real = {k: v for k, v in differ.items() if not v.startswith("floats: ")}
@@ -346,13 +347,52 @@ def main():
             "playbook": pid, "casebook_s": cb_t, "casebook_sql_s": cb_sql_ms / 1000, "casebook_rss": cb_m,
             "failed": failed, "scan": scan, "same": same, "duck_error": duck_err,
         }
+        if panda:
+            row["pandas"] = panda
+            if panda.get("differ"):
+                all_same = False
         if duck_times:
             row.update(duck_s=statistics.median(duck_times), duck_sql_s=statistics.median(duck_sql) / 1000,
                        duck_rss=statistics.median(duck_rss))
         rows_out.append(row)
         print(json.dumps(row), file=sys.stderr)
     print_table(rows_out, a, data, notes)
-    return 0 if all_same else 1
+    # The shipped self-tests on the same data: the detections hold at this size.
+    test = subprocess.run([a.casebook, "test", "--data", str(data)], capture_output=True, text=True)
+    failed = [line for line in test.stdout.splitlines() if line.startswith("✗")]
+    summary = (test.stdout.strip().splitlines() or ["no output"])[-1]
+    print(f"\nSelf-tests on this data (`casebook test --data {data}`): {summary}")
+    for line in failed:
+        print(f"- {line}")
+    return 0 if all_same and test.returncode == 0 else 1
+
+
+def pandas_side(a, pid, trace, data):
+    """The playbook's heavy step in pandas (scripts/pandas_chains.py), if it has one there:
+    median seconds over the runs (its own clock: reading and computing), peak RSS, and whether
+    its table equals casebook's."""
+    lines = [json.loads(x) for x in trace.read_text().splitlines() if x.strip()]
+    runs = []
+    for i in range(a.runs + 1):
+        # The last run checks the table and is not timed.
+        cmd = [sys.executable, str(ROOT / "scripts" / "pandas_chains.py"), str(trace), str(data), pid]
+        if i == a.runs:
+            cmd.append("--compare")
+        with tempfile.TemporaryFile() as out:
+            wall, peak, code, err = run_timed(cmd, stdout=out)
+            out.seek(0)
+            text = out.read().decode().strip()
+        if code != 0 or not text:
+            return {"error": " ".join(err.split())[-300:] or f"exit {code}"}
+        res = json.loads(text.splitlines()[-1])
+        if res.get("skipped"):
+            return None
+        runs.append((res, wall, peak))
+    res, runs = runs[-1][0], runs[:-1]
+    step_ms = next((x["elapsed_ms"] for x in lines if x.get("done") == res["step"]), None)
+    return {"step": res["step"], "s": statistics.median(r[0]["s"] for r in runs),
+            "wall": statistics.median(r[1] for r in runs), "rss": statistics.median(r[2] for r in runs),
+            "rows": res["rows"], "differ": res["differ"], "casebook_step_s": (step_ms or 0) / 1000}
 
 
 def print_table(rows, a, data, notes):
@@ -376,6 +416,20 @@ def print_table(rows, a, data, notes):
         print(f"| {r['playbook']} | {cb} | {duck} | {ratio} | {mb(r['casebook_rss'])} | {dmb} | {s['files']} "
               f"| {s['row_groups'] - s['row_groups_pruned']} / {s['row_groups_pruned']} | {s['rows']:,} "
               f"| {r['same']} |")
+    pandas = [r for r in rows if r.get("pandas")]
+    if pandas:
+        print("\nThe heavy step in pandas (pyarrow filters), against the same step in casebook's run:\n")
+        print("| playbook | step | casebook step s | pandas s (process) | pandas / casebook | pandas MB | rows | same rows |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in pandas:
+            p = r["pandas"]
+            if "error" in p:
+                print(f"| {r['playbook']} | — | — | error: {p['error']} | — | — | — | — |")
+                continue
+            ratio = f"{p['s'] / p['casebook_step_s']:.1f}×" if p["casebook_step_s"] > 0 else "—"
+            same = "yes" if not p["differ"] else f"NO: {p['differ']}"
+            print(f"| {r['playbook']} | {p['step']} | {fmt_s(p['casebook_step_s'])} | {fmt_s(p['s'])} ({fmt_s(p['wall'])}) "
+                  f"| {ratio} | {mb(p['rss'])} | {p['rows']:,} | {same} |")
     if notes:
         print("\n¹ Equal but for floating-point cells beyond 9 significant digits (sums in another order)"
               " or an average rounded on the other side of a half:")

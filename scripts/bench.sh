@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every shipped playbook through casebook's run engine, and the same SQL chain on the same
-# files in DuckDB, side by side in one run (see BENCHMARKS.md). Installs DuckDB, pandas,
+# files in DuckDB (and the heavy step of several playbooks in pandas, scripts/pandas_chains.py),
+# side by side in one run (see BENCHMARKS.md). Installs DuckDB, pandas,
 # pyarrow and PyYAML from PyPI into a private venv, builds casebook in release, generates the
 # data if it is not there yet, and prints the table. Arguments go to scripts/bench.py:
 #

@@ -272,12 +272,13 @@ fn compact_lays_data_out_by_hour_and_a_one_address_search_skips_row_groups() {
         lines
     };
     assert_eq!(sorted(csv(&connectors)), sorted(csv(&common::repo().join("connectors"))));
-    // One address: the trace names the SQL, its bound value, and the row groups skipped.
+    // One address, as `ip_in` over an address list (the planner makes it `sip = …`): the trace
+    // names the SQL, its bound value, and the row groups skipped.
     let pb = work.path().join("one_host.yaml");
     std::fs::write(
         &pb,
-        "title: One host\nparams:\n  ip: { type: text, default: 10.0.2.5 }\nsections:\n  - title: S\n    steps:\n      \
-         - id: flows_of\n        query:\n          sql: SELECT count(*) AS n FROM flows WHERE sip = $ip\n",
+        "title: One host\nparams:\n  ip: { type: ip_list, default: 10.0.2.5 }\nsections:\n  - title: S\n    steps:\n      \
+         - id: flows_of\n        query:\n          sql: SELECT count(*) AS n FROM flows WHERE ip_in(sip, $ip)\n",
     )
     .expect("playbook");
     let trace = work.path().join("trace.jsonl");

@@ -348,6 +348,13 @@ async fn progress_streams_as_server_sent_events() {
         "{seen}"
     );
     assert!(seen.contains("event: done") && seen.contains("\"state\":\"cancelled\""), "{seen}");
+    // The query's share of its files' rows: what it read so far, of the rows their footers count.
+    let to_read: Vec<u64> = seen
+        .split("\"to_read\":")
+        .skip(1)
+        .filter_map(|t| t.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .collect();
+    assert!(to_read.iter().any(|&n| n >= 60_000), "the rows to read are counted: {seen}");
     started.await.expect("join");
 }
 

@@ -72,8 +72,11 @@ pub struct Progress {
     /// Chunks of the current step finished, of `chunks` (0 when it is not chunked).
     pub chunk: usize,
     pub chunks: usize,
-    /// Rows the current query has read from its files so far.
+    /// Rows the current query has read from its files so far, of `to_read` in those files
+    /// (0 when their format does not say; row groups skipped are never read, so `scanned` can
+    /// end below it).
     pub scanned: u64,
+    pub to_read: u64,
     /// Files the current query opened so far, of `files` it is to read.
     pub files_opened: u64,
     pub files: u64,

@@ -40,6 +40,7 @@ impl ProgressSink for RunProgress<'_> {
     fn scanning(&self, scan: &ScanStats) {
         self.engine.update_progress(self.run_id, |p| {
             p.scanned = scan.rows;
+            p.to_read = scan.rows_to_read;
             p.files_opened = scan.files_opened;
             p.files = scan.files;
         });

@@ -1,5 +1,5 @@
 //! A small least-recently-used map bounded by a total weight: the engine keeps recent result
-//! tables (weighed in bytes) and computed row orders (weighed one each) in it.
+//! tables and computed row orders in it, each weighed in bytes.
 
 #[derive(Debug)]
 pub struct Lru<K, V> {

@@ -62,8 +62,15 @@ pub struct TablePage {
 /// A stored table's key and a sort and search over it.
 type ViewKey = (String, String, Option<(String, bool)>, Option<String>);
 
-/// Row orders kept (the most recently used).
-const VIEW_ENTRIES: usize = 64;
+/// Bytes of row orders kept (the most recently used): a 10M-row table's order is 40 MB, so
+/// six of those, or thousands of small ones.
+const VIEW_BYTES: usize = 256 << 20;
+
+/// A row order's weight: its row numbers, and at least 64 KiB, so that the cache holds at most
+/// 4,096 orders and its lookups stay short.
+fn view_bytes(order: &Arc<Vec<u32>>) -> usize {
+    (order.len() * std::mem::size_of::<u32>()).max(64 << 10)
+}
 
 /// A row order being made on a blocking thread: what it gives when done (None if it failed).
 type Making = Shared<BoxFuture<'static, Option<Arc<Vec<u32>>>>>;
@@ -77,7 +84,7 @@ pub struct Views {
 
 impl Default for Views {
     fn default() -> Self {
-        Views { cache: Arc::new(Mutex::new(Lru::new(VIEW_ENTRIES, |_| 1))), making: Arc::default() }
+        Views { cache: Arc::new(Mutex::new(Lru::new(VIEW_BYTES, view_bytes))), making: Arc::default() }
     }
 }
 

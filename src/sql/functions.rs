@@ -11,7 +11,11 @@ use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, String
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{DataFusionError, Result, ScalarValue};
-use datafusion::logical_expr::{create_udf, ColumnarValue, ScalarUDF, Volatility};
+use datafusion::logical_expr::expr::InList;
+use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
+use datafusion::logical_expr::{
+    create_udf, lit, ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
 use datafusion::prelude::SessionContext;
 use ipnet::IpNet;
 
@@ -27,7 +31,7 @@ pub fn all() -> Vec<ScalarUDF> {
     use DataType::{Boolean, Int64, Utf8};
     let imm = Volatility::Immutable;
     vec![
-        create_udf("ip_in", vec![Utf8, Utf8], Boolean, imm, Arc::new(ip_in)),
+        ScalarUDF::from(IpIn { signature: Signature::exact(vec![Utf8, Utf8], imm) }),
         create_udf("ip_to_int", vec![Utf8], Int64, imm, Arc::new(ip_to_int)),
         create_udf("int_to_ip", vec![Int64], Utf8, imm, Arc::new(int_to_ip)),
         create_udf("ip_key", vec![Utf8], DataType::FixedSizeBinary(16), imm, Arc::new(ip_key)),
@@ -167,30 +171,94 @@ fn scalar_list(v: &ColumnarValue) -> Option<Result<IpList>> {
     }
 }
 
-/// A list compiled for matching many addresses: the IPv4 addresses of the list by their text,
-/// the rest (networks, IPv6) by parsing.
+/// A list compiled for matching many addresses: single addresses by their written forms
+/// ([`written_forms`]), networks by parsing.
 struct Matcher {
-    /// The text of each single IPv4 address in the list. An IPv4 address has one text form
-    /// that parses (Rust refuses leading zeros and short forms), so comparing the trimmed text
-    /// is comparing the address, without parsing each row.
-    v4_text: std::collections::HashSet<String>,
-    /// Networks and IPv6 addresses.
-    others: IpList,
+    single: std::collections::HashSet<String>,
+    /// Networks.
+    networks: IpList,
 }
 
 impl Matcher {
     fn new(list: IpList) -> Matcher {
-        let (v4, others): (Vec<IpNet>, Vec<IpNet>) =
-            list.0.into_iter().partition(|n| matches!(n, IpNet::V4(v) if v.prefix_len() == 32));
-        Matcher { v4_text: v4.iter().map(|n| n.addr().to_string()).collect(), others: IpList(others) }
+        let (single, networks): (Vec<IpNet>, Vec<IpNet>) =
+            list.0.into_iter().partition(|n| n.prefix_len() == n.max_prefix_len());
+        Matcher { single: written_forms(&single).into_iter().collect(), networks: IpList(networks) }
     }
 
     fn matches(&self, text: &str) -> bool {
-        let text = text.trim();
-        if self.v4_text.contains(text) {
+        if self.single.contains(text) {
             return true;
         }
-        !self.others.0.is_empty() && text.parse::<IpAddr>().is_ok_and(|a| self.others.contains(&a))
+        !self.networks.0.is_empty() && text.trim().parse::<IpAddr>().is_ok_and(|a| self.networks.contains(&a))
+    }
+}
+
+/// How a single address of an `ip_list` is found in a column: by its text as flow, DNS and
+/// proxy logs write it — IPv4 in dotted decimal (the one form Rust's parser accepts: no
+/// leading zeros, no short forms), IPv6 as RFC 5952 writes it, in lowercase and in
+/// uppercase. Comparing text is what lets the planner turn `ip_in(sip, '10.0.0.1')` into
+/// `sip IN ('10.0.0.1')` and skip row groups on their statistics and bloom filters. A network
+/// (`10.0.0.0/8`) matches any text that parses to an address inside it.
+fn written_forms(nets: &[IpNet]) -> Vec<String> {
+    let mut forms = Vec::new();
+    for n in nets {
+        let text = n.addr().to_string();
+        let upper = text.to_uppercase();
+        if upper != text {
+            forms.push(upper);
+        }
+        forms.push(text);
+    }
+    forms.sort();
+    forms.dedup();
+    forms
+}
+
+/// `ip_in` as a function the planner can rewrite: over a list of single addresses, known when
+/// the query is planned (a bound parameter, a literal), it becomes `ip IN (their written
+/// forms)`, which DataFusion evaluates without casebook's code and which Parquet's row-group
+/// statistics and bloom filters prune on. Lists with networks stay `ip_in`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct IpIn {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for IpIn {
+    fn name(&self) -> &str {
+        "ip_in"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        ip_in(&args.args)
+    }
+
+    fn simplify(&self, args: Vec<Expr>, _: &SimplifyContext) -> Result<ExprSimplifyResult> {
+        let single = match args.as_slice() {
+            [_, Expr::Literal(
+                ScalarValue::Utf8(Some(t)) | ScalarValue::LargeUtf8(Some(t)) | ScalarValue::Utf8View(Some(t)),
+                _,
+            )] => {
+                // A list that does not parse is left to fail, with its message, when evaluated.
+                IpList::parse(t)
+                    .ok()
+                    .filter(|l| !l.0.is_empty() && l.0.iter().all(|n| n.prefix_len() == n.max_prefix_len()))
+            }
+            _ => None,
+        };
+        let (Some(single), Some(ip)) = (single, args.first()) else {
+            return Ok(ExprSimplifyResult::Original(args));
+        };
+        let forms = written_forms(&single.0).into_iter().map(lit).collect();
+        Ok(ExprSimplifyResult::Simplified(Expr::InList(InList::new(Box::new(ip.clone()), forms, false))))
     }
 }
 
@@ -211,10 +279,7 @@ fn ip_in(args: &[ColumnarValue]) -> Result<ColumnarValue> {
             ips.iter()
                 .zip(lists.iter())
                 .map(|(v, l)| match (v, l) {
-                    (Some(v), Some(l)) => {
-                        let parsed = IpList::parse(l).unwrap_or_default();
-                        Some(v.trim().parse::<IpAddr>().is_ok_and(|a| parsed.contains(&a)))
-                    }
+                    (Some(v), Some(l)) => Some(Matcher::new(IpList::parse(l).unwrap_or_default()).matches(v)),
                     _ => None,
                 })
                 .collect()
@@ -381,35 +446,87 @@ mod tests {
         assert_eq!(IpList::parse("10.0.0.9/24").unwrap().canonical(), "10.0.0.0/24");
     }
 
-    /// Matching IPv4 addresses by their text gives what parsing every row gives.
+    const LISTS: [&str; 6] = [
+        "10.0.0.1",
+        "10.0.0.1, 192.168.0.0/16",
+        "2001:db8::1",
+        "10.0.0.1,2001:db8::/32,0.0.0.0",
+        "",
+        "2001:DB8::A, 10.0.0.2",
+    ];
+    const TEXTS: [&str; 20] = [
+        "10.0.0.1",
+        " 10.0.0.1 ",
+        "010.0.0.1",
+        "10.0.0.01",
+        "10.0.0.1.",
+        "10.0.0.1:80",
+        "10.0.0.1/32",
+        "10.0.1",
+        "10.0.0.2",
+        "192.168.3.4",
+        " 192.168.3.4",
+        "2001:db8::1",
+        "2001:DB8::1",
+        "2001:db8::a",
+        "2001:DB8:0::1",
+        "::ffff:10.0.0.1",
+        "0.0.0.0",
+        "",
+        "fish",
+        "１0.0.0.1",
+    ];
+
+    /// A single address matches its written forms, a network any text that parses inside it;
+    /// an IPv4 address has one form that parses, so for IPv4 this is what parsing gives.
     #[test]
-    fn the_text_matcher_agrees_with_parsing() {
-        let lists = ["10.0.0.1", "10.0.0.1, 192.168.0.0/16", "2001:db8::1", "10.0.0.1,2001:db8::/32,0.0.0.0", ""];
-        let texts = [
-            "10.0.0.1",
-            " 10.0.0.1 ",
-            "010.0.0.1",
-            "10.0.0.01",
-            "10.0.0.1.",
-            "10.0.0.1:80",
-            "10.0.0.1/32",
-            "10.0.1",
-            "192.168.3.4",
-            "2001:db8::1",
-            "2001:DB8:0::1",
-            "::ffff:10.0.0.1",
-            "0.0.0.0",
-            "0",
-            "",
-            "fish",
-            "１0.0.0.1",
-        ];
-        for l in lists {
+    fn single_addresses_match_their_written_forms_and_networks_what_parses_inside() {
+        for l in LISTS {
             let list = IpList::parse(l).unwrap();
             let matcher = Matcher::new(list.clone());
-            for t in texts {
-                let parsed = t.trim().parse::<IpAddr>().is_ok_and(|a| list.contains(&a));
-                assert_eq!(matcher.matches(t), parsed, "ip_in({t:?}, {l:?})");
+            for t in TEXTS {
+                let parsed = t.trim().parse::<IpAddr>().ok();
+                let expected = parsed.is_some_and(|a| {
+                    list.0.iter().any(|n| {
+                        if n.prefix_len() == n.max_prefix_len() {
+                            n.addr() == a && (t == a.to_string() || t == a.to_string().to_uppercase())
+                        } else {
+                            n.contains(&a)
+                        }
+                    })
+                });
+                assert_eq!(matcher.matches(t), expected, "ip_in({t:?}, {l:?})");
+                if let Some(IpAddr::V4(_)) = parsed.filter(|_| !t.contains(' ')) {
+                    assert_eq!(matcher.matches(t), list.contains(&parsed.unwrap()), "IPv4 {t:?} in {l:?}");
+                }
+            }
+        }
+    }
+
+    /// The planner's rewrite of `ip_in` over single addresses (`ip IN (…)`) answers what the
+    /// function answers, and shows in the plan (as `ip = …` when the list is short); a list
+    /// with a network stays `ip_in`.
+    #[tokio::test]
+    async fn the_planners_rewrite_gives_the_functions_answers() {
+        let ctx = crate::sql::session::new_session();
+        let values: Vec<String> = TEXTS.iter().map(|t| format!("('{t}')")).collect();
+        let table = format!("(VALUES {}, (NULL)) AS t(ip)", values.join(", "));
+        for l in LISTS {
+            let sql = format!("SELECT ip, ip_in(ip, $l) AS hit FROM {table}");
+            let frame =
+                ctx.sql(&sql).await.unwrap().with_param_values(vec![("l", ScalarValue::Utf8(Some(l.into())))]).unwrap();
+            let plan = format!("{}", frame.clone().into_optimized_plan().unwrap().display_indent());
+            let single = !l.is_empty() && !l.contains('/');
+            assert_eq!(!plan.contains("ip_in("), single, "{l:?}: {plan}");
+            let batches = frame.collect().await.unwrap();
+            let matcher = Matcher::new(IpList::parse(l).unwrap());
+            for b in &batches {
+                let ips = to_strings(&ColumnarValue::Array(Arc::clone(b.column(0))), b.num_rows()).unwrap();
+                let hits = b.column(1).as_any().downcast_ref::<BooleanArray>().unwrap();
+                for i in 0..b.num_rows() {
+                    let expected = (!ips.is_null(i)).then(|| matcher.matches(ips.value(i)));
+                    assert_eq!(hits.is_valid(i).then(|| hits.value(i)), expected, "ip_in({:?}, {l:?})", ips.value(i));
+                }
             }
         }
     }

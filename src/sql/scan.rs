@@ -29,6 +29,10 @@ pub struct ScanStats {
     pub page_rows_pruned: u64,
     /// Rows the scans handed on.
     pub rows: u64,
+    /// Rows in the files the scans are to read, from their footers (0 when the format keeps no
+    /// count, as CSV and NDJSON): what `rows` grows towards while a query runs.
+    #[serde(default)]
+    pub rows_to_read: u64,
     pub bytes: u64,
     /// Bytes sorts, joins and groupings wrote to the run's spill folder.
     #[serde(default)]
@@ -55,6 +59,7 @@ impl ScanStats {
         self.row_groups_pruned += o.row_groups_pruned;
         self.page_rows_pruned += o.page_rows_pruned;
         self.rows += o.rows;
+        self.rows_to_read += o.rows_to_read;
         self.bytes += o.bytes;
         self.spilled += o.spilled;
     }
@@ -64,9 +69,17 @@ impl ScanStats {
 fn visit(plan: &Arc<dyn ExecutionPlan>, s: &mut ScanStats, files: &mut HashSet<String>, opened: &mut HashSet<String>) {
     if let Some(source) = plan.downcast_ref::<DataSourceExec>() {
         if let Some(config) = source.data_source().downcast_ref::<FileScanConfig>() {
+            // Each scan's files count their rows (a self-join reads them twice); a file read in
+            // ranges counts its rows once.
+            let mut this_scan = HashSet::new();
             for group in &config.file_groups {
                 for f in group.iter() {
-                    files.insert(f.object_meta.location.to_string());
+                    let name = f.object_meta.location.to_string();
+                    if this_scan.insert(name.clone()) {
+                        let rows = f.statistics.as_ref().and_then(|st| st.num_rows.get_value().copied());
+                        s.rows_to_read += rows.unwrap_or(0) as u64;
+                    }
+                    files.insert(name);
                 }
             }
         }

@@ -74,21 +74,24 @@
     return usp;
   }
   // "Step 2 of 3: Flows per day · chunk 4 of 7 · 12,345 rows · 8.1 s", or for one long
-  // query "Step 1 of 5: Host pairs · read 4,194,304 rows of 10/24 files · 6.0 s"; the bar
+  // query "Step 1 of 5: Host pairs · read 4,194,304 of 10,010,781 rows (41 %) · 6.0 s"; the bar
   // counts finished steps, and the chunks or the files of the current one.
   function showProgress(p, text, bar) {
     if (p.state === "queued") { text.textContent = "Waiting for a free slot…"; return; }
     if (!p.of) { text.textContent = "Starting…"; return; }
     let t = "Step " + p.step + " of " + p.of + ": " + p.current;
     if (p.chunks) t += " · chunk " + Math.min(p.chunk + 1, p.chunks) + " of " + p.chunks;
-    if (p.scanned) t += " · read " + p.scanned.toLocaleString("en") + " rows";
-    if (p.files && !p.chunks) t += " of " + Math.min(p.files_opened, p.files) + "/" + p.files + " files";
+    const share = p.to_read ? Math.min(p.scanned / p.to_read, 1) : 0;
+    if (p.scanned) t += " · read " + p.scanned.toLocaleString("en") + (p.to_read ? " of " + p.to_read.toLocaleString("en") : "") + " rows";
+    if (p.to_read && !p.chunks) t += " (" + Math.floor(share * 100) + " %)";
+    else if (p.files && !p.chunks) t += " of " + Math.min(p.files_opened, p.files) + "/" + p.files + " files";
     if (p.rows) t += " · " + p.rows.toLocaleString("en") + " rows";
     if (p.job) t += " · on the cluster, job " + p.job;
     text.textContent = t + " · " + (p.elapsed_ms / 1000).toFixed(1) + " s";
     bar.max = p.of;
-    // Within a step: its chunks done, or else the share of its files the query has opened.
-    const within = p.chunks ? p.chunk / p.chunks : (p.files ? Math.min(p.files_opened, p.files) / p.files : 0);
+    // Within a step: its chunks done, or else the share of its files' rows the query has read
+    // (of the files it has opened, for formats that do not count their rows).
+    const within = p.chunks ? p.chunk / p.chunks : (p.to_read ? share : (p.files ? Math.min(p.files_opened, p.files) / p.files : 0));
     bar.value = Math.max(0, p.step - 1) + Math.min(within, 0.99);
   }
 
