@@ -174,8 +174,8 @@ fn scalar_list(v: &ColumnarValue) -> Option<Result<IpList>> {
 /// A list compiled for matching many addresses: single addresses by their written forms
 /// ([`written_forms`]), networks by parsing.
 struct Matcher {
+    /// The written forms of the list's single addresses.
     single: std::collections::HashSet<String>,
-    /// Networks.
     networks: IpList,
 }
 
@@ -242,19 +242,18 @@ impl ScalarUDFImpl for IpIn {
     }
 
     fn simplify(&self, args: Vec<Expr>, _: &SimplifyContext) -> Result<ExprSimplifyResult> {
-        let single = match args.as_slice() {
-            [_, Expr::Literal(
-                ScalarValue::Utf8(Some(t)) | ScalarValue::LargeUtf8(Some(t)) | ScalarValue::Utf8View(Some(t)),
-                _,
-            )] => {
-                // A list that does not parse is left to fail, with its message, when evaluated.
-                IpList::parse(t)
-                    .ok()
-                    .filter(|l| !l.0.is_empty() && l.0.iter().all(|n| n.prefix_len() == n.max_prefix_len()))
-            }
-            _ => None,
+        let [ip, Expr::Literal(
+            ScalarValue::Utf8(Some(t)) | ScalarValue::LargeUtf8(Some(t)) | ScalarValue::Utf8View(Some(t)),
+            _,
+        )] = args.as_slice()
+        else {
+            return Ok(ExprSimplifyResult::Original(args));
         };
-        let (Some(single), Some(ip)) = (single, args.first()) else {
+        // A list that does not parse is left to fail, with its message, when evaluated.
+        let single = IpList::parse(t)
+            .ok()
+            .filter(|l| !l.0.is_empty() && l.0.iter().all(|n| n.prefix_len() == n.max_prefix_len()));
+        let Some(single) = single else {
             return Ok(ExprSimplifyResult::Original(args));
         };
         let forms = written_forms(&single.0).into_iter().map(lit).collect();
