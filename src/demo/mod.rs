@@ -133,11 +133,20 @@ pub fn generate(data: &Path, opts: &Options) -> Result<String> {
 }
 
 /// When an incident happens: `m` minutes after hour `h` of a 48-hour day, that hour placed
-/// at the same share of a shorter or longer period (`--hours 24` has the scan at +13:00),
-/// so every incident lies inside the data whatever its length. Durations stay as they are.
+/// at the same share of a shorter or longer period (`--hours 24` has the scan at +13:00).
+/// Durations stay as they are, so on a short period an incident placed by share alone would
+/// run past the end (the exfiltration at 38/48 of 2 hours would lose 15 of its 40 minutes):
+/// each incident's hour is moved back, when it must, to leave the longest incident
+/// ([`LONGEST_INCIDENT_MINUTES`]) whole before the end. From 6 hours on nothing moves.
 pub fn incident_at(start: DateTime<Utc>, hours: u32, h: i64, m: i64) -> DateTime<Utc> {
-    start + Duration::seconds(h * 3600 * i64::from(hours) / 48) + Duration::minutes(m)
+    let by_share = Duration::seconds(h * 3600 * i64::from(hours) / 48);
+    let latest = Duration::hours(i64::from(hours)) - Duration::minutes(LONGEST_INCIDENT_MINUTES);
+    start + by_share.min(latest).max(Duration::zero()) + Duration::minutes(m)
 }
+
+/// How long the longest incident lasts from its hour: the scan, the brute force and the
+/// service installs take 66 minutes from hour 26; a margin makes it 70.
+pub const LONGEST_INCIDENT_MINUTES: i64 = 70;
 
 /// When each incident happens, relative to the start of the data.
 pub fn incidents(start: DateTime<Utc>, hours: u32) -> serde_json::Value {
@@ -548,4 +557,36 @@ fn write_hourly<T>(
         written += out.len();
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every incident lies whole inside the data, from the shortest span the demo makes (2
+    /// hours) to a month, and spans of 6 hours and more keep their places by share.
+    #[test]
+    fn every_incident_lies_whole_inside_the_data_at_any_span() {
+        let start = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).single().unwrap_or_default();
+        for hours in [2, 3, 4, 5, 6, 24, 48, 168, 720] {
+            let end = start + Duration::hours(i64::from(hours));
+            let list = incidents(start, hours);
+            for i in list.as_array().into_iter().flatten() {
+                for key in ["from", "to"] {
+                    let Some(at) = i[key].as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok()) else {
+                        continue;
+                    };
+                    assert!(at >= start && at <= end, "{hours} h: {} {key} {at} is outside {start} – {end}", i["what"]);
+                }
+            }
+            // The proxy traffic before the exfiltration starts 10 minutes before its hour.
+            assert!(incident_at(start, hours, 38, -10) >= start, "{hours} h");
+            if hours >= 6 {
+                assert_eq!(
+                    incident_at(start, hours, 38, 0),
+                    start + Duration::seconds(38 * 3600 * i64::from(hours) / 48)
+                );
+            }
+        }
+    }
 }
