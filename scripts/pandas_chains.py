@@ -11,6 +11,7 @@ transform, diff); the check compares it with casebook's Parquet file of that ste
 multiset of rows (floats to 9 significant digits, times to the microsecond).
 """
 
+import ipaddress
 import json
 import sys
 import time
@@ -23,9 +24,11 @@ import pyarrow.dataset as ds
 CHAINS = {}
 
 
-def chain(playbook, step):
+def chain(playbook, step, chunked=False):
+    """A chunked step (`chunks: { over: window, by: 1d }`) gets the values of every chunk,
+    in order, and returns the union of its chunks' tables, as casebook stores it."""
     def put(f):
-        CHAINS[playbook] = (step, f)
+        CHAINS[playbook] = (step, f, chunked)
         return f
     return put
 
@@ -47,6 +50,42 @@ def window(p, column):
 
 def addresses(text):
     return [a.strip() for a in (text or "").split(",") if a.strip()]
+
+
+def private(text):
+    """casebook's is_private_ip: RFC 1918, loopback, link-local, carrier-grade NAT; IPv6
+    loopback, unique local and link-local."""
+    try:
+        a = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    nets = PRIVATE4 if a.version == 4 else PRIVATE6
+    return any(a in n for n in nets)
+
+
+def public(text):
+    """casebook's is_public_ip: parses, not private, unspecified, multicast or (IPv4)
+    broadcast, 0/8 or 240/4."""
+    try:
+        a = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    if private(text) or a.is_unspecified or a.is_multicast:
+        return False
+    if a.version == 4:
+        first = int(a) >> 24
+        return str(a) != "255.255.255.255" and first != 0 and first < 240
+    return True
+
+
+PRIVATE4 = [ipaddress.ip_network(n) for n in
+            ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16", "100.64.0.0/10"]]
+PRIVATE6 = [ipaddress.ip_network(n) for n in ["::1/128", "fc00::/7", "fe80::/10"]]
+
+
+def each_unique(s, f):
+    """A test of one address, run once per distinct value of the column (a notebook's map)."""
+    return s.map({v: f(v) for v in s.dropna().unique()}).fillna(False).astype(bool)
 
 
 def micros(s):
@@ -149,6 +188,53 @@ def suspicious_connects(data, p):
     return g
 
 
+@chain("beaconing", "pairs_per_day", chunked=True)
+def beaconing(data, chunks):
+    days = []
+    for p in chunks:
+        f = read(data, "flows", ["sip", "dip", "dport", "treceived"], window(p, "treceived"))
+        f = f[each_unique(f.sip, private) & each_unique(f.dip, public)]
+        f = f.sort_values(["sip", "dip", "dport", "treceived"], kind="stable")
+        secs = micros(f.treceived).values / 1e6
+        same = (f.sip.values[1:] == f.sip.values[:-1]) & (f.dip.values[1:] == f.dip.values[:-1]) \
+            & (f.dport.values[1:] == f.dport.values[:-1])
+        gap = np.full(len(f), np.nan)
+        gap[1:] = np.where(same, np.diff(secs), np.nan)
+        f = f.assign(gap=gap, gap2=gap * gap)
+        g = f.groupby(["sip", "dip", "dport"], sort=False).agg(
+            connections=("treceived", "size"), gaps=("gap", "count"), gap_sum=("gap", "sum"),
+            gap_squares=("gap2", "sum"), first_seen=("treceived", "min"), last_seen=("treceived", "max"))
+        g = g[g.connections >= 3].reset_index()
+        days.append(g.rename(columns={"sip": "source", "dip": "destination", "dport": "port"}))
+    return pd.concat(days, ignore_index=True)
+
+
+@chain("suspicious_dns", "lookups")
+def suspicious_dns(data, p):
+    q = read(data, "dns", ["ip_dst", "dns_qry_name", "dns_qry_type", "frame_time"], window(p, "frame_time"))
+    q = pd.DataFrame({"client": q.ip_dst, "name": q.dns_qry_name,
+                      "domain": q.dns_qry_name.str.replace(r"^.*?([^.]+\.[^.]+)$", r"\1", regex=True),
+                      "qtype": q.dns_qry_type, "frame_time": q.frame_time})
+    q["txt"] = (q.qtype == 16).astype("int64")
+    names = q.groupby(["client", "domain", "name"], dropna=False, sort=False).agg(
+        n=("qtype", "size"), txt=("txt", "sum"), qtype=("qtype", "max"),
+        first_seen=("frame_time", "min"), last_seen=("frame_time", "max")).reset_index()
+    names["len"] = names.name.str.len()
+    names["nlen"] = names.n * names.len
+    names["counted"] = names.n.where(names.len.notna())
+    per = names.groupby(["client", "domain"], dropna=False, sort=False).agg(
+        queries=("n", "sum"), unique_names=("name", "count"), nlen=("nlen", "sum"), counted=("counted", "sum"),
+        txt=("txt", "sum"), first_seen=("first_seen", "min"), last_seen=("last_seen", "max"),
+        qtype=("qtype", "max")).reset_index()
+    mean = per.nlen / per.counted
+    per["mean_name_length"] = half_up(mean, 1)
+    per["txt_share"] = half_up(per.txt / per.queries, 2)
+    per["name_length"] = np.select([mean < 20, mean < 40], ["short", "medium"], "long")
+    per["main_type"] = per.qtype.astype("int64").astype(str)
+    per["clients_of_domain"] = per.groupby("domain", dropna=False).client.transform("size")
+    return per.drop(columns=["nlen", "counted", "txt", "qtype"])
+
+
 def normalised(df):
     out = pd.DataFrame(index=range(len(df)))
     for c in df.columns:
@@ -187,10 +273,10 @@ def main():
     if playbook not in CHAINS:
         print(json.dumps({"skipped": True}))
         return
-    step, f = CHAINS[playbook]
-    params = next(x["params"] for x in lines if x.get("step") == step and "sql" in x)
+    step, f, chunked = CHAINS[playbook]
+    params = [x["params"] for x in lines if x.get("step") == step and "sql" in x]
     start = time.perf_counter()
-    table = f(data, params)
+    table = f(data, params if chunked else params[0])
     seconds = time.perf_counter() - start
     done = next(x for x in lines if x.get("done") == step)
     differ = same_rows(table, done["file"]) if "--compare" in sys.argv[4:] else None
