@@ -62,7 +62,47 @@ CREATE OR REPLACE MACRO ip_key(ip) AS ip;
 CREATE OR REPLACE MACRO ip_from_key(k) AS k;
 CREATE OR REPLACE MACRO from_epoch(x) AS to_timestamp(x);
 CREATE OR REPLACE MACRO to_timestamp_seconds(x) AS to_timestamp(x);
+CREATE OR REPLACE MACRO cb_gaps(s) AS list_transform(list_zip(s[2:], s[:-1]), lambda p: (p[1] - p[2]) / 1e6);
+CREATE OR REPLACE MACRO cb_gap_struct(s, n) AS {'gaps': greatest(n - 1, 0),
+  'gap_sum': coalesce(list_sum(cb_gaps(s)), 0.0),
+  'gap_squares': coalesce(list_sum(list_transform(cb_gaps(s), lambda g: g * g)), 0.0),
+  'mean_gap': list_avg(cb_gaps(s)), 'gap_spread': list_stddev_pop(cb_gaps(s))};
+CREATE OR REPLACE MACRO get_field(s, name) AS struct_extract(s, name);
+CREATE OR REPLACE MACRO gap_stats(t) AS
+  cb_gap_struct(list_sort(list(epoch_us(t)) FILTER (WHERE t IS NOT NULL)), count(t));
 """
+
+def registrable_domain(names):
+    """casebook's registrable_domain: a name's domain by the public suffix list, lower-cased,
+    without the root's dot; a name with none is its own domain. Shared with pandas_chains."""
+    from publicsuffixlist import PublicSuffixList
+    psl = registrable_domain.psl = getattr(registrable_domain, "psl", None) or PublicSuffixList()
+    out = {}
+    for n in names:
+        if n is None or n in out:
+            continue
+        low = n.strip().rstrip(".").lower()
+        out[n] = psl.privatesuffix(low) or low
+    return out
+
+
+def register_functions(con):
+    """casebook's SQL functions that DuckDB's macros cannot express, as vectorised Python
+    functions (each distinct value computed once per batch)."""
+    import duckdb
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def domains(arr):
+        enc = pc.dictionary_encode(arr).combine_chunks() if isinstance(arr, pa.ChunkedArray) else pc.dictionary_encode(arr)
+        uniq = enc.dictionary.to_pylist()
+        found = registrable_domain(uniq)
+        mapped = pa.array([None if u is None else found[u] for u in uniq], pa.string())
+        return pc.take(mapped, enc.indices)
+
+    con.create_function("registrable_domain", domains, [duckdb.sqltype("VARCHAR")], duckdb.sqltype("VARCHAR"),
+                        type="arrow", side_effects=False)
+
 
 TYPES = {"timestamp": "TIMESTAMPTZ", "string": "VARCHAR", "integer": "BIGINT", "number": "DOUBLE",
          "float": "DOUBLE", "boolean": "BOOLEAN", "date": "DATE"}
@@ -162,6 +202,7 @@ def duck_replay(trace, data, threads, compare):
     con = duckdb.connect(config={"threads": threads})
     con.execute("SET integer_division = true; SET TimeZone = 'UTC'")
     con.execute(MACROS)
+    register_functions(con)
     for v in connector_views(Path(data)):
         con.execute(v)
     con.execute("CREATE TEMP TABLE ratings (playbook VARCHAR, run_id VARCHAR, step VARCHAR, field VARCHAR, "

@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 
+from bench import registrable_domain
+
 CHAINS = {}
 
 
@@ -164,12 +166,11 @@ def visited_domains(data, p):
 def suspicious_connects(data, p):
     f = read(data, "flows", ["sip", "dip", "dport", "treceived", "ibyt", "obyt"], window(p, "treceived"))
     f = f.sort_values(["sip", "dip", "dport", "treceived"], kind="stable")
-    secs = micros(f.treceived) / 1e6
+    us = micros(f.treceived).values
     same = (f.sip.values[1:] == f.sip.values[:-1]) & (f.dip.values[1:] == f.dip.values[:-1]) \
         & (f.dport.values[1:] == f.dport.values[:-1])
-    gap = np.empty(len(f))
-    gap[:] = np.nan
-    gap[1:] = np.where(same, np.diff(secs.values), np.nan)
+    gap = np.full(len(f), np.nan)
+    gap[1:] = np.where(same, np.diff(us) / 1e6, np.nan)
     f["gap"] = gap
     f["silent"] = (f.obyt == 0).astype("int64")
     g = f.groupby(["sip", "dip", "dport"], sort=False).agg(
@@ -195,11 +196,11 @@ def beaconing(data, chunks):
         f = read(data, "flows", ["sip", "dip", "dport", "treceived"], window(p, "treceived"))
         f = f[each_unique(f.sip, private) & each_unique(f.dip, public)]
         f = f.sort_values(["sip", "dip", "dport", "treceived"], kind="stable")
-        secs = micros(f.treceived).values / 1e6
+        us = micros(f.treceived).values
         same = (f.sip.values[1:] == f.sip.values[:-1]) & (f.dip.values[1:] == f.dip.values[:-1]) \
             & (f.dport.values[1:] == f.dport.values[:-1])
         gap = np.full(len(f), np.nan)
-        gap[1:] = np.where(same, np.diff(secs), np.nan)
+        gap[1:] = np.where(same, np.diff(us) / 1e6, np.nan)
         f = f.assign(gap=gap, gap2=gap * gap)
         g = f.groupby(["sip", "dip", "dport"], sort=False).agg(
             connections=("treceived", "size"), gaps=("gap", "count"), gap_sum=("gap", "sum"),
@@ -213,7 +214,7 @@ def beaconing(data, chunks):
 def suspicious_dns(data, p):
     q = read(data, "dns", ["ip_dst", "dns_qry_name", "dns_qry_type", "frame_time"], window(p, "frame_time"))
     q = pd.DataFrame({"client": q.ip_dst, "name": q.dns_qry_name,
-                      "domain": q.dns_qry_name.str.replace(r"^.*?([^.]+\.[^.]+)$", r"\1", regex=True),
+                      "domain": q.dns_qry_name.map(registrable_domain(q.dns_qry_name.dropna().unique())),
                       "qtype": q.dns_qry_type, "frame_time": q.frame_time})
     q["txt"] = (q.qtype == 16).astype("int64")
     names = q.groupby(["client", "domain", "name"], dropna=False, sort=False).agg(

@@ -204,7 +204,7 @@ async fn suspicious_dns_has_the_tunnelling_host_in_its_top_10() {
     assert!(clients.len() <= 10);
     assert!(clients.iter().any(|c| c == cast::TUNNEL_CLIENT), "{clients:?}");
     let reasons = column(&engine, &out.run_id, "suspicious", "reasons").await;
-    assert!(reasons[0].contains("many unique names"), "{reasons:?}");
+    assert!(reasons[0].contains("a new name under one domain in most queries"), "{reasons:?}");
 }
 
 #[tokio::test]

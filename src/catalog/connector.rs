@@ -318,7 +318,13 @@ pub async fn load(
     };
     let file_format = |compression: FileCompressionType| -> Arc<dyn FileFormat> {
         match format {
-            Format::Parquet | Format::Postgres | Format::HttpTable => Arc::new(ParquetFormat::default()),
+            // Plain strings, as the session reads them (`schema_force_view_types` off): a format
+            // made here does not see the session's Parquet options, and view-typed columns
+            // came back wrapped in a cast that cost every query a copy and every filter on an
+            // address its bloom filters.
+            Format::Parquet | Format::Postgres | Format::HttpTable => {
+                Arc::new(ParquetFormat::default().with_force_view_types(false))
+            }
             Format::Csv => {
                 let f = CsvFormat::default()
                     .with_has_header(raw.has_header.unwrap_or(true))

@@ -238,6 +238,9 @@ pub async fn run_executor(opts: ExecutorOptions) -> anyhow::Result<()> {
     for f in functions::all() {
         registry.scalar_functions.insert(f.name().to_string(), Arc::new(f));
     }
+    for f in super::aggregates::all() {
+        registry.aggregate_functions.insert(f.name().to_string(), Arc::new(f));
+    }
     let config = ExecutorProcessConfig {
         bind_host: opts.bind.ip().to_string(),
         external_host: opts.external_host.or_else(|| Some(opts.bind.ip().to_string())),

@@ -1,6 +1,7 @@
 //! SQL helpers registered as DataFusion functions: `ip_in`, `ip_to_int`, `int_to_ip`,
 //! `ip_key` and `ip_from_key`, `is_private_ip`, `is_public_ip`, `one_of` for
-//! multiple-choice parameters, `from_epoch` for logs that count seconds since 1970, and
+//! multiple-choice parameters, `from_epoch` for logs that count seconds since 1970,
+//! `registrable_domain` (a DNS name's domain by the public suffix list), and
 //! `casebook_version()`, the version of the casebook that evaluates it (on a Ballista
 //! cluster, an executor's: how a server checks that its cluster runs the same casebook).
 
@@ -19,10 +20,13 @@ use datafusion::logical_expr::{
 use datafusion::prelude::SessionContext;
 use ipnet::IpNet;
 
-/// Registers every casebook function on `ctx`.
+/// Registers every casebook function on `ctx`, aggregates (`gap_stats`) included.
 pub fn register(ctx: &SessionContext) {
     for f in all() {
         ctx.register_udf(f);
+    }
+    for f in super::aggregates::all() {
+        ctx.register_udaf(f);
     }
 }
 
@@ -40,6 +44,7 @@ pub fn all() -> Vec<ScalarUDF> {
         create_udf("is_public_ip", vec![Utf8], Boolean, imm, Arc::new(|a: &[ColumnarValue]| ip_test(a, is_public))),
         create_udf("one_of", vec![Utf8, Utf8], Boolean, imm, Arc::new(one_of)),
         create_udf("from_epoch", vec![DataType::Float64], utc_micros(), imm, Arc::new(from_epoch)),
+        create_udf("registrable_domain", vec![Utf8], Utf8, imm, Arc::new(super::domains::registrable_domain)),
         // Volatile: evaluated where the query runs, never folded by the planner that sent it.
         create_udf("casebook_version", vec![], Utf8, Volatility::Volatile, Arc::new(casebook_version)),
     ]

@@ -5,8 +5,10 @@
 //! Values never enter SQL text here: placeholders are only *renamed* (`$w.start` becomes
 //! `$w_start`, same length, so positions stay true) and bound later as typed scalars.
 
+pub mod aggregates;
 #[cfg(feature = "ballista")]
 pub mod cluster;
+pub mod domains;
 pub mod functions;
 pub mod remote;
 pub mod scan;
