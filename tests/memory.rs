@@ -47,6 +47,16 @@ fn run(pb: &Path, data: &Path, memory_mb: Option<u32>, trace: Option<&Path>) -> 
     cmd.output().expect("run casebook")
 }
 
+/// The bytes a traced run's queries spilled, summed.
+fn spilled(trace: &Path) -> u64 {
+    std::fs::read_to_string(trace)
+        .expect("trace")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["scan"]["spilled"].as_u64())
+        .sum()
+}
+
 fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
@@ -59,12 +69,7 @@ fn a_sort_larger_than_the_runs_memory_spills_into_the_data_folder_and_gives_the_
     let trace = work.path().join("trace.jsonl");
     let limited = run(&pb, data.path(), Some(32), Some(&trace));
     assert!(limited.status.success(), "{}", text(&limited));
-    let spilled: u64 = std::fs::read_to_string(&trace)
-        .expect("trace")
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v["scan"]["spilled"].as_u64())
-        .sum();
+    let spilled = spilled(&trace);
     assert!(spilled > 8 << 20, "the sort spilled {spilled} bytes under a 32 MB limit");
     let unlimited = run(&pb, data.path(), None, None);
     assert!(unlimited.status.success(), "{}", text(&unlimited));
@@ -149,12 +154,7 @@ fn a_grouping_of_gaps_larger_than_the_runs_memory_spills_and_gives_the_same_rows
     let trace = work.path().join("trace.jsonl");
     let limited = run(&pb, data.path(), Some(32), Some(&trace));
     assert!(limited.status.success(), "{}", text(&limited));
-    let spilled: u64 = std::fs::read_to_string(&trace)
-        .expect("trace")
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v["scan"]["spilled"].as_u64())
-        .sum();
+    let spilled = spilled(&trace);
     assert!(spilled > 4 << 20, "the grouping spilled {spilled} bytes under a 32 MB limit");
     let unlimited = run(&pb, data.path(), None, None);
     assert!(unlimited.status.success(), "{}", text(&unlimited));
