@@ -268,6 +268,9 @@ async fn hidden_intermediate_tables_go_when_the_run_is_done_unless_something_rea
     let peers = out.steps.iter().find(|s| s.id == "peers").expect("peers");
     assert!(!peers.show_table && peers.rows.unwrap_or(0) >= 254, "the hidden step ran: {peers:?}");
     assert!(!dir.join("peers.parquet").exists(), "the hidden table's file is kept");
+    assert!(!dir.join("peers.parquet.part").exists(), "the hidden table was being written");
+    let rec = engine.store.step(&out.run_id, "peers").expect("read").expect("recorded");
+    assert_eq!((rec.file, rec.rows.is_some()), (None, true), "recorded as made and not kept");
     let gone = engine.step_data(&out.run_id, "peers").expect_err("a hidden table is not kept");
     assert!(gone.to_string().contains("hidden"), "{gone}");
     // The shown tables made from it are there, from memory and from their files.
@@ -284,4 +287,15 @@ async fn hidden_intermediate_tables_go_when_the_run_is_done_unless_something_rea
         .expect("run");
     assert!(data.path().join("runs").join(&kept.run_id).join("peers.parquet").exists());
     assert!(engine.step_data(&kept.run_id, "peers").expect("kept").rows >= 254);
+
+    // A run resumed after a restart (a new process: nothing in memory) makes the hidden
+    // table it did not store again, and reads the stored ones back.
+    let restarted = common::engine(data.path()).await;
+    restarted.store.set_state(&out.run_id, casebook::store::runs::RunState::Running).expect("state");
+    let rec = restarted.store.run(&out.run_id).expect("read").expect("run");
+    let resumed = restarted.resume(rec).await.expect("resumed");
+    assert!(resumed.steps.iter().all(|s| s.error.is_none()), "{:?}", resumed.steps);
+    let again = resumed.steps.iter().find(|s| s.id == "peers").expect("peers");
+    assert_eq!(again.rows, peers.rows, "the hidden step made again");
+    assert!(dir.join("peers.parquet").exists(), "a resumed run keeps every table");
 }

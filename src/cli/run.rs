@@ -89,7 +89,9 @@ pub(super) async fn run(
         let dir = paths.run_dir(&outcome.run_id);
         let mut lines = String::new();
         for s in &outcome.steps {
-            let file = s.rows.map(|_| dir.join(format!("{}.parquet", s.id)).display().to_string());
+            // A hidden table the run did not keep has no file.
+            let file = Some(dir.join(format!("{}.parquet", s.id))).filter(|f| s.rows.is_some() && f.exists());
+            let file = file.map(|f| f.display().to_string());
             let line = serde_json::json!({
                 "run": outcome.run_id, "done": s.id, "elapsed_ms": s.elapsed_ms, "rows": s.rows,
                 "scan": s.scan, "error": s.error, "file": file,

@@ -1,5 +1,6 @@
-//! The steps of one run: each executed in order on the run's session, its table stored as
-//! Parquet and registered for the steps after it, its outcome recorded as it finishes.
+//! The steps of one run: each executed in order on the run's session, its table registered
+//! for the steps after it and stored as Parquet while they run (a hidden table no one reads
+//! after the run is not stored), its outcome recorded as it finishes.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -118,6 +119,41 @@ pub(super) async fn register(
     ctx.register_table(id, Arc::new(table)).map(|_| ())
 }
 
+/// Whether step `id`'s table is read after the run: shown, or asked for by `req.keep`.
+fn kept_after(req: &RunRequest, id: &str, shown: bool) -> bool {
+    shown || req.keep.as_ref().is_none_or(|keep| keep.iter().any(|k| k == id))
+}
+
+/// Step tables being written to Parquet while the run goes on, each into a `.part` file
+/// renamed when whole (a file under the step's name is always complete).
+#[derive(Default)]
+struct Writes(Vec<(String, String, tokio::task::JoinHandle<Result<()>>)>);
+
+impl Writes {
+    fn store(&mut self, run_id: &str, step_id: &str, file: &Path, data: Arc<StepData>) {
+        let file = file.to_path_buf();
+        let job = tokio::task::spawn_blocking(move || {
+            let part = file.with_extension("parquet.part");
+            write_parquet(&part, &data)?;
+            std::fs::rename(&part, &file).with_context(|| format!("renaming {}", part.display()))
+        });
+        self.0.push((run_id.to_string(), step_id.to_string(), job));
+    }
+
+    /// Waits for every write begun; a table that could not be written is logged (the run
+    /// still shows it from memory; a resumed run makes it again).
+    async fn wait(&mut self) {
+        for (run, step, job) in self.0.drain(..) {
+            let failed = match job.await {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => format!("{e:#}"),
+                Err(e) => e.to_string(),
+            };
+            tracing::error!(run = %run, step = %step, error = %failed, "storing step output");
+        }
+    }
+}
+
 impl Engine {
     /// What a run's steps showed, read back from the state database.
     pub fn stored_outcomes(&self, run_id: &str) -> Result<Vec<StepOutcome>> {
@@ -156,6 +192,8 @@ impl Engine {
         let mut done: HashMap<String, Arc<StepData>> = HashMap::new();
         let mut failed: Vec<String> = Vec::new();
         let total = steps.len();
+        let on_cluster = cluster_of(&ctx).is_some();
+        let mut writes = Writes::default();
         let run_started = Instant::now();
         // Steps that finished before a restart (a resumed run): read back, not run again.
         let mut finished: HashMap<String, StepRecord> =
@@ -179,6 +217,7 @@ impl Engine {
                 }
             }
             let started = Instant::now();
+            let mut stored = true;
             let mut out = StepOutcome {
                 id: step.id.clone(),
                 title: step.title.clone(),
@@ -222,8 +261,16 @@ impl Engine {
                 Ok(Made::Table(data)) => {
                     let data = Arc::new(data);
                     let file = dir.join(format!("{}.parquet", step.id));
-                    if let Err(e) = write_parquet(&file, &data) {
-                        tracing::error!(run = %run_id, step = %step.id, error = %e, "storing step output");
+                    // A cluster's executors read the file: it is written before the next step.
+                    // Here, it is written while the next steps run; a hidden table no one
+                    // reads after the run is not written at all (a resumed run makes it again).
+                    if on_cluster {
+                        writes.store(run_id, &step.id, &file, data.clone());
+                        writes.wait().await;
+                    } else if kept_after(req, &step.id, step.show_table) {
+                        writes.store(run_id, &step.id, &file, data.clone());
+                    } else {
+                        stored = false;
                     }
                     if let Err(e) = register(&ctx, &step.id, &data, &file).await {
                         tracing::warn!(error = %e, "registering step table");
@@ -252,13 +299,15 @@ impl Engine {
                     step_id: step.id.clone(),
                     rows: out.rows.map(|r| r as i64),
                     elapsed_ms: out.elapsed_ms as i64,
-                    file: out.rows.map(|_| format!("{}.parquet", step.id)),
+                    file: out.rows.filter(|_| stored).map(|_| format!("{}.parquet", step.id)),
                     error: out.error.clone(),
                     outcome: serde_json::to_string(&out).ok(),
                 },
             )?;
             outcomes.push(out);
         }
+        // Every stored table is whole on disk before the run counts as done.
+        writes.wait().await;
         // The session's spill files go with it; then their folder.
         drop(ctx);
         let _ = std::fs::remove_dir_all(&spill);
@@ -270,8 +319,7 @@ impl Engine {
     /// go, with their chunk files. An unfinished run keeps them all, to be resumed.
     fn forget_intermediates(&self, run_id: &str, dir: &Path, req: &RunRequest, outcomes: &[StepOutcome]) {
         for o in outcomes.iter().filter(|o| o.rows.is_some() && o.error.is_none()) {
-            let kept = o.show_table || req.keep.as_ref().is_none_or(|keep| keep.contains(&o.id));
-            if kept {
+            if kept_after(req, &o.id, o.show_table) {
                 continue;
             }
             self.results.forget(run_id, &o.id);
@@ -333,7 +381,8 @@ impl Engine {
             failed.push(out.id.clone());
             return Some(out);
         }
-        if rec.file.is_some() {
+        if out.rows.is_some() {
+            // A hidden table that was not written (or not whole) is made again.
             let data = self.step_data(run_id, &out.id).ok()?;
             let file = self.run_dir(run_id).join(format!("{}.parquet", out.id));
             register(ctx, &out.id, &data, &file).await.ok()?;

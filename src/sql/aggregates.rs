@@ -141,33 +141,81 @@ fn list_of<'a>(groups: impl Iterator<Item = &'a [i64]>) -> ArrayRef {
     Arc::new(ListArray::new(inner, OffsetBuffer::from_lengths(lengths), Arc::new(Int64Array::from(values)), None))
 }
 
-/// The state of every group: its times so far, and the bytes they hold (kept as they grow:
-/// `size` is asked once per batch and must not walk every group).
+/// The state of every group: each time pushed so far with its group, in the order they came
+/// (no allocation per group; 12 bytes a time). They are put in order of group when groups are
+/// emitted, by a counting sort over the group indices, so that each group's times are one
+/// slice (its list in the state, or what its figures are computed from).
 #[derive(Debug, Default)]
 struct GapsOfGroups {
-    times: Vec<Vec<i64>>,
-    bytes: usize,
+    group: Vec<u32>,
+    time: Vec<i64>,
+    groups: usize,
+}
+
+/// Times in order of group: group `g`'s are `times[offsets[g]..offsets[g + 1]]`.
+struct Sorted {
+    offsets: Vec<usize>,
+    times: Vec<i64>,
+}
+
+impl Sorted {
+    fn group(&mut self, g: usize) -> &mut [i64] {
+        &mut self.times[self.offsets[g]..self.offsets[g + 1]]
+    }
 }
 
 impl GapsOfGroups {
-    fn push(&mut self, group: usize, t: i64) {
-        let v = &mut self.times[group];
-        let before = v.capacity();
-        v.push(t);
-        self.bytes += (v.capacity() - before) * std::mem::size_of::<i64>();
+    fn push(&mut self, group: usize, t: i64) -> Result<()> {
+        let Ok(g) = u32::try_from(group) else {
+            return datafusion::common::exec_err!("gap_stats: more than {} groups", u32::MAX);
+        };
+        self.group.push(g);
+        self.time.push(t);
+        Ok(())
     }
 
     fn grow(&mut self, groups: usize) {
-        if self.times.len() < groups {
-            self.times.resize_with(groups, Vec::new);
-        }
+        self.groups = self.groups.max(groups);
     }
 
-    fn take(&mut self, emit_to: EmitTo) -> Vec<Vec<i64>> {
-        let taken = emit_to.take_needed(&mut self.times);
-        let freed: usize = taken.iter().map(|v| v.capacity() * std::mem::size_of::<i64>()).sum();
-        self.bytes = self.bytes.saturating_sub(freed);
-        taken
+    /// Takes the groups `emit_to` names, their times in order of group; the groups after
+    /// them (an `EmitTo::First`) keep theirs, renumbered from 0.
+    fn take(&mut self, emit_to: EmitTo) -> Sorted {
+        let n = match emit_to {
+            EmitTo::All => self.groups,
+            EmitTo::First(n) => n.min(self.groups),
+        };
+        let mut offsets = vec![0usize; n + 1];
+        for &g in &self.group {
+            if (g as usize) < n {
+                offsets[g as usize + 1] += 1;
+            }
+        }
+        for i in 0..n {
+            offsets[i + 1] += offsets[i];
+        }
+        let mut next = offsets.clone();
+        let mut times = vec![0i64; offsets[n]];
+        let mut kept = 0;
+        for i in 0..self.group.len() {
+            let (g, t) = (self.group[i] as usize, self.time[i]);
+            if g < n {
+                times[next[g]] = t;
+                next[g] += 1;
+            } else {
+                self.group[kept] = (g - n) as u32;
+                self.time[kept] = t;
+                kept += 1;
+            }
+        }
+        self.group.truncate(kept);
+        self.time.truncate(kept);
+        if kept == 0 {
+            self.group.shrink_to_fit();
+            self.time.shrink_to_fit();
+        }
+        self.groups -= n;
+        Sorted { offsets, times }
     }
 }
 
@@ -181,23 +229,30 @@ impl GroupsAccumulator for GapsOfGroups {
     ) -> Result<()> {
         self.grow(total_num_groups);
         let times = micros(&values[0])?;
+        self.group.reserve(group_indices.len());
+        self.time.reserve(group_indices.len());
         for (row, &group) in group_indices.iter().enumerate() {
             if times.is_null(row) || opt_filter.is_some_and(|f| !f.is_valid(row) || !f.value(row)) {
                 continue;
             }
-            self.push(group, times.value(row));
+            self.push(group, times.value(row))?;
         }
         Ok(())
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
         let mut taken = self.take(emit_to);
-        Ok(struct_of(taken.iter_mut().map(|v| stats(v))))
+        let groups = taken.offsets.len() - 1;
+        Ok(struct_of((0..groups).map(|g| stats(taken.group(g)))))
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        let taken = self.take(emit_to);
-        Ok(vec![list_of(taken.iter().map(Vec::as_slice))])
+        let Sorted { offsets, times } = self.take(emit_to);
+        let inner = Arc::new(Field::new_list_field(DataType::Int64, true));
+        let lengths = offsets.windows(2).map(|w| w[1] - w[0]);
+        let list =
+            ListArray::try_new(inner, OffsetBuffer::from_lengths(lengths), Arc::new(Int64Array::from(times)), None)?;
+        Ok(vec![Arc::new(list)])
     }
 
     fn merge_batch(&mut self, values: &[ArrayRef], group_indices: &[usize], total_num_groups: usize) -> Result<()> {
@@ -211,7 +266,7 @@ impl GroupsAccumulator for GapsOfGroups {
             }
             for i in offsets[row].max(0) as usize..offsets[row + 1].max(0) as usize {
                 if times.is_valid(i) {
-                    self.push(group, times.value(i));
+                    self.push(group, times.value(i))?;
                 }
             }
         }
@@ -231,7 +286,7 @@ impl GroupsAccumulator for GapsOfGroups {
     }
 
     fn size(&self) -> usize {
-        self.bytes + self.times.capacity() * std::mem::size_of::<Vec<i64>>()
+        self.group.capacity() * std::mem::size_of::<u32>() + self.time.capacity() * std::mem::size_of::<i64>()
     }
 }
 
@@ -311,6 +366,54 @@ mod tests {
 | c | 1    | 0.0  | 0.0     | 0.0  | 0.0    |
 +---+------+------+---------+------+--------+";
         assert_eq!(text, expected);
+    }
+
+    /// Groups emitted in two goes (`EmitTo::First`, as a grouping that emits early does), from
+    /// batches and from merged states, give each group's own figures.
+    #[test]
+    fn groups_emitted_first_and_then_the_rest_keep_their_own_times() {
+        use super::{GapsOfGroups, GroupsAccumulator};
+        use datafusion::arrow::array::{Array, ArrayRef, AsArray, TimestampMicrosecondArray};
+        use datafusion::arrow::datatypes::{Float64Type, Int64Type};
+        use datafusion::logical_expr::EmitTo;
+        use std::sync::Arc;
+        let s = 1_000_000i64;
+        // Group g has times 0, g+1, 2(g+1), … (g+2 of them, out of order): its gaps are all g+1.
+        let (mut groups, mut times) = (Vec::new(), Vec::new());
+        for k in (0..6i64).rev() {
+            for g in 0..5usize {
+                if k < g as i64 + 2 {
+                    groups.push(g);
+                    times.push(k * (g as i64 + 1) * s);
+                }
+            }
+        }
+        let values: ArrayRef = Arc::new(TimestampMicrosecondArray::from(times));
+        let mean = |a: &ArrayRef| -> Vec<f64> {
+            let st = a.as_struct();
+            st.column_by_name("mean_gap").map(|c| c.as_primitive::<Float64Type>().values().to_vec()).unwrap_or_default()
+        };
+        let gaps = |a: &ArrayRef| -> Vec<i64> {
+            let st = a.as_struct();
+            st.column_by_name("gaps").map(|c| c.as_primitive::<Int64Type>().values().to_vec()).unwrap_or_default()
+        };
+        let mut acc = GapsOfGroups::default();
+        acc.update_batch(&[values.clone()], &groups, None, 5).unwrap();
+        let first = acc.evaluate(EmitTo::First(2)).unwrap();
+        assert_eq!((mean(&first), gaps(&first)), (vec![1.0, 2.0], vec![1, 2]));
+        let rest = acc.evaluate(EmitTo::All).unwrap();
+        assert_eq!((mean(&rest), gaps(&rest)), (vec![3.0, 4.0, 5.0], vec![3, 4, 5]));
+        // The same through a partial state, split as well, merged into a final accumulator.
+        let mut partial = GapsOfGroups::default();
+        partial.update_batch(&[values], &groups, None, 5).unwrap();
+        let head = partial.state(EmitTo::First(3)).unwrap();
+        let tail = partial.state(EmitTo::All).unwrap();
+        assert_eq!((head[0].len(), tail[0].len()), (3, 2));
+        let mut fin = GapsOfGroups::default();
+        fin.merge_batch(&tail, &[3, 4], 5).unwrap();
+        fin.merge_batch(&head, &[0, 1, 2], 5).unwrap();
+        let all = fin.evaluate(EmitTo::All).unwrap();
+        assert_eq!((mean(&all), gaps(&all)), (vec![1.0, 2.0, 3.0, 4.0, 5.0], vec![1, 2, 3, 4, 5]));
     }
 
     #[tokio::test]

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, StringArray};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::DataType;
-use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::arrow::array::StringArray;
+use datafusion::common::{DataFusionError, Result};
 use datafusion::logical_expr::ColumnarValue;
+
+use super::arrays::{finish, rows_of, to_strings};
 
 /// `registrable_domain(name)`: the domain a DNS or host name belongs to by the public suffix
 /// list (`a.b.example.co.uk` → `example.co.uk`, `x.github.io` → `x.github.io`), lower-cased and
@@ -16,11 +16,7 @@ pub(super) fn registrable_domain(args: &[ColumnarValue]) -> Result<ColumnarValue
     let [arg] = args else {
         return Err(DataFusionError::Plan("registrable_domain takes one name".into()));
     };
-    let names = cast(&arg.to_array(1)?, &DataType::Utf8)?;
-    let names = names
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .ok_or_else(|| DataFusionError::Internal("expected a string column".into()))?;
+    let names = to_strings(arg, rows_of(args))?;
     let mut lower = String::new();
     let out: StringArray = names
         .iter()
@@ -33,10 +29,7 @@ pub(super) fn registrable_domain(args: &[ColumnarValue]) -> Result<ColumnarValue
             })
         })
         .collect();
-    match arg {
-        ColumnarValue::Scalar(_) => Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)),
-        ColumnarValue::Array(_) => Ok(ColumnarValue::Array(Arc::new(out))),
-    }
+    finish(args, Arc::new(out))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, StringArray};
+use datafusion::arrow::array::{Array, BooleanArray, Int64Array, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{DataFusionError, Result, ScalarValue};
@@ -19,6 +19,8 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::SessionContext;
 use ipnet::IpNet;
+
+use super::arrays::{finish, rows_of, to_strings};
 
 /// Registers every casebook function on `ctx`, aggregates (`gap_stats`) included.
 pub fn register(ctx: &SessionContext) {
@@ -131,32 +133,6 @@ fn is_public(ip: &IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => !v4.is_broadcast() && v4.octets()[0] != 0 && v4.octets()[0] < 240,
         IpAddr::V6(_) => true,
-    }
-}
-
-fn to_strings(v: &ColumnarValue, rows: usize) -> Result<StringArray> {
-    let arr = v.to_array(rows)?;
-    let arr = cast(&arr, &DataType::Utf8)?;
-    arr.as_any()
-        .downcast_ref::<StringArray>()
-        .cloned()
-        .ok_or_else(|| DataFusionError::Internal("expected a string column".into()))
-}
-
-fn rows_of(args: &[ColumnarValue]) -> usize {
-    args.iter()
-        .find_map(|a| match a {
-            ColumnarValue::Array(a) => Some(a.len()),
-            ColumnarValue::Scalar(_) => None,
-        })
-        .unwrap_or(1)
-}
-
-fn finish(args: &[ColumnarValue], out: ArrayRef) -> Result<ColumnarValue> {
-    if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
-        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
-    } else {
-        Ok(ColumnarValue::Array(out))
     }
 }
 

@@ -6,6 +6,7 @@
 //! `$w_start`, same length, so positions stay true) and bound later as typed scalars.
 
 pub mod aggregates;
+mod arrays;
 #[cfg(feature = "ballista")]
 pub mod cluster;
 pub mod domains;
