@@ -390,8 +390,10 @@ def main():
         }
         if panda:
             row["pandas"] = panda
-            if panda.get("differ"):
+            if panda.get("differ") and not panda["differ"].startswith("floats: "):
                 all_same = False
+            elif panda.get("differ"):
+                notes.append(f"{pid} `{panda['step']}` in pandas: {panda['differ'][len('floats: '):]}")
         if duck_times:
             row.update(duck_s=statistics.median(duck_times), duck_sql_s=statistics.median(duck_sql) / 1000,
                        duck_rss=statistics.median(duck_rss))
@@ -468,7 +470,8 @@ def print_table(rows, a, data, notes):
                 print(f"| {r['playbook']} | — | — | error: {p['error']} | — | — | — | — |")
                 continue
             ratio = f"{p['s'] / p['casebook_step_s']:.1f}×" if p["casebook_step_s"] > 0 else "—"
-            same = "yes" if not p["differ"] else f"NO: {p['differ']}"
+            same = ("yes" if not p["differ"] else "yes (floats¹)" if p["differ"].startswith("floats: ")
+                    else f"NO: {p['differ']}")
             print(f"| {r['playbook']} | {p['step']} | {fmt_s(p['casebook_step_s'])} | {fmt_s(p['s'])} ({fmt_s(p['wall'])}) "
                   f"| {ratio} | {mb(p['rss'])} | {p['rows']:,} | {same} |")
     if notes:

@@ -264,7 +264,13 @@ def same_rows(mine, file):
     if ka == kb:
         return None
     diff = next(i for i, (x, y) in enumerate(zip(ka, kb)) if x != y)
-    return f"rows differ (first: pandas {ka[diff]} vs casebook {kb[diff]})"
+    found = f"rows differ (first: pandas {ka[diff]} vs casebook {kb[diff]})"
+    # As bench.py does for DuckDB: equal but for floats beyond 9 significant digits (a sum
+    # of gaps against the span they add up to) is said so, apart from a real difference.
+    exact = [c for c in theirs.columns if not pd.api.types.is_float_dtype(theirs[c])]
+    if exact and len(exact) < len(theirs.columns) and key(a[exact]) == key(b[exact]):
+        return "floats: " + found
+    return found
 
 
 def main():

@@ -97,7 +97,7 @@ impl Score {
             }
         }
         let mut query = self.query.clone();
-        query.sql.text = query.sql.text.replacen(TIES, &ties, 1);
+        query.sql.text = query.sql.text.replace(TIES, &ties);
         query.execute(step_id, env).await
     }
 }
@@ -179,9 +179,12 @@ pub fn validate(
         parts.push(format!("__base AS (SELECT {cols}, count(*) AS __n FROM {base} GROUP BY {cols})"));
         parts.push(format!("__total AS (SELECT {entity}, count(*) AS __t FROM {base} GROUP BY {entity})"));
         let on: Vec<String> = f.iter().map(|c| format!("r.{c} = b.{c}")).collect();
+        // Every row keeps its place and gets its counts: the counts are the joins' left sides,
+        // the sides their hash tables are built from (thousands of combinations, where the
+        // rows may be millions).
         parts.push(format!(
             "__modelled AS (SELECT r.*, -log10((coalesce(b.__n, 0) + 1.0) / (coalesce(t.__t, 0) + 2.0)) AS rarity \
-             FROM __rows r LEFT JOIN __base b ON {} LEFT JOIN __total t ON r.{entity} = t.{entity})",
+             FROM __total t RIGHT JOIN (__base b RIGHT JOIN __rows r ON {}) ON r.{entity} = t.{entity})",
             on.join(" AND ")
         ));
         scored_from = "__modelled".into();
@@ -199,11 +202,7 @@ pub fn validate(
         reasons.push(format!("CASE WHEN ({}) THEN {} END", r.when, literal(&r.reason)));
     }
     reasons.extend(model_reason);
-    parts.push(format!(
-        "__scored AS (SELECT *, CAST({} AS DOUBLE) AS score, concat_ws('; ', {}) AS reasons FROM {scored_from})",
-        point_terms.join(" + "),
-        reasons.join(", ")
-    ));
+    parts.push(format!("__scored AS (SELECT *, CAST({} AS DOUBLE) AS score FROM {scored_from})", point_terms.join(" + ")));
     let limit = match &raw.top {
         None => String::new(),
         Some(serde_json::Value::Number(n)) if n.as_u64().is_some() => format!(" LIMIT {n}"),
@@ -217,7 +216,14 @@ pub fn validate(
     };
     // Equal scores are ordered by the rows' own columns (filled in at run time, see
     // [`Score::execute`]), so the same data gives the same top rows however it was read.
-    let text = format!("{} SELECT * FROM __scored ORDER BY score DESC{TIES}{limit}", parts.join(", "));
+    // The reasons are written for the top rows only: text for every row scored (millions of
+    // pairs) would cost more than the scoring.
+    parts.push(format!("__top AS (SELECT * FROM __scored ORDER BY score DESC{TIES}{limit})"));
+    let text = format!(
+        "{} SELECT *, concat_ws('; ', {}) AS reasons FROM __top ORDER BY score DESC{TIES}",
+        parts.join(", "),
+        reasons.join(", ")
+    );
     let prepared = match sql::prepare(&text) {
         Ok(p) => p,
         Err((msg, _)) => {
