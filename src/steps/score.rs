@@ -202,7 +202,10 @@ pub fn validate(
         reasons.push(format!("CASE WHEN ({}) THEN {} END", r.when, literal(&r.reason)));
     }
     reasons.extend(model_reason);
-    parts.push(format!("__scored AS (SELECT *, CAST({} AS DOUBLE) AS score FROM {scored_from})", point_terms.join(" + ")));
+    parts.push(format!(
+        "__scored AS (SELECT *, CAST({} AS DOUBLE) AS score FROM {scored_from})",
+        point_terms.join(" + ")
+    ));
     let limit = match &raw.top {
         None => String::new(),
         Some(serde_json::Value::Number(n)) if n.as_u64().is_some() => format!(" LIMIT {n}"),
