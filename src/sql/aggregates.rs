@@ -398,7 +398,7 @@ mod tests {
             st.column_by_name("gaps").map(|c| c.as_primitive::<Int64Type>().values().to_vec()).unwrap_or_default()
         };
         let mut acc = GapsOfGroups::default();
-        acc.update_batch(&[values.clone()], &groups, None, 5).unwrap();
+        acc.update_batch(std::slice::from_ref(&values), &groups, None, 5).unwrap();
         let first = acc.evaluate(EmitTo::First(2)).unwrap();
         assert_eq!((mean(&first), gaps(&first)), (vec![1.0, 2.0], vec![1, 2]));
         let rest = acc.evaluate(EmitTo::All).unwrap();

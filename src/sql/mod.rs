@@ -14,6 +14,7 @@ pub mod functions;
 pub mod remote;
 pub mod scan;
 pub mod session;
+mod time;
 
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
