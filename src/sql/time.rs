@@ -82,8 +82,15 @@ impl ScalarUDFImpl for DateTrunc {
         let Some((times, unit, tz)) = zoned.filter(|_| by_hour_or_day) else {
             return self.inner.invoke_with_args(args);
         };
-        args.args[1] = ColumnarValue::Array(retyped(&times, DataType::Timestamp(unit, None))?);
-        match self.inner.invoke_with_args(args)? {
+        // DataFusion's implementation itself (its wrapper would check the zoneless answer
+        // against the zoned type planned), told the zoneless types.
+        let zoneless = DataType::Timestamp(unit, None);
+        args.args[1] = ColumnarValue::Array(retyped(&times, zoneless.clone())?);
+        if let Some(f) = args.arg_fields.get_mut(1) {
+            *f = Arc::new(f.as_ref().clone().with_data_type(zoneless.clone()));
+        }
+        args.return_field = Arc::new(args.return_field.as_ref().clone().with_data_type(zoneless));
+        match self.inner.inner().invoke_with_args(args)? {
             ColumnarValue::Array(out) => Ok(ColumnarValue::Array(retyped(&out, DataType::Timestamp(unit, Some(tz)))?)),
             scalar => Ok(scalar),
         }
