@@ -130,15 +130,10 @@ fn struct_of(rows: impl Iterator<Item = Stats>) -> ArrayRef {
     Arc::new(StructArray::new(output_fields(), cols, None))
 }
 
-fn list_of<'a>(groups: impl Iterator<Item = &'a [i64]>) -> ArrayRef {
-    let mut lengths = Vec::new();
-    let mut values = Vec::new();
-    for g in groups {
-        lengths.push(g.len());
-        values.extend_from_slice(g);
-    }
+/// Lists of times, the `i`-th of `lengths[i]` times, one after another in `times`.
+fn list_of(lengths: impl IntoIterator<Item = usize>, times: Vec<i64>) -> ArrayRef {
     let inner = Arc::new(Field::new_list_field(DataType::Int64, true));
-    Arc::new(ListArray::new(inner, OffsetBuffer::from_lengths(lengths), Arc::new(Int64Array::from(values)), None))
+    Arc::new(ListArray::new(inner, OffsetBuffer::from_lengths(lengths), Arc::new(Int64Array::from(times)), None))
 }
 
 /// The state of every group: each time pushed so far with its group, in the order they came
@@ -248,11 +243,7 @@ impl GroupsAccumulator for GapsOfGroups {
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
         let Sorted { offsets, times } = self.take(emit_to);
-        let inner = Arc::new(Field::new_list_field(DataType::Int64, true));
-        let lengths = offsets.windows(2).map(|w| w[1] - w[0]);
-        let list =
-            ListArray::try_new(inner, OffsetBuffer::from_lengths(lengths), Arc::new(Int64Array::from(times)), None)?;
-        Ok(vec![Arc::new(list)])
+        Ok(vec![list_of(offsets.windows(2).map(|w| w[1] - w[0]), times)])
     }
 
     fn merge_batch(&mut self, values: &[ArrayRef], group_indices: &[usize], total_num_groups: usize) -> Result<()> {
@@ -313,7 +304,7 @@ impl Accumulator for GapsOfOne {
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let list = list_of(std::iter::once(self.times.as_slice()));
+        let list = list_of([self.times.len()], self.times.clone());
         Ok(vec![ScalarValue::try_from_array(&list, 0)?])
     }
 
