@@ -283,9 +283,9 @@ fn ip_to_int(args: &[ColumnarValue]) -> Result<ColumnarValue> {
     finish(args, Arc::new(out))
 }
 
-/// An address as 16 bytes (IPv4 as its IPv4-mapped IPv6 form), exact for both families: a
-/// fraction of the memory of its text when a query sorts or groups by addresses. NULL for
-/// text that is not an address.
+/// An address as 16 bytes (IPv4 as its IPv4-mapped IPv6 form), exact for both families: one
+/// key for every way a log writes the address. NULL for text that is not an address. (Not a
+/// saving on text: grouping 10M flows by `sip, dip` text was faster and no larger.)
 fn ip_key(args: &[ColumnarValue]) -> Result<ColumnarValue> {
     use datafusion::arrow::array::FixedSizeBinaryBuilder;
     let rows = rows_of(args);
