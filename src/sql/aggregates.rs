@@ -22,9 +22,11 @@ use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
 };
 
-/// Every casebook aggregate function.
+/// Every casebook aggregate function, with `min` and `max` over DataFusion's (`sql/minmax.rs`).
 pub fn all() -> Vec<AggregateUDF> {
-    vec![AggregateUDF::from(GapStats { signature: Signature::any(1, Volatility::Immutable) })]
+    let mut all = vec![AggregateUDF::from(GapStats { signature: Signature::any(1, Volatility::Immutable) })];
+    all.extend(super::minmax::all());
+    all
 }
 
 /// `gap_stats(time)`: a struct of `gaps` (how many: the group's times less one), `gap_sum`

@@ -11,6 +11,7 @@ mod arrays;
 pub mod cluster;
 pub mod domains;
 pub mod functions;
+mod minmax;
 pub mod remote;
 pub mod scan;
 pub mod session;
