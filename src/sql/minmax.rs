@@ -228,12 +228,11 @@ impl<O: OffsetSizeTrait> Best<O> {
                 self.row[group] = row;
             }
         }
-        let touched = std::mem::take(&mut self.touched);
-        for &group in &touched {
+        for i in 0..self.touched.len() {
+            let group = self.touched[i];
             let row = std::mem::replace(&mut self.row[group], NO_ROW);
             self.set(group, values.value(row).as_bytes());
         }
-        self.touched = touched;
         self.touched.clear();
         self.compact_if_sparse();
         Ok(())
@@ -338,13 +337,13 @@ mod tests {
     }
 
     async fn grouped(ctx: &SessionContext) -> Vec<String> {
-        let sql = "SELECT g, max(w) AS hi, min(w) AS lo, max(w) FILTER (WHERE g % 3 = 0) AS hi3, \
-                   min(w) FILTER (WHERE length(w) > 2) AS lo3, max(w) OVER () AS top \
-                   FROM t GROUP BY g, w ORDER BY g, w NULLS FIRST";
-        let sql2 = "SELECT g, max(w) AS hi, min(w) AS lo, max(w) FILTER (WHERE g % 3 = 0) AS hi3, \
-                    min(w) FILTER (WHERE length(w) > 2) AS lo3 FROM t GROUP BY g ORDER BY g";
+        let per_group = "SELECT g, max(w) AS hi, min(w) AS lo, max(w) FILTER (WHERE g % 3 = 0) AS hi3, \
+                         min(w) FILTER (WHERE length(w) > 2) AS lo3 FROM t GROUP BY g ORDER BY g";
+        let per_value = "SELECT g, max(w) AS hi, min(w) AS lo, max(w) FILTER (WHERE g % 3 = 0) AS hi3, \
+                         min(w) FILTER (WHERE length(w) > 2) AS lo3, max(w) OVER () AS top \
+                         FROM t GROUP BY g, w ORDER BY g, w NULLS FIRST";
         let mut lines = Vec::new();
-        for sql in [sql2, sql] {
+        for sql in [per_group, per_value] {
             let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
             lines.push(datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string());
         }
