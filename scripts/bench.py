@@ -2,12 +2,13 @@
 """casebook against DuckDB, side by side, on the same files (run through scripts/bench.sh).
 
 For each shipped playbook, with the parameters of its first self-test:
-  * casebook: `casebook run` end to end (process start, catalog, every step, results stored),
-    timed over --runs runs; its peak RSS; the time of its SQL steps alone; what its scans read
+  * casebook: `casebook run` end to end (process start, catalog, every step, the tables a page
+    shows stored), timed over --runs runs; its peak RSS; the time of its SQL steps alone; what its scans read
     (files, row groups and rows, pruned and read), from `casebook run --trace`.
   * DuckDB: the same SQL chain, replayed from that trace with the same bound values: each
     step's SQL as a temporary table the later steps read, the tables of steps casebook computes
-    itself (enrich) loaded from casebook's own results. Timed in a child process of its own
+    itself (enrich) loaded from casebook's own results. (The trace is from one more casebook
+    run, untimed, with --keep-hidden: it stores every step's table.) Timed in a child process of its own
     (peak RSS), 2 threads.
   * The check: every step table DuckDB made equals casebook's, row for row (as multisets;
     floats to 9 significant digits, times to the microsecond).
@@ -320,11 +321,17 @@ def main():
             base += ["--run-memory-mb", str(a.run_memory_mb)]
         times, rss, traces = [], [], []
         failed = None
-        for i in range(a.runs):
+        # The timed runs store what a run from a page stores (the tables it shows); one more,
+        # untimed, keeps the hidden steps' tables too, for DuckDB's replay and the check.
+        for i in range(a.runs + 1):
+            check = i == a.runs
             trace = Path(tempfile.mkstemp(prefix=f"trace-{pid}-", suffix=".jsonl")[1])
-            wall, peak, code, err = run_timed(base + ["--trace", str(trace)], env=env)
+            wall, peak, code, err = run_timed(base + ["--trace", str(trace)] + ["--keep-hidden"] * check, env=env)
             if code != 0:
                 failed = err.strip().splitlines()[-1] if err.strip() else f"exit {code}"
+            if check:
+                full_trace = trace
+                break
             times.append(wall)
             rss.append(peak)
             traces.append(trace)
@@ -334,7 +341,7 @@ def main():
             return sum(x["elapsed_ms"] for x in ls if "done" in x and x["done"] in steps)
 
         cb_sql_ms = statistics.median(sql_ms(t) for t in traces)
-        trace = traces[-1]
+        trace = full_trace
         lines = [json.loads(x) for x in trace.read_text().splitlines() if x.strip()]
         scan = {"files": 0, "files_pruned": 0, "row_groups": 0, "row_groups_pruned": 0, "rows": 0}
         for x in lines:
@@ -366,7 +373,7 @@ def main():
                 duck_rss.append(peak)
                 duck_sql.append(res["sql_ms"])
         panda = pandas_side(a, pid, trace, data)
-        for t in traces:
+        for t in traces + [full_trace]:
             t.unlink(missing_ok=True)
         real = {k: v for k, v in differ.items() if not v.startswith("floats: ")}
         floats = {k: v[len("floats: "):] for k, v in differ.items() if v.startswith("floats: ")}

@@ -58,6 +58,45 @@ fn run_rdp_bruteforce_as_csv_prints_the_attacker_first() {
 }
 
 #[test]
+fn run_stores_and_prints_hidden_tables_only_when_asked() {
+    let data = common::fresh_data();
+    let work = tempfile::tempdir().expect("tempdir");
+    let run = |extra: &[&str], trace: &std::path::Path| {
+        let out = casebook()
+            .current_dir(common::repo())
+            .args(["run", "rdp_bruteforce", "--format", "csv", "--trace"])
+            .arg(trace)
+            .args(extra)
+            .arg("--data")
+            .arg(data.path())
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let steps: Vec<serde_json::Value> = std::fs::read_to_string(trace)
+            .expect("trace")
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v.get("done").is_some())
+            .collect();
+        (String::from_utf8_lossy(&out.stdout).to_string(), steps)
+    };
+    // `top_flows` is hidden: the chart and two tables read it, a page does not show it.
+    let file_of = |steps: &[serde_json::Value], id: &str| {
+        let s = steps.iter().find(|s| s["done"] == id).unwrap_or_else(|| panic!("step {id} in {steps:?}"));
+        assert!(s["rows"].as_u64().unwrap_or(0) > 0, "{s}");
+        s["file"].as_str().map(std::path::PathBuf::from)
+    };
+    let (printed, steps) = run(&[], &work.path().join("plain.jsonl"));
+    assert!(!printed.contains("# step: top_flows"), "{printed}");
+    assert!(printed.contains("# step: attempts"), "{printed}");
+    assert_eq!(file_of(&steps, "top_flows"), None);
+    assert!(file_of(&steps, "attempts").is_some_and(|f| f.is_file()));
+    let (printed, steps) = run(&["--keep-hidden"], &work.path().join("kept.jsonl"));
+    assert!(printed.contains("# step: top_flows"), "{printed}");
+    assert!(file_of(&steps, "top_flows").is_some_and(|f| f.is_file()));
+}
+
+#[test]
 fn run_refuses_bad_parameters_with_a_message() {
     let data = common::fresh_data();
     let out = casebook()

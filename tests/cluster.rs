@@ -87,7 +87,8 @@ fn start(executors: usize) -> Cluster {
 
 fn run(playbook: &str, params: &[&str], data: &Path, engine: Option<&str>) -> Output {
     let mut cmd = casebook();
-    cmd.args(["run", playbook, "--format", "csv", "--max-rows", "1000000", "--data"]).arg(data);
+    // Every table, hidden ones too, is compared.
+    cmd.args(["run", playbook, "--keep-hidden", "--format", "csv", "--max-rows", "1000000", "--data"]).arg(data);
     for p in params {
         cmd.args(["-p", p]);
     }

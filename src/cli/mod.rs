@@ -146,6 +146,10 @@ pub enum Command {
         /// Print only this step's table.
         #[arg(long)]
         step: Option<String>,
+        /// Also keep and print the tables of hidden steps, as stored Parquet files (a run
+        /// from a page keeps only the tables it shows; the benchmark compares them all).
+        #[arg(long)]
+        keep_hidden: bool,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
         /// Most rows printed per table in `table` format (csv and json print all).
@@ -323,10 +327,10 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
             serve::serve(opts, &dirs).await.map(|_| ExitCode::SUCCESS)
         }
         Command::Check { dirs } => check(&dirs).await,
-        Command::Run { playbook, params, step, format, max_rows, trace, run_memory_mb, engine, dirs } => {
+        Command::Run { playbook, params, step, keep_hidden, format, max_rows, trace, run_memory_mb, engine, dirs } => {
             let cluster = cluster(&engine).await?;
-            let printing =
-                run::Printing { format, max_rows, trace, memory_bytes: run_memory_mb.max(16) << 20, cluster };
+            let memory_bytes = run_memory_mb.max(16) << 20;
+            let printing = run::Printing { format, max_rows, trace, memory_bytes, cluster, keep_hidden };
             run::run(&playbook, &params, step.as_deref(), printing, &dirs).await
         }
         Command::Test { playbook, dirs } => self_test(playbook.as_deref(), &dirs).await,

@@ -22,6 +22,8 @@ pub(super) struct Printing {
     pub memory_bytes: usize,
     /// `--engine df://…`: the cluster the queries execute on.
     pub cluster: Option<crate::sql::session::Cluster>,
+    /// `--keep-hidden`: the hidden steps' tables are stored and printed too.
+    pub keep_hidden: bool,
 }
 
 pub(super) async fn run(
@@ -31,7 +33,7 @@ pub(super) async fn run(
     printing: Printing,
     dirs: &Dirs,
 ) -> Result<ExitCode> {
-    let Printing { format, max_rows, trace, memory_bytes, cluster } = printing;
+    let Printing { format, max_rows, trace, memory_bytes, cluster, keep_hidden } = printing;
     let paths = dirs.paths();
     let catalog = Arc::new(Catalog::load(paths.clone(), dirs.tz()?).await);
     let file = PathBuf::from(playbook);
@@ -82,8 +84,9 @@ pub(super) async fn run(
     engine.cluster = cluster;
     let engine = Arc::new(engine);
     let who = std::env::var("USER").unwrap_or_else(|_| "cli".into());
-    // Every table with rows is printed (or the one `--step` names), hidden ones too.
-    let keep = step.map(|s| vec![s.to_string()]);
+    // The tables a page shows are printed (or the one `--step` names); with --keep-hidden,
+    // the hidden ones too. As from a page, a hidden table no one asked for is not written.
+    let keep = if keep_hidden { None } else { Some(step.map(|s| vec![s.to_string()]).unwrap_or_default()) };
     let outcome = engine.run(RunRequest::new(pb.clone(), values, who, "cli").keeping(keep)).await?;
     if let Some(path) = &trace {
         let dir = paths.run_dir(&outcome.run_id);
@@ -108,7 +111,7 @@ pub(super) async fn run(
         .steps
         .iter()
         .filter(|s| step.is_none_or(|only| s.id == only))
-        .filter(|s| s.rows.is_some() || s.error.is_some() || s.html.is_some())
+        .filter(|s| s.error.is_some() || s.html.is_some() || (s.rows.is_some() && (s.show_table || keep_hidden || step.is_some())))
         .collect();
     let many = printed.len() > 1;
     if format == Format::Json {
