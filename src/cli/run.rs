@@ -111,7 +111,11 @@ pub(super) async fn run(
         .steps
         .iter()
         .filter(|s| step.is_none_or(|only| s.id == only))
-        .filter(|s| s.error.is_some() || s.html.is_some() || (s.rows.is_some() && (s.show_table || keep_hidden || step.is_some())))
+        .filter(|s| {
+            s.error.is_some()
+                || s.html.is_some()
+                || (s.rows.is_some() && (s.show_table || keep_hidden || step.is_some()))
+        })
         .collect();
     let many = printed.len() > 1;
     if format == Format::Json {

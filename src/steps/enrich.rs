@@ -4,11 +4,12 @@
 //! [`crate::reputation`]; this is the playbook shape, its validation, the columns it adds and
 //! its execution.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
@@ -338,7 +339,36 @@ fn is_internal(ip: IpAddr) -> bool {
     }
 }
 
-/// Adds the lookup columns to `batch`, whose column `values(c)` gives each row's text.
+/// Each row's text in column `col`: a text column's values as they are (null as empty),
+/// another type's as `text` writes them.
+fn texts<'a>(col: &'a ArrayRef, text: &impl Fn(&ArrayRef, usize) -> String) -> Vec<Cow<'a, str>> {
+    let borrowed = |it: &mut dyn Iterator<Item = Option<&'a str>>| it.map(|v| Cow::Borrowed(v.unwrap_or(""))).collect();
+    match col.data_type() {
+        DataType::Utf8 => borrowed(&mut col.as_string::<i32>().iter()),
+        DataType::LargeUtf8 => borrowed(&mut col.as_string::<i64>().iter()),
+        DataType::Utf8View => borrowed(&mut col.as_string_view().iter()),
+        _ => (0..col.len()).map(|r| Cow::Owned(text(col, r))).collect(),
+    }
+}
+
+/// Each row's index into the distinct values of `values`, and what `find` made of each
+/// distinct value (called once per value).
+fn distinct<'a, T>(values: &'a [Cow<'a, str>], mut find: impl FnMut(&str) -> T) -> (Vec<usize>, Vec<T>) {
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut found = Vec::new();
+    let rows = values
+        .iter()
+        .map(|v| {
+            *index.entry(v.as_ref()).or_insert_with(|| {
+                found.push(find(v));
+                found.len() - 1
+            })
+        })
+        .collect();
+    (rows, found)
+}
+
+/// Adds the lookup columns to `batch`; `text` writes a cell of a column that is not text.
 pub fn apply(
     batch: &RecordBatch,
     e: &Enrich,
@@ -346,62 +376,59 @@ pub fn apply(
     text: impl Fn(&ArrayRef, usize) -> String,
 ) -> Result<RecordBatch, String> {
     let schema = batch.schema();
-    let rows = batch.num_rows();
-    let column_text = |name: &str| -> Result<Vec<String>, String> {
+    let column = |name: &str| -> Result<&ArrayRef, String> {
         let i = schema.index_of(name).map_err(|_| format!("the table has no column `{name}`"))?;
-        let col = batch.column(i);
-        Ok((0..rows).map(|r| text(col, r)).collect())
+        Ok(batch.column(i))
     };
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
     for c in &e.ip {
-        let values = column_text(c)?;
-        let mut seen: HashMap<&str, IpFound> = HashMap::new();
-        for v in &values {
-            seen.entry(v.as_str()).or_insert_with(|| match v.trim().parse::<IpAddr>() {
+        let values = texts(column(c)?, &text);
+        let (rows, found) = distinct(&values, |v| -> IpFound {
+            match v.trim().parse::<IpAddr>() {
                 Ok(ip) => {
                     let name = src.context.as_ref().and_then(|ctx| ctx.lookup(ip)).map(String::from);
                     let zone = if name.is_some() || is_internal(ip) { "internal" } else { "external" };
                     (name, Some(zone), src.geo.as_ref().and_then(|g| g.lookup(ip)))
                 }
                 Err(_) => (None, None, None),
-            });
-        }
-        let get = |v: &String| seen.get(v.as_str());
-        columns.push(Arc::new(StringArray::from_iter(values.iter().map(|v| get(v).and_then(|s| s.0.clone())))));
-        columns.push(Arc::new(StringArray::from_iter(values.iter().map(|v| get(v).and_then(|s| s.1)))));
+            }
+        });
+        let each = || rows.iter().map(|&i| &found[i]);
+        columns.push(Arc::new(StringArray::from_iter(each().map(|f| f.0.as_deref()))));
+        columns.push(Arc::new(StringArray::from_iter(each().map(|f| f.1))));
         if e.geo.is_some() {
-            let place = |v: &String| get(v).and_then(|s| s.2.clone()).unwrap_or_default();
-            columns.push(Arc::new(StringArray::from_iter(values.iter().map(|v| place(v).country))));
-            columns.push(Arc::new(StringArray::from_iter(values.iter().map(|v| place(v).city))));
-            columns.push(Arc::new(Float64Array::from_iter(values.iter().map(|v| place(v).lat))));
-            columns.push(Arc::new(Float64Array::from_iter(values.iter().map(|v| place(v).lon))));
-            columns.push(Arc::new(StringArray::from_iter(values.iter().map(|v| place(v).owner))));
+            let place = || each().map(|f| f.2.as_ref());
+            columns.push(Arc::new(StringArray::from_iter(place().map(|p| p.and_then(|p| p.country.as_deref())))));
+            columns.push(Arc::new(StringArray::from_iter(place().map(|p| p.and_then(|p| p.city.as_deref())))));
+            columns.push(Arc::new(Float64Array::from_iter(place().map(|p| p.and_then(|p| p.lat)))));
+            columns.push(Arc::new(Float64Array::from_iter(place().map(|p| p.and_then(|p| p.lon)))));
+            columns.push(Arc::new(StringArray::from_iter(place().map(|p| p.and_then(|p| p.owner.as_deref())))));
         }
     }
     if let Some((names, answers)) = &src.reputation {
         for c in e.ip.iter().chain(&e.domain) {
-            let values = column_text(c)?;
-            let looked = |v: &String| answers.get(v.trim());
+            let values = texts(column(c)?, &text);
+            let (rows, found) = distinct(&values, |v| (v.trim().is_empty(), answers.get(v.trim())));
+            let each = || rows.iter().map(|&i| found[i]);
             for (i, _) in names.iter().enumerate() {
                 columns.push(Arc::new(StringArray::from_iter(
-                    values.iter().map(|v| looked(v).and_then(|l| l.fields.get(i).cloned().flatten())),
+                    each().map(|(_, l)| l.and_then(|l| l.fields.get(i).and_then(|f| f.as_deref()))),
                 )));
             }
-            columns.push(Arc::new(StringArray::from_iter(values.iter().map(|v| {
-                if v.trim().is_empty() {
+            columns.push(Arc::new(StringArray::from_iter(each().map(|(empty, l)| {
+                if empty {
                     None
                 } else {
-                    Some(looked(v).map_or_else(|| "not looked up".to_string(), |l| l.status.clone()))
+                    Some(l.map_or("not looked up", |l| l.status.as_str()))
                 }
             }))));
         }
     }
     for d in &e.domain {
-        let values = column_text(d)?;
-        let mut seen: HashMap<&str, DomainFound> = HashMap::new();
-        for v in &values {
-            seen.entry(v.as_str()).or_insert_with(|| match host_of(v) {
+        let values = texts(column(d)?, &text);
+        let (rows, found) = distinct(&values, |v| -> DomainFound {
+            match host_of(v) {
                 Some(host) => {
                     let (reg, sub) = split_domain(&host);
                     let rank =
@@ -410,18 +437,17 @@ pub fn apply(
                     (reg, sub, rank, listed)
                 }
                 None => (None, None, None, false),
-            });
-        }
-        let get = |v: &String| seen.get(v.as_str()).cloned().unwrap_or_default();
-        columns.push(Arc::new(StringArray::from_iter(values.iter().map(|v| get(v).0))));
-        columns.push(Arc::new(StringArray::from_iter(values.iter().map(|v| get(v).1))));
+            }
+        });
+        let each = || rows.iter().map(|&i| &found[i]);
+        columns.push(Arc::new(StringArray::from_iter(each().map(|f| f.0.as_deref()))));
+        columns.push(Arc::new(StringArray::from_iter(each().map(|f| f.1.as_deref()))));
         if e.top_domains.is_some() {
-            let rank: Vec<Option<i64>> = values.iter().map(|v| get(v).2).collect();
-            columns.push(Arc::new(Int64Array::from(rank.clone())));
-            columns.push(Arc::new(BooleanArray::from_iter(rank.iter().map(|r| Some(r.is_some_and(|r| r <= 10_000))))));
-            columns
-                .push(Arc::new(BooleanArray::from_iter(rank.iter().map(|r| Some(r.is_some_and(|r| r <= 1_000_000))))));
-            columns.push(Arc::new(BooleanArray::from_iter(values.iter().map(|v| Some(get(v).3)))));
+            let top = |most: i64| BooleanArray::from_iter(each().map(|f| Some(f.2.is_some_and(|r| r <= most))));
+            columns.push(Arc::new(Int64Array::from_iter(each().map(|f| f.2))));
+            columns.push(Arc::new(top(10_000)));
+            columns.push(Arc::new(top(1_000_000)));
+            columns.push(Arc::new(BooleanArray::from_iter(each().map(|f| Some(f.3)))));
         }
     }
     let names: Vec<String> = src.reputation.as_ref().map(|(n, _)| n.clone()).unwrap_or_default();
