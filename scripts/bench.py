@@ -3,13 +3,13 @@
 
 For each shipped playbook, with the parameters of its first self-test:
   * casebook: `casebook run` end to end (process start, catalog, every step, the tables a page
-    shows stored), timed over --runs runs; its peak RSS; the time of its SQL steps alone; what its scans read
-    (files, row groups and rows, pruned and read), from `casebook run --trace`.
-  * DuckDB: the same SQL chain, replayed from that trace with the same bound values: each
-    step's SQL as a temporary table the later steps read, the tables of steps casebook computes
-    itself (enrich) loaded from casebook's own results. (The trace is from one more casebook
-    run, untimed, with --keep-hidden: it stores every step's table.) Timed in a child process of its own
-    (peak RSS), 2 threads.
+    shows stored), timed over --runs runs; its peak RSS; the time of its SQL steps alone; what
+    its scans read (files, row groups and rows, pruned and read), from `casebook run --trace`.
+  * DuckDB: the same SQL chain, replayed from the trace of one more casebook run (untimed,
+    with --keep-hidden: every step's table stored) with the same bound values: each step's SQL
+    as a temporary table the later steps read, the tables of steps casebook computes itself
+    (enrich) loaded from casebook's own results. Timed in a child process of its own (peak
+    RSS), 2 threads.
   * The check: every step table DuckDB made equals casebook's, row for row (as multisets;
     floats to 9 significant digits, times to the microsecond).
 
