@@ -87,7 +87,8 @@ pub(super) async fn run(
     // The tables a page shows are printed (or the one `--step` names); with --keep-hidden,
     // the hidden ones too. As from a page, a hidden table no one asked for is not written.
     let keep = if keep_hidden { None } else { Some(step.map(|s| vec![s.to_string()]).unwrap_or_default()) };
-    let outcome = engine.run(RunRequest::new(pb.clone(), values, who, "cli").keeping(keep)).await?;
+    let req = RunRequest::new(pb.clone(), values, who, "cli").keeping(keep);
+    let outcome = engine.run(req.clone()).await?;
     if let Some(path) = &trace {
         let dir = paths.run_dir(&outcome.run_id);
         let mut lines = String::new();
@@ -111,11 +112,7 @@ pub(super) async fn run(
         .steps
         .iter()
         .filter(|s| step.is_none_or(|only| s.id == only))
-        .filter(|s| {
-            s.error.is_some()
-                || s.html.is_some()
-                || (s.rows.is_some() && (s.show_table || keep_hidden || step.is_some()))
-        })
+        .filter(|s| s.error.is_some() || s.html.is_some() || (s.rows.is_some() && req.keeps(&s.id, s.show_table)))
         .collect();
     let many = printed.len() > 1;
     if format == Format::Json {

@@ -47,6 +47,11 @@ impl RunRequest {
         self
     }
 
+    /// Whether step `id`'s table is read after the run: shown, or asked for by `keep`.
+    pub fn keeps(&self, id: &str, shown: bool) -> bool {
+        shown || self.keep.as_ref().is_none_or(|keep| keep.iter().any(|k| k == id))
+    }
+
     /// Only section `section` (and the earlier steps it reads); None = every section.
     #[must_use]
     pub fn section(mut self, section: Option<usize>) -> Self {

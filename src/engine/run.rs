@@ -119,11 +119,6 @@ pub(super) async fn register(
     ctx.register_table(id, Arc::new(table)).map(|_| ())
 }
 
-/// Whether step `id`'s table is read after the run: shown, or asked for by `req.keep`.
-fn kept_after(req: &RunRequest, id: &str, shown: bool) -> bool {
-    shown || req.keep.as_ref().is_none_or(|keep| keep.iter().any(|k| k == id))
-}
-
 /// Step tables being written to Parquet while the run goes on, each into a `.part` file
 /// renamed when whole (a file under the step's name is always complete).
 #[derive(Default)]
@@ -267,7 +262,7 @@ impl Engine {
                     if on_cluster {
                         writes.store(run_id, &step.id, &file, data.clone());
                         writes.wait().await;
-                    } else if kept_after(req, &step.id, step.show_table) {
+                    } else if req.keeps(&step.id, step.show_table) {
                         writes.store(run_id, &step.id, &file, data.clone());
                     } else {
                         stored = false;
@@ -319,7 +314,7 @@ impl Engine {
     /// go, with their chunk files. An unfinished run keeps them all, to be resumed.
     fn forget_intermediates(&self, run_id: &str, dir: &Path, req: &RunRequest, outcomes: &[StepOutcome]) {
         for o in outcomes.iter().filter(|o| o.rows.is_some() && o.error.is_none()) {
-            if kept_after(req, &o.id, o.show_table) {
+            if req.keeps(&o.id, o.show_table) {
                 continue;
             }
             self.results.forget(run_id, &o.id);
