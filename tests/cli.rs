@@ -255,6 +255,136 @@ fn serve_generates_the_demo_only_for_connectors_that_read_it() {
     assert!(!data.join("demo").exists());
 }
 
+/// Whether a DNS hour file is sorted by client and then time, and how many data pages its
+/// `ip_dst` has.
+fn sorted_by_client(file: &std::path::Path) -> (bool, usize) {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::TimestampMicrosecondType;
+    use datafusion::parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+    use datafusion::parquet::file::metadata::PageIndexPolicy;
+    let open = || std::fs::File::open(file).expect("hour file");
+    let b = ParquetRecordBatchReaderBuilder::try_new_with_options(
+        open(),
+        ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required),
+    )
+    .expect("parquet");
+    let meta = b.metadata().clone();
+    let ip_dst =
+        meta.file_metadata().schema_descr().columns().iter().position(|c| c.name() == "ip_dst").expect("ip_dst");
+    let pages: usize =
+        meta.offset_index().map(|groups| groups.iter().map(|g| g[ip_dst].page_locations().len()).sum()).unwrap_or(0);
+    let mut last: Option<(String, i64)> = None;
+    for batch in b.build().expect("reader") {
+        let batch = batch.expect("batch");
+        let clients = batch.column_by_name("ip_dst").expect("ip_dst").as_string::<i32>().clone();
+        let times = batch.column_by_name("frame_time").expect("frame_time");
+        let times = times.as_primitive::<TimestampMicrosecondType>();
+        for i in 0..batch.num_rows() {
+            let row = (clients.value(i).to_string(), times.value(i));
+            if last.as_ref().is_some_and(|l| *l > row) || clients.is_null(i) {
+                return (false, pages);
+            }
+            last = Some(row);
+        }
+    }
+    (true, pages)
+}
+
+/// A one-client DNS search on data casebook laid out (the demo, then `casebook compact`):
+/// each hour's file is sorted by client, then time, in pages of 2,048 rows, so the page index
+/// skips every page but the client's, and the count equals that of a scan that cannot skip.
+#[test]
+fn dns_hours_are_sorted_by_client_and_a_one_client_search_reads_its_pages() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let data = work.path().join("data");
+    let out = casebook()
+        .current_dir(common::repo())
+        .args(["demo", "--rows", "400000", "--hours", "3", "--seed", "11", "--data"])
+        .arg(&data)
+        .output()
+        .expect("demo");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let hour_files = |root: &std::path::Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(root)
+            .expect("dns folder")
+            .flatten()
+            .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+            .map(|h| h.path().join("part-0.parquet"))
+            .filter(|f| f.is_file())
+            .collect()
+    };
+    let demo_files = hour_files(&data.join("demo").join("dns"));
+    assert!(demo_files.len() >= 3, "{demo_files:?}");
+    for f in &demo_files {
+        let (sorted, pages) = sorted_by_client(f);
+        assert!(sorted && pages >= 5, "{}: sorted {sorted}, {pages} pages", f.display());
+    }
+    let compacted = work.path().join("dns-compacted");
+    let out = casebook()
+        .current_dir(common::repo())
+        .args(["compact", "dns", "--out"])
+        .arg(&compacted)
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .expect("compact");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let yaml = String::from_utf8_lossy(&out.stdout).to_string();
+    for f in hour_files(&compacted) {
+        let (sorted, pages) = sorted_by_client(&f);
+        assert!(sorted && pages >= 5, "{}: sorted {sorted}, {pages} pages", f.display());
+    }
+    let connectors = work.path().join("connectors");
+    std::fs::create_dir(&connectors).expect("mkdir");
+    for e in std::fs::read_dir(common::repo().join("connectors")).expect("connectors").flatten() {
+        if e.path().is_file() && e.file_name() != "dns.yaml" {
+            std::fs::copy(e.path(), connectors.join(e.file_name())).expect("copy");
+        }
+    }
+    std::fs::write(connectors.join("dns.yaml"), &yaml).expect("write");
+    // The infected host of the demo's DNS tunnel: one client among hundreds.
+    let pb = work.path().join("one_client.yaml");
+    std::fs::write(
+        &pb,
+        "title: One client\nparams:\n  ip: { type: ip_list, default: 10.0.1.203 }\nsections:\n  - title: S\n    steps:\n      \
+         - id: paged\n        query:\n          sql: SELECT count(*) AS n FROM dns WHERE ip_in(ip_dst, $ip)\n      \
+         - id: whole\n        query:\n          sql: SELECT count(*) AS n FROM dns WHERE concat(ip_dst, '') = $ip\n",
+    )
+    .expect("playbook");
+    for conn in [common::repo().join("connectors"), connectors] {
+        let trace = work.path().join("trace.jsonl");
+        let _ = std::fs::remove_file(&trace);
+        let out = casebook()
+            .current_dir(common::repo())
+            .arg("run")
+            .arg(&pb)
+            .args(["--format", "json", "--trace"])
+            .arg(&trace)
+            .arg("--connectors")
+            .arg(&conn)
+            .arg("--data")
+            .arg(&data)
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&trace)
+            .expect("trace")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect();
+        let scan = |step: &str| {
+            lines.iter().find(|l| l["step"] == step && l["sql"].is_string()).expect("query")["scan"].clone()
+        };
+        let (paged, whole) = (scan("paged"), scan("whole"));
+        let read = |s: &serde_json::Value| s["rows"].as_u64().unwrap_or(0);
+        assert!(read(&whole) > 20_000, "{whole}");
+        assert!(read(&paged) * 5 <= read(&whole), "the page index skips most rows: {paged} against {whole}");
+        let tables: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json tables");
+        let n = |step: &str| tables[step][0]["n"].as_u64().unwrap_or(0);
+        assert!(n("paged") > 0 && n("paged") == n("whole"), "{tables}");
+    }
+}
+
 /// `casebook compact` rewrites a connector's data as hourly, time-sorted Parquet with bloom
 /// filters; the connector it prints gives a playbook the same rows, and `run --trace` shows
 /// the bloom filters skipping the row groups of a search for an address the data lacks (the

@@ -86,6 +86,13 @@ pub struct Dns {
     answer: String,
 }
 
+impl Dns {
+    /// The client that asked (`ip_dst`, the standard's cluster column).
+    pub fn client(&self) -> &str {
+        &self.client
+    }
+}
+
 fn subdomain(rng: &mut Rng, d: &str) -> String {
     match rng.range(0, 5) {
         0 => d.to_string(),
