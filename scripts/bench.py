@@ -145,7 +145,7 @@ def param_args(params):
 
 # The demo's file layout (`LAYOUT` in src/demo/mod.rs; a test checks they agree): data laid
 # out another way is made again.
-LAYOUT = 2
+LAYOUT = 3
 
 
 def ensure_data(casebook, data, rows, hours, seed):

@@ -256,7 +256,7 @@ fn serve_generates_the_demo_only_for_connectors_that_read_it() {
 }
 
 /// Whether a DNS hour file is sorted by client and then time, and how many data pages its
-/// `ip_dst` has.
+/// `ip_dst` has. Its time column has no dictionary.
 fn sorted_by_client(file: &std::path::Path) -> (bool, usize) {
     use datafusion::arrow::array::{Array, AsArray};
     use datafusion::arrow::datatypes::TimestampMicrosecondType;
@@ -273,6 +273,16 @@ fn sorted_by_client(file: &std::path::Path) -> (bool, usize) {
         meta.file_metadata().schema_descr().columns().iter().position(|c| c.name() == "ip_dst").expect("ip_dst");
     let pages: usize =
         meta.offset_index().map(|groups| groups.iter().map(|g| g[ip_dst].page_locations().len()).sum()).unwrap_or(0);
+    let frame_time = meta
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.name() == "frame_time")
+        .expect("frame_time");
+    for g in meta.row_groups() {
+        assert!(g.column(frame_time).dictionary_page_offset().is_none(), "{}: a dictionary of times", file.display());
+    }
     let mut last: Option<(String, i64)> = None;
     for batch in b.build().expect("reader") {
         let batch = batch.expect("batch");
@@ -291,8 +301,9 @@ fn sorted_by_client(file: &std::path::Path) -> (bool, usize) {
 }
 
 /// A one-client DNS search on data casebook laid out (the demo, then `casebook compact`):
-/// each hour's file is sorted by client, then time, in pages of 2,048 rows, so the page index
-/// skips every page but the client's, and the count equals that of a scan that cannot skip.
+/// each hour's file is sorted by client, then time, in pages of 2,048 rows (times without a
+/// dictionary), so the page index skips every page but the client's, and the count equals
+/// that of a scan that cannot skip.
 #[test]
 fn dns_hours_are_sorted_by_client_and_a_one_client_search_reads_its_pages() {
     let work = tempfile::tempdir().expect("tempdir");

@@ -51,7 +51,7 @@ pub async fn compact(catalog: &Catalog, name: &str, out: &Path, bloom: Option<Ve
     // Sorted within each hour by the standard's cluster column first (DNS: the client), so
     // that a one-value search reads that value's pages alone.
     let cluster = c.provides.and_then(|s| s.cluster).filter(|k| schema.index_of(k).is_ok());
-    let props = crate::demo::layout_properties(&bloom_refs, cluster);
+    let props = crate::demo::layout_properties(&time, &bloom_refs, cluster);
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let spill = out.join(".spill");
     std::fs::create_dir_all(&spill).with_context(|| format!("creating {}", spill.display()))?;
