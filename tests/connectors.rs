@@ -224,3 +224,66 @@ columns:
     assert!(text.contains("| 10.0.0.7 | 198.51.100.9 | 36000 |"), "{text}");
     drop(root);
 }
+
+/// Writes one Parquet file of the given text columns, one row.
+fn parquet(root: &Path, rel: &str, columns: &[(&str, &str)]) {
+    use datafusion::arrow::array::{ArrayRef, StringArray};
+    use datafusion::arrow::record_batch::RecordBatch;
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().expect("parent")).expect("dirs");
+    let arrays: Vec<(&str, ArrayRef)> =
+        columns.iter().map(|(name, value)| (*name, Arc::new(StringArray::from(vec![*value])) as ArrayRef)).collect();
+    let batch = RecordBatch::try_from_iter(arrays).expect("batch");
+    let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&p).expect("file"),
+        batch.schema(),
+        None,
+    )
+    .expect("writer");
+    w.write(&batch).expect("write");
+    w.close().expect("close");
+}
+
+/// A folder of hourly Parquet files takes its schema from the oldest and the newest file (a
+/// start reads two footers, not one per hour of history): the column the exporter added lately
+/// is there, the older hours read it empty; a column only a file in the middle holds is not,
+/// until `schema:` names it.
+#[tokio::test]
+async fn a_parquet_folder_takes_its_schema_from_its_oldest_and_newest_files() {
+    let hours = [
+        ("logs/date=2026-01-01/hour=00/part.parquet", vec![("host", "ws-01")]),
+        ("logs/date=2026-01-01/hour=01/part.parquet", vec![("host", "ws-02"), ("note", "middle")]),
+        ("logs/date=2026-01-01/hour=02/part.parquet", vec![("host", "ws-03")]),
+        ("logs/date=2026-01-02/hour=00/part.parquet", vec![("host", "ws-04"), ("user", "alice")]),
+    ];
+    let inferred = "format: parquet\npath: logs\npartitions: [date, hour]\n";
+    let declared = "format: parquet\npath: logs\npartitions: [date, hour]\nschema:\n  - { name: host, type: string }\n  - { name: note, type: string }\n  - { name: user, type: string }\n";
+    let (catalog, root) = catalog(&[("logs", inferred), ("declared", declared)], &[]).await;
+    for (rel, columns) in &hours {
+        parquet(&root.path().join("data"), rel, columns);
+    }
+    let mut paths = common::paths_with(&root.path().join("data"));
+    paths.connectors = root.path().join("connectors");
+    paths.playbooks = root.path().join("playbooks");
+    drop(catalog);
+    let catalog = Catalog::load(paths, chrono_tz::Tz::UTC).await;
+    let mut got = problems(&catalog, root.path());
+    got.retain(|p| p.starts_with("connectors/"));
+    assert_eq!(got, Vec::<String>::new());
+    let logs = catalog.connectors.iter().find(|c| c.name == "logs").expect("logs");
+    let names: Vec<String> = logs.schema().fields().iter().map(|f| f.name().clone()).collect();
+    assert_eq!(names, ["host", "user", "date", "hour"]);
+    let ctx = catalog.session();
+    let text = |sql: &'static str| {
+        let ctx = ctx.clone();
+        async move {
+            let rows = ctx.sql(sql).await.expect("plan").collect().await.expect("rows");
+            datafusion::arrow::util::pretty::pretty_format_batches(&rows).expect("format").to_string()
+        }
+    };
+    let all = text("SELECT host, user FROM logs ORDER BY host").await;
+    assert!(all.contains("| ws-01 |       |") && all.contains("| ws-04 | alice |"), "{all}");
+    assert_eq!(all.matches("| ws-").count(), 4, "{all}");
+    let named = text("SELECT host, note, user FROM declared WHERE note IS NOT NULL").await;
+    assert!(named.contains("| ws-02 | middle |"), "{named}");
+}

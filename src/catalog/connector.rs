@@ -462,14 +462,44 @@ pub struct Listing {
 
 /// The files' schema as DataFusion infers it. A damaged file can make Arrow's reader panic
 /// (an impossible type in the schema a Parquet file embeds): that file cannot be read either.
+///
+/// Of Parquet files it reads the oldest and the newest in path order (hive partitions
+/// `date=/hour=` sort by time), as Spark and DuckDB read one: each file's footer states its
+/// schema exactly, and reading every footer made each start, and each `casebook run`, pay for
+/// the whole history (a week of hourly files: 168 footers per connector; a year: 8,760). A
+/// column that files gained or lost over time is in one of the two; one only some files in the
+/// middle hold is not seen, and a declared `schema:` names it. Text formats read records from
+/// the first files until they have enough, as before.
 async fn infer(
     options: &ListingOptions,
     state: &datafusion::execution::SessionState,
     url: &ListingTableUrl,
 ) -> Result<SchemaRef, String> {
-    use futures::FutureExt;
-    match std::panic::AssertUnwindSafe(options.infer_schema(state, url)).catch_unwind().await {
-        Ok(Ok(schema)) => Ok(schema),
+    use futures::{FutureExt, TryStreamExt};
+    let store = state.runtime_env().object_store(url).map_err(|e| first_line(&e.to_string()))?;
+    let listed = url.list_all_files(state, store.as_ref(), &options.file_extension).await;
+    let mut files: Vec<_> = match listed {
+        Ok(files) => files.try_collect().await.map_err(|e| first_line(&e.to_string()))?,
+        Err(e) => return Err(first_line(&e.to_string())),
+    };
+    // Empty files cannot affect the schema but may fail to read.
+    files.retain(|f| f.size > 0);
+    if files.is_empty() {
+        return Err(format!("no files found at {url}"));
+    }
+    files.sort_by(|a, b| a.location.cmp(&b.location));
+    let format: &dyn std::any::Any = options.format.as_ref();
+    if format.is::<ParquetFormat>() && files.len() > 2 {
+        let last = files.swap_remove(files.len() - 1);
+        files.truncate(1);
+        files.push(last);
+    }
+    match std::panic::AssertUnwindSafe(options.format.infer_schema(state, &store, &files)).catch_unwind().await {
+        // Any column may be missing from a file not read here, and reads empty there.
+        Ok(Ok(schema)) => Ok(Arc::new(Schema::new_with_metadata(
+            schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
+            schema.metadata().clone(),
+        ))),
         Ok(Err(e)) => Err(first_line(&e.to_string())),
         Err(_) => Err("a file is damaged: its schema cannot be read".to_string()),
     }
