@@ -143,7 +143,7 @@ def param_args(params):
     return args
 
 
-# The demo's file layout (`LAYOUT` in src/demo/mod.rs; a test checks they agree): data laid
+# The demo's file layout (`LAYOUT` in src/demo/layout.rs; a test checks they agree): data laid
 # out another way is made again.
 LAYOUT = 3
 

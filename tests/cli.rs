@@ -269,17 +269,13 @@ fn sorted_by_client(file: &std::path::Path) -> (bool, usize) {
     )
     .expect("parquet");
     let meta = b.metadata().clone();
-    let ip_dst =
-        meta.file_metadata().schema_descr().columns().iter().position(|c| c.name() == "ip_dst").expect("ip_dst");
+    let column = |name: &str| {
+        meta.file_metadata().schema_descr().columns().iter().position(|c| c.name() == name).expect("a DNS column")
+    };
+    let ip_dst = column("ip_dst");
     let pages: usize =
         meta.offset_index().map(|groups| groups.iter().map(|g| g[ip_dst].page_locations().len()).sum()).unwrap_or(0);
-    let frame_time = meta
-        .file_metadata()
-        .schema_descr()
-        .columns()
-        .iter()
-        .position(|c| c.name() == "frame_time")
-        .expect("frame_time");
+    let frame_time = column("frame_time");
     for g in meta.row_groups() {
         assert!(g.column(frame_time).dictionary_page_offset().is_none(), "{}: a dictionary of times", file.display());
     }

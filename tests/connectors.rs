@@ -40,6 +40,12 @@ fn write(root: &Path, rel: &str, text: &str) {
 
 /// Data, connectors and playbooks folders under one temporary root; the catalog over them.
 async fn catalog(connectors: &[(&str, &str)], data: &[(&str, &str)]) -> (Arc<Catalog>, tempfile::TempDir) {
+    let root = folders(connectors, data);
+    (Arc::new(load(root.path()).await), root)
+}
+
+/// The folders of [`catalog`], not loaded yet.
+fn folders(connectors: &[(&str, &str)], data: &[(&str, &str)]) -> tempfile::TempDir {
     let root = tempfile::tempdir().expect("tempdir");
     for (name, yaml) in connectors {
         write(root.path(), &format!("connectors/{name}.yaml"), yaml);
@@ -48,10 +54,15 @@ async fn catalog(connectors: &[(&str, &str)], data: &[(&str, &str)]) -> (Arc<Cat
         write(root.path(), &format!("data/{rel}"), text);
     }
     write(root.path(), "playbooks/own.yaml", PLAYBOOK);
-    let mut paths = common::paths_with(&root.path().join("data"));
-    paths.connectors = root.path().join("connectors");
-    paths.playbooks = root.path().join("playbooks");
-    (Arc::new(Catalog::load(paths, chrono_tz::Tz::UTC).await), root)
+    root
+}
+
+/// The catalog over the folders under `root`.
+async fn load(root: &Path) -> Catalog {
+    let mut paths = common::paths_with(&root.join("data"));
+    paths.connectors = root.join("connectors");
+    paths.playbooks = root.join("playbooks");
+    Catalog::load(paths, chrono_tz::Tz::UTC).await
 }
 
 fn problems(catalog: &Catalog, root: &Path) -> Vec<String> {
@@ -258,15 +269,11 @@ async fn a_parquet_folder_takes_its_schema_from_its_oldest_and_newest_files() {
     ];
     let inferred = "format: parquet\npath: logs\npartitions: [date, hour]\n";
     let declared = "format: parquet\npath: logs\npartitions: [date, hour]\nschema:\n  - { name: host, type: string }\n  - { name: note, type: string }\n  - { name: user, type: string }\n";
-    let (catalog, root) = catalog(&[("logs", inferred), ("declared", declared)], &[]).await;
+    let root = folders(&[("logs", inferred), ("declared", declared)], &[]);
     for (rel, columns) in &hours {
         parquet(&root.path().join("data"), rel, columns);
     }
-    let mut paths = common::paths_with(&root.path().join("data"));
-    paths.connectors = root.path().join("connectors");
-    paths.playbooks = root.path().join("playbooks");
-    drop(catalog);
-    let catalog = Catalog::load(paths, chrono_tz::Tz::UTC).await;
+    let catalog = load(root.path()).await;
     let mut got = problems(&catalog, root.path());
     got.retain(|p| p.starts_with("connectors/"));
     assert_eq!(got, Vec::<String>::new());

@@ -118,8 +118,12 @@ async fn a_seconds_schedule_fires_diffs_and_posts_to_a_webhook() {
     };
     let first_run = runs(&engine)[0].id.clone();
     assert!(text.contains(&format!("http://casebook.example:8080/runs/{first_run}")), "{text}");
-    let listed = casebook::jobs::scheduler::list(&engine, None).unwrap();
-    let note = listed[0].last_notification.clone().unwrap_or_default();
+    // The scheduler records the delivery after the receiver has answered: wait for it.
+    let note = wait_for("the notification recorded", 10, || {
+        let listed = casebook::jobs::scheduler::list(&engine, None).ok()?;
+        listed.first()?.last_notification.clone().filter(|n| !n.is_empty())
+    })
+    .await;
     assert!(note.starts_with("sent to TEST_HOOK") && note.contains("2 attempts"), "{note}");
     assert!(!note.contains("127.0.0.1"), "the webhook URL is a secret: {note}");
 

@@ -478,10 +478,8 @@ async fn infer(
     use futures::{FutureExt, TryStreamExt};
     let store = state.runtime_env().object_store(url).map_err(|e| first_line(&e.to_string()))?;
     let listed = url.list_all_files(state, store.as_ref(), &options.file_extension).await;
-    let mut files: Vec<_> = match listed {
-        Ok(files) => files.try_collect().await.map_err(|e| first_line(&e.to_string()))?,
-        Err(e) => return Err(first_line(&e.to_string())),
-    };
+    let mut files: Vec<_> =
+        listed.map_err(|e| first_line(&e.to_string()))?.try_collect().await.map_err(|e| first_line(&e.to_string()))?;
     // Empty files cannot affect the schema but may fail to read.
     files.retain(|f| f.size > 0);
     if files.is_empty() {
@@ -490,9 +488,7 @@ async fn infer(
     files.sort_by(|a, b| a.location.cmp(&b.location));
     let format: &dyn std::any::Any = options.format.as_ref();
     if format.is::<ParquetFormat>() && files.len() > 2 {
-        let last = files.swap_remove(files.len() - 1);
-        files.truncate(1);
-        files.push(last);
+        files.drain(1..files.len() - 1);
     }
     match std::panic::AssertUnwindSafe(options.format.infer_schema(state, &store, &files)).catch_unwind().await {
         // Any column may be missing from a file not read here, and reads empty there.

@@ -4,8 +4,6 @@
 
 mod events;
 mod layout;
-use layout::write_hourly;
-pub use layout::{layout_properties, LAYOUT, PAGE_ROWS, ROW_GROUP_ROWS};
 mod rng;
 mod web;
 
@@ -21,6 +19,8 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::SchemaRef;
 
+use layout::write_hourly;
+pub use layout::{layout_properties, LAYOUT, PAGE_ROWS, ROW_GROUP_ROWS};
 pub use rng::Rng;
 
 /// How much demo data to make.
